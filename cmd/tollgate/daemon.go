@@ -1,0 +1,255 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"runtime"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/tollgate/tollgate/milter"
+	"github.com/tollgate/tollgate/policy"
+)
+
+func cmdRun(args []string, stderr io.Writer) int {
+	fs := flag.NewFlagSet("run", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	config := fs.String("config", defaultConfig, "configuration file")
+	listen := fs.String("listen", "", "milter socket, overrides the config (unix:/path or inet:host:port)")
+	metricsListen := fs.String("metrics-listen", "", "metrics and health address host:port, overrides the config (off: none)")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	p, err := policy.LoadFile(*config)
+	if err != nil {
+		printConfigErrors(stderr, err)
+		return 1
+	}
+	d := &daemon{configPath: *config, listenFlag: *listen, metricsFlag: *metricsListen, stderr: stderr}
+	if err := d.start(p); err != nil {
+		fmt.Fprintf(stderr, "tollgate: %v\n", err)
+		return 1
+	}
+	return d.wait()
+}
+
+// daemon is the running service: the milter server, the metrics endpoint and
+// the signal handling around them.
+type daemon struct {
+	configPath  string
+	listenFlag  string
+	metricsFlag string
+	stderr      io.Writer
+
+	log      *slog.Logger
+	level    *slog.LevelVar
+	registry *prometheus.Registry
+	metrics  *milter.Metrics
+	server   *milter.Server
+	listener net.Listener
+	address  milter.Address
+	http     *http.Server
+
+	mu       sync.Mutex
+	policy   *policy.Policy
+	serveErr chan error
+}
+
+func (d *daemon) start(p *policy.Policy) error {
+	d.level = new(slog.LevelVar)
+	d.level.Set(parseLevel(p.LogLevel))
+	d.log = newLogger(d.stderr, p.LogFormat, d.level)
+	d.registry = prometheus.NewRegistry()
+	d.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	buildInfo := prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: "tollgate", Name: "build_info",
+		Help: "Version of the running tollgate."}, []string{"version", "goversion"})
+	buildInfo.WithLabelValues(version, runtime.Version()).Set(1)
+	d.registry.MustRegister(buildInfo)
+	d.metrics = milter.NewMetrics(d.registry)
+	d.policy = p
+	d.server = milter.NewServer(policy.NewRuntime(p, d.log, d.metrics), milter.ServerOptions{Logger: d.log, Metrics: d.metrics})
+	d.metrics.ConfigLastReload.SetToCurrentTime()
+	d.metrics.ConfigLastOK.Set(1)
+
+	d.address = p.Listen
+	if d.listenFlag != "" {
+		a, err := milter.ParseAddress(d.listenFlag)
+		if err != nil {
+			return fmt.Errorf("--listen: %w", err)
+		}
+		d.address = a
+	}
+	ln, err := milter.Listen(d.address, p.Socket)
+	if err != nil {
+		return fmt.Errorf("milter socket: %w", err)
+	}
+	d.listener = ln
+
+	metricsAddr := p.MetricsListen
+	if d.metricsFlag != "" {
+		metricsAddr = d.metricsFlag
+	}
+	if metricsAddr != "off" {
+		mln, err := net.Listen("tcp", metricsAddr)
+		if err != nil {
+			ln.Close()
+			return fmt.Errorf("metrics_listen: %w", err)
+		}
+		d.http = &http.Server{Handler: d.httpHandler(), ReadHeaderTimeout: 10 * time.Second}
+		go func() {
+			if err := d.http.Serve(mln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				d.log.Error("metrics endpoint stopped", "err", err)
+			}
+		}()
+		metricsAddr = mln.Addr().String()
+	}
+	d.serveErr = make(chan error, 1)
+	go func() { d.serveErr <- d.server.Serve(ln) }()
+	d.log.Info("tollgate started", "version", version, "config", d.configPath, "listen", listenerName(d.address, ln),
+		"metrics", metricsAddr, "on_error", p.OnError.Verdict.String())
+	return nil
+}
+
+func listenerName(a milter.Address, ln net.Listener) string {
+	if a.Network == "tcp" {
+		return "inet:" + ln.Addr().String()
+	}
+	return a.String()
+}
+
+func (d *daemon) httpHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(d.registry, promhttp.HandlerOpts{Registry: d.registry}))
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
+		fmt.Fprintln(w, "ok")
+	})
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if d.server.Draining() {
+			http.Error(w, "draining", http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintln(w, "ready")
+	})
+	return mux
+}
+
+// wait serves until SIGTERM or SIGINT, reloading on SIGHUP.
+func (d *daemon) wait() int {
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT)
+	defer signal.Stop(sigs)
+	for {
+		select {
+		case err := <-d.serveErr:
+			d.log.Error("milter server stopped", "err", err)
+			d.cleanup()
+			return 1
+		case sig := <-sigs:
+			if sig == syscall.SIGHUP {
+				d.reload()
+				continue
+			}
+			return d.shutdown(sigs)
+		}
+	}
+}
+
+// reload builds the new configuration beside the old one and swaps it in only
+// when it is valid; sessions already open keep the one they started with.
+func (d *daemon) reload() {
+	d.metrics.ConfigLastReload.SetToCurrentTime()
+	p, err := policy.LoadFile(d.configPath)
+	if err != nil {
+		d.metrics.ConfigReloads.WithLabelValues("failure").Inc()
+		d.metrics.ConfigLastOK.Set(0)
+		var list policy.ErrorList
+		errs := []string{err.Error()}
+		if errors.As(err, &list) {
+			errs = errs[:0]
+			for _, e := range list {
+				errs = append(errs, e.Error())
+			}
+		}
+		d.log.Error("configuration reload refused; the previous configuration stays in use", "config", d.configPath, "errors", errs)
+		return
+	}
+	d.mu.Lock()
+	old := d.policy
+	d.policy = p
+	d.mu.Unlock()
+	if p.HasListen && p.Listen != old.Listen && d.listenFlag == "" || p.MetricsListen != old.MetricsListen && d.metricsFlag == "" {
+		d.log.Warn("listen addresses changed in the configuration; they take effect on restart")
+	}
+	d.level.Set(parseLevel(p.LogLevel))
+	d.server.SetRuntime(policy.NewRuntime(p, d.log, d.metrics))
+	d.metrics.ConfigReloads.WithLabelValues("success").Inc()
+	d.metrics.ConfigLastOK.Set(1)
+	d.log.Info("configuration reloaded", "config", d.configPath)
+}
+
+// shutdown drains: no new connections, sessions in flight get the drain time
+// to finish; a second signal stops at once.
+func (d *daemon) shutdown(sigs <-chan os.Signal) int {
+	d.mu.Lock()
+	drain := d.policy.DrainTimeout
+	d.mu.Unlock()
+	d.log.Info("shutting down", "active_sessions", d.server.ActiveSessions(), "drain_timeout", drain.String())
+	ctx, cancel := context.WithTimeout(context.Background(), drain)
+	defer cancel()
+	go func() {
+		select {
+		case <-sigs:
+			d.log.Warn("second signal: closing remaining sessions now")
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	err := d.server.Shutdown(ctx)
+	code := 0
+	if err != nil {
+		d.log.Warn("drain time over; remaining sessions were closed", "err", err)
+	}
+	d.cleanup()
+	d.log.Info("stopped")
+	return code
+}
+
+func (d *daemon) cleanup() {
+	if d.http != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		d.http.Shutdown(ctx)
+		cancel()
+	}
+	if d.address.Network == "unix" {
+		os.Remove(d.address.Addr)
+	}
+}
+
+func parseLevel(s string) slog.Level {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(s)); err != nil {
+		return slog.LevelInfo
+	}
+	return l
+}
+
+func newLogger(w io.Writer, format string, level slog.Leveler) *slog.Logger {
+	opts := &slog.HandlerOptions{Level: level}
+	if format == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}

@@ -1,0 +1,82 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+var exampleArgs = []string{"test", "--config", "../../deploy/examples/tollgate.yaml", "--client", "203.0.113.5",
+	"--client-name", "mail.example.net", "--helo", "mail.example.net", "--from", "alice@example.net",
+	"--rcpt", "bob@example.org", "--rcpt", "carol@elsewhere.test"}
+
+// The README shows this run; the output must stay what it documents.
+func TestExampleOutputIsDocumented(t *testing.T) {
+	out, err := exec.Command(binary, append(exampleArgs, "../../deploy/examples/message.eml")...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	golden, err := os.ReadFile("testdata/example-test.txt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(out, golden) {
+		t.Errorf("output differs from testdata/example-test.txt:\n%s", out)
+	}
+	readme, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Contains(readme, golden) {
+		t.Error("README.md does not show the output of the documented tollgate test run (testdata/example-test.txt)")
+	}
+}
+
+func TestTestCommandJSONAndEmit(t *testing.T) {
+	emitted := filepath.Join(t.TempDir(), "out.eml")
+	args := append(append([]string{}, exampleArgs...), "--json", "--emit", emitted, "../../deploy/examples/message.eml")
+	out, err := exec.Command(binary, args...).Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var r testReport
+	if err := json.Unmarshal(out, &r); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	if r.Decision != "accept" || len(r.Recipients) != 2 || r.Recipients[1].Result != "reject" ||
+		!strings.HasPrefix(r.Recipients[1].Reply, "550 5.7.1") || len(r.Stages) != 6 || len(r.Changes) != 2 {
+		t.Errorf("%+v", r)
+	}
+	msg, err := os.ReadFile(emitted)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := "X-Tollgate-Checked: tollgate-test.invalid for [203.0.113.5]\nFrom: Alice <alice@example.net>\n"
+	if !strings.HasPrefix(string(msg), want) || strings.Contains(string(msg), "forged") || !strings.HasSuffix(string(msg), "\n\nHi Bob, lunch on friday?\n") {
+		t.Errorf("emitted message:\n%s", msg)
+	}
+}
+
+func TestTestCommandStopsWhereTheMTAWould(t *testing.T) {
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "c.yaml")
+	os.WriteFile(cfg, []byte("acl:\n  mail:\n    - defer: {senders: [\"<>\"], message: \"451 4.7.1 no bounces now\"}\n    - accept: {}\n"), 0o644)
+	msg := filepath.Join(dir, "m.eml")
+	os.WriteFile(msg, []byte("Subject: x\n\nbody\n"), 0o644)
+	out, err := exec.Command(binary, "test", "--config", cfg, "--client", "2001:db8::1", "--from", "", "--rcpt", "a@example.org", "--json", msg).Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var r testReport
+	json.Unmarshal(out, &r)
+	if r.Decision != "tempfail" || !strings.Contains(r.Reply, "451 4.7.1 no bounces now") || len(r.Stages) != 3 {
+		t.Errorf("%s", out)
+	}
+	if out, err := exec.Command(binary, "test", "--config", cfg, msg).CombinedOutput(); err == nil || !strings.Contains(string(out), "--client") {
+		t.Errorf("missing arguments accepted: %s", out)
+	}
+}

@@ -1,0 +1,73 @@
+package milter
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Metrics are the core metrics; features register their own on the same
+// registry. Label values come from closed sets only: stages, verdicts, module
+// and rule names from the configuration, error kinds. Never an address.
+type Metrics struct {
+	SessionsActive   prometheus.Gauge
+	Sessions         prometheus.Counter
+	Messages         *prometheus.CounterVec   // decision
+	Recipients       *prometheus.CounterVec   // result
+	StageDuration    *prometheus.HistogramVec // stage
+	ModuleDuration   *prometheus.HistogramVec // module, stage
+	ModuleErrors     *prometheus.CounterVec   // module, kind
+	PolicyDecisions  *prometheus.CounterVec   // stage, rule, verb
+	PolicyErrors     *prometheus.CounterVec   // stage
+	MessageBytes     prometheus.Histogram
+	ProtocolWarnings prometheus.Counter
+	MTAErrors        *prometheus.CounterVec // operation
+	ConfigReloads    *prometheus.CounterVec // result
+	ConfigLastReload prometheus.Gauge
+	ConfigLastOK     prometheus.Gauge
+}
+
+// NewMetrics creates the core metrics and registers them on reg.
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	latency := []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30}
+	m := &Metrics{
+		SessionsActive: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: "tollgate", Name: "sessions_active",
+			Help: "Milter sessions (one per SMTP connection) open now."}),
+		Sessions: prometheus.NewCounter(prometheus.CounterOpts{Namespace: "tollgate", Name: "sessions_total",
+			Help: "Milter sessions opened."}),
+		Messages: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "tollgate", Name: "messages_total",
+			Help: "Messages by final decision (accept, reject, tempfail, discard, drop, aborted)."}, []string{"decision"}),
+		Recipients: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "tollgate", Name: "recipients_total",
+			Help: "Recipients by rcpt-stage result (accept, reject, tempfail, discard)."}, []string{"result"}),
+		StageDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: "tollgate", Name: "stage_duration_seconds",
+			Help: "Time spent in tollgate per milter stage (modules and policy).", Buckets: latency}, []string{"stage"}),
+		ModuleDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: "tollgate", Name: "module_duration_seconds",
+			Help: "Time spent in a module's hook per stage.", Buckets: latency}, []string{"module", "stage"}),
+		ModuleErrors: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "tollgate", Name: "module_errors_total",
+			Help: "Module hook failures by kind (error, panic)."}, []string{"module", "kind"}),
+		PolicyDecisions: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "tollgate", Name: "policy_decisions_total",
+			Help: "ACL rules that fired, by stage, rule name and verb."}, []string{"stage", "rule", "verb"}),
+		PolicyErrors: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "tollgate", Name: "policy_errors_total",
+			Help: "Policy evaluations that failed (the on_error decision was used)."}, []string{"stage"}),
+		MessageBytes: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: "tollgate", Name: "message_size_bytes",
+			Help: "Size of messages that reached end of message.", Buckets: prometheus.ExponentialBuckets(1024, 4, 10)}),
+		ProtocolWarnings: prometheus.NewCounter(prometheus.CounterOpts{Namespace: "tollgate", Name: "milter_protocol_warnings_total",
+			Help: "Malformed or unexpected milter packets and broken MTA connections."}),
+		MTAErrors: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "tollgate", Name: "mta_errors_total",
+			Help: "Failures while sending changes or replies to the MTA."}, []string{"operation"}),
+		ConfigReloads: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "tollgate", Name: "config_reloads_total",
+			Help: "Configuration reloads by result (success, failure)."}, []string{"result"}),
+		ConfigLastReload: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: "tollgate", Name: "config_last_reload_timestamp_seconds",
+			Help: "When the configuration was last (re)loaded, successfully or not."}),
+		ConfigLastOK: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: "tollgate", Name: "config_last_reload_successful",
+			Help: "1 if the last configuration (re)load succeeded, 0 if the old configuration is still in use."}),
+	}
+	reg.MustRegister(m.SessionsActive, m.Sessions, m.Messages, m.Recipients, m.StageDuration, m.ModuleDuration,
+		m.ModuleErrors, m.PolicyDecisions, m.PolicyErrors, m.MessageBytes, m.ProtocolWarnings, m.MTAErrors,
+		m.ConfigReloads, m.ConfigLastReload, m.ConfigLastOK)
+	for _, d := range []string{"accept", "reject", "tempfail", "discard", "drop", "aborted"} {
+		m.Messages.WithLabelValues(d)
+	}
+	for _, r := range []string{"success", "failure"} {
+		m.ConfigReloads.WithLabelValues(r)
+	}
+	return m
+}

@@ -1,0 +1,210 @@
+package milter
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
+
+	gomilter "github.com/d--j/go-milter"
+)
+
+// Server serves the milter protocol to any number of MTA connections. Each
+// connection gets the Runtime current when it was negotiated.
+type Server struct {
+	log     *slog.Logger
+	metrics *Metrics
+	milter  *gomilter.Server
+
+	mu       sync.Mutex
+	current  Runtime
+	previous Runtime // kept for connections negotiated just before a reload
+
+	nextID   atomic.Uint64
+	active   atomic.Int64
+	draining atomic.Bool
+}
+
+// ServerOptions configures a Server.
+type ServerOptions struct {
+	Logger  *slog.Logger
+	Metrics *Metrics
+}
+
+// NewServer creates a server that starts with rt.
+func NewServer(rt Runtime, opts ServerOptions) *Server {
+	s := &Server{log: opts.Logger, metrics: opts.Metrics, current: rt}
+	if s.log == nil {
+		s.log = slog.Default()
+	}
+	setWarningSink(s)
+	milterOpts := []gomilter.Option{
+		gomilter.WithDynamicMilter(s.newConnection),
+		gomilter.WithNegotiationCallback(s.negotiate),
+	}
+	for stage, names := range requestedMacros {
+		milterOpts = append(milterOpts, gomilter.WithMacroRequest(macroStage(stage), names))
+	}
+	s.milter = gomilter.NewServer(milterOpts...)
+	return s
+}
+
+func macroStage(s Stage) gomilter.MacroStage {
+	switch s {
+	case StageConnect:
+		return gomilter.StageConnect
+	case StageHelo:
+		return gomilter.StageHelo
+	case StageMail:
+		return gomilter.StageMail
+	case StageRcpt:
+		return gomilter.StageRcpt
+	}
+	return gomilter.StageEOM
+}
+
+// SetRuntime swaps in a new configuration for connections that start from now on.
+func (s *Server) SetRuntime(rt Runtime) {
+	s.mu.Lock()
+	s.previous, s.current = s.current, rt
+	s.mu.Unlock()
+}
+
+// Runtime returns the configuration new connections get.
+func (s *Server) Runtime() Runtime {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.current
+}
+
+// Serve accepts MTA connections on ln until Shutdown.
+func (s *Server) Serve(ln net.Listener) error {
+	err := s.milter.Serve(ln)
+	if errors.Is(err, gomilter.ErrServerClosed) {
+		return nil
+	}
+	return err
+}
+
+// Shutdown stops accepting connections and waits until the sessions in flight
+// end or ctx expires; then the remaining ones are closed (their MTA applies its
+// milter_default_action to what was in flight).
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.draining.Store(true)
+	return s.milter.Shutdown(ctx)
+}
+
+// Draining reports whether Shutdown was called.
+func (s *Server) Draining() bool { return s.draining.Load() }
+
+// ActiveSessions is the number of MTA connections open now.
+func (s *Server) ActiveSessions() int64 { return s.active.Load() }
+
+func (s *Server) sessionDone() { s.active.Add(-1) }
+
+// negotiate asks the MTA only for the events and changes the current
+// configuration needs, and never for replies at stages where nothing decides.
+func (s *Server) negotiate(mtaVersion, _ uint32, mtaActions, _ gomilter.OptAction, mtaProtocol, _ gomilter.OptProtocol, offered gomilter.DataSize) (uint32, gomilter.OptAction, gomilter.OptProtocol, gomilter.DataSize, error) {
+	if mtaVersion < 2 {
+		return 0, 0, 0, 0, fmt.Errorf("milter: MTA speaks milter protocol version %d, at least 2 is needed", mtaVersion)
+	}
+	version := min(mtaVersion, gomilter.MaxServerProtocolVersion)
+	needs := RuntimeNeeds(s.Runtime())
+	want := needs.Actions.milter()
+	actions := want & mtaActions
+	if actions != want {
+		s.log.Warn("the MTA does not allow every change this configuration makes; those changes will fail",
+			"wanted", want.String(), "offered", mtaActions.String())
+	}
+	actions |= gomilter.OptSetMacros & mtaActions
+	return version, actions, protocolFor(needs) & mtaProtocol, offered, nil
+}
+
+func protocolFor(n Needs) gomilter.OptProtocol {
+	p := gomilter.OptNoUnknown | gomilter.OptNoData | gomilter.OptNoEOH |
+		gomilter.OptNoHeaderReply | gomilter.OptNoBodyReply | gomilter.OptNoEOHReply |
+		gomilter.OptNoDataReply | gomilter.OptNoUnknownReply
+	if n.Headers {
+		p |= gomilter.OptHeaderLeadingSpace
+	} else {
+		p |= gomilter.OptNoHeaders
+	}
+	if !n.Body {
+		p |= gomilter.OptNoBody
+	}
+	noReply := map[Stage]gomilter.OptProtocol{
+		StageConnect: gomilter.OptNoConnReply, StageHelo: gomilter.OptNoHeloReply,
+		StageMail: gomilter.OptNoMailReply, StageRcpt: gomilter.OptNoRcptReply,
+	}
+	for stage, flag := range noReply {
+		if !n.Reply[stage] {
+			p |= flag
+		}
+	}
+	return p
+}
+
+// fits reports whether a connection negotiated with actions and protocol can
+// serve a runtime that needs n.
+func fits(n Needs, actions gomilter.OptAction, protocol gomilter.OptProtocol) bool {
+	if n.Headers && protocol&gomilter.OptNoHeaders != 0 || n.Body && protocol&gomilter.OptNoBody != 0 {
+		return false
+	}
+	for stage, flag := range map[Stage]gomilter.OptProtocol{StageConnect: gomilter.OptNoConnReply,
+		StageHelo: gomilter.OptNoHeloReply, StageMail: gomilter.OptNoMailReply, StageRcpt: gomilter.OptNoRcptReply} {
+		if n.Reply[stage] && protocol&flag != 0 {
+			return false
+		}
+	}
+	want := n.Actions.milter()
+	return want&actions == want
+}
+
+func (s *Server) newConnection(_ uint32, actions gomilter.OptAction, protocol gomilter.OptProtocol, _ gomilter.DataSize) gomilter.Milter {
+	s.mu.Lock()
+	rt, prev := s.current, s.previous
+	s.mu.Unlock()
+	// A reload between negotiation and here would leave the connection with
+	// events the new configuration needs but did not ask for: then the
+	// configuration it was negotiated for serves it.
+	if !fits(RuntimeNeeds(rt), actions, protocol) && prev != nil && fits(RuntimeNeeds(prev), actions, protocol) {
+		rt = prev
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	needs := RuntimeNeeds(rt)
+	c := &connection{
+		srv:          s,
+		sess:         &Session{ID: s.nextID.Add(1), runtime: rt, Vars: map[string]string{}},
+		ctx:          ctx,
+		cancel:       cancel,
+		protocol:     protocol,
+		leadingSpace: protocol&gomilter.OptHeaderLeadingSpace != 0,
+		keepHeaders:  needs.Headers,
+	}
+	s.active.Add(1)
+	s.metrics.SessionsActive.Inc()
+	s.metrics.Sessions.Inc()
+	return c
+}
+
+// go-milter reports protocol trouble through a package-level function; it is
+// pointed at the newest server once, and counted there.
+var (
+	warningSink     atomic.Pointer[Server]
+	warningSinkOnce sync.Once
+)
+
+func setWarningSink(s *Server) {
+	warningSink.Store(s)
+	warningSinkOnce.Do(func() {
+		gomilter.LogWarning = func(format string, v ...any) {
+			if srv := warningSink.Load(); srv != nil {
+				srv.metrics.ProtocolWarnings.Inc()
+				srv.log.Warn("milter protocol: " + fmt.Sprintf(format, v...))
+			}
+		}
+	})
+}

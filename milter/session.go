@@ -1,0 +1,510 @@
+package milter
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"runtime/debug"
+	"strings"
+	"time"
+
+	gomilter "github.com/d--j/go-milter"
+)
+
+// connection adapts one go-milter connection to the pipeline: it builds the
+// session and transactions, runs the hooks and the policy per stage, and turns
+// decisions into milter replies.
+type connection struct {
+	srv    *Server
+	sess   *Session
+	txn    *Txn
+	ctx    context.Context
+	cancel context.CancelFunc
+
+	protocol     gomilter.OptProtocol
+	leadingSpace bool
+	keepHeaders  bool
+	// pending is the first failure or rejection seen while headers and body
+	// streamed; those stages send no reply, so it is decided at end of message.
+	pending *Decision
+}
+
+func (c *connection) NewConnection(gomilter.Modifier) error { return nil }
+
+func (c *connection) Connect(host, family string, port uint16, addr string, m gomilter.Modifier) (*gomilter.Response, error) {
+	c.sess.Identity.fromConnect(host, family, port, addr)
+	c.sess.Identity.fromMacros(m)
+	d := c.runStage(StageConnect, nil, nil, func(mod Module) hook {
+		h, ok := mod.(ConnectHook)
+		if !ok {
+			return nil
+		}
+		return func(ctx context.Context) error { return h.Connect(ctx, c.sess) }
+	})
+	if d.Final() {
+		c.srv.log.Info("connection refused", "session", c.sess.ID, "client", c.sess.Identity.Client(),
+			"decision", d.Verdict.String(), "reply", d.Reply.String(), "rule", d.Rule, "reason", d.Reason)
+	}
+	return c.reply(StageConnect, d, nil)
+}
+
+func (c *connection) Helo(name string, m gomilter.Modifier) (*gomilter.Response, error) {
+	c.sess.Identity.Helo = name
+	c.sess.Identity.fromMacros(m)
+	d := c.runStage(StageHelo, nil, nil, func(mod Module) hook {
+		h, ok := mod.(HeloHook)
+		if !ok {
+			return nil
+		}
+		return func(ctx context.Context) error { return h.Helo(ctx, c.sess) }
+	})
+	return c.reply(StageHelo, d, nil)
+}
+
+func (c *connection) MailFrom(from, esmtpArgs string, m gomilter.Modifier) (*gomilter.Response, error) {
+	if c.txn != nil {
+		c.finish(Decision{}, true)
+	}
+	c.sess.Identity.fromMacros(m)
+	c.sess.Messages++
+	c.pending = nil
+	t := &Txn{
+		Session:      c.sess,
+		QueueID:      m.Get("i"),
+		Sender:       from,
+		SenderArgs:   esmtpArgs,
+		Started:      time.Now(),
+		leadingSpace: c.leadingSpace,
+	}
+	c.txn = t
+	d := c.runStage(StageMail, t, nil, func(mod Module) hook {
+		h, ok := mod.(MailHook)
+		if !ok {
+			return nil
+		}
+		return func(ctx context.Context) error { return h.Mail(ctx, t) }
+	})
+	resp, err := c.reply(StageMail, d, nil)
+	if d.Final() {
+		c.finish(d, false)
+	}
+	return resp, err
+}
+
+func (c *connection) RcptTo(rcptTo, esmtpArgs string, m gomilter.Modifier) (*gomilter.Response, error) {
+	t := c.txn
+	if t == nil {
+		return gomilter.RespContinue, nil
+	}
+	if t.QueueID == "" {
+		t.QueueID = m.Get("i")
+	}
+	r := &Recipient{Addr: rcptTo, Args: esmtpArgs, Index: len(t.Rcpts)}
+	t.Rcpts = append(t.Rcpts, r)
+	d := c.runStage(StageRcpt, t, r, func(mod Module) hook {
+		h, ok := mod.(RcptHook)
+		if !ok {
+			return nil
+		}
+		return func(ctx context.Context) error { return h.Rcpt(ctx, t, r) }
+	})
+	r.Decision = d
+	c.srv.metrics.Recipients.WithLabelValues(rcptResult(d.Verdict)).Inc()
+	return c.reply(StageRcpt, d, r)
+}
+
+func rcptResult(v Verdict) string {
+	switch v {
+	case Continue, Accept:
+		return "accept"
+	case Drop:
+		return "drop"
+	}
+	return v.String()
+}
+
+func (c *connection) Data(gomilter.Modifier) (*gomilter.Response, error) {
+	return gomilter.RespContinue, nil
+}
+
+func (c *connection) Header(name, value string, m gomilter.Modifier) (*gomilter.Response, error) {
+	t := c.txn
+	if t == nil {
+		return gomilter.RespContinue, nil
+	}
+	h := Header{Name: name, Value: value}
+	if c.keepHeaders {
+		t.Headers = append(t.Headers, h)
+	}
+	t.HeaderBytes += int64(len(name) + 1 + len(value) + 2)
+	if !c.leadingSpace {
+		t.HeaderBytes++ // the space the MTA swallowed
+	}
+	c.stream(StageHeader, func(mod Module) hook {
+		hh, ok := mod.(HeaderHook)
+		if !ok {
+			return nil
+		}
+		return func(ctx context.Context) error { return hh.Header(ctx, t, h) }
+	})
+	return gomilter.RespContinue, nil
+}
+
+func (c *connection) Headers(gomilter.Modifier) (*gomilter.Response, error) {
+	return gomilter.RespContinue, nil
+}
+
+func (c *connection) BodyChunk(chunk []byte, m gomilter.Modifier) (*gomilter.Response, error) {
+	t := c.txn
+	if t == nil {
+		return gomilter.RespContinue, nil
+	}
+	t.BodyBytes += int64(len(chunk))
+	c.stream(StageBody, func(mod Module) hook {
+		b, ok := mod.(BodyHook)
+		if !ok {
+			return nil
+		}
+		return func(ctx context.Context) error { return b.Body(ctx, t, chunk) }
+	})
+	return gomilter.RespContinue, nil
+}
+
+// stream runs header or body hooks. Their failures are kept for end of message.
+func (c *connection) stream(stage Stage, find func(Module) hook) {
+	start := time.Now()
+	for _, mod := range c.sess.runtime.Modules() {
+		d, failed := c.callModule(stage, mod, find)
+		if failed && c.pending == nil {
+			c.pending = &d
+		}
+	}
+	c.srv.metrics.StageDuration.WithLabelValues(stage.String()).Observe(time.Since(start).Seconds())
+}
+
+func (c *connection) EndOfMessage(m gomilter.Modifier) (*gomilter.Response, error) {
+	t := c.txn
+	if t == nil {
+		return gomilter.RespAccept, nil
+	}
+	if q := m.Get("i"); q != "" {
+		t.QueueID = q
+	}
+	c.srv.metrics.MessageBytes.Observe(float64(t.Size()))
+	start := time.Now()
+	var d Decision
+	if c.pending != nil && c.pending.Final() {
+		d = *c.pending
+	} else {
+		d = c.runStage(StageData, t, nil, func(mod Module) hook {
+			h, ok := mod.(EndOfMessageHook)
+			if !ok {
+				return nil
+			}
+			return func(ctx context.Context) error { return h.EndOfMessage(ctx, t) }
+		})
+	}
+	d = c.discardedRecipients(t, d)
+	t.Decision = d
+	for _, mod := range c.sess.runtime.Modules() {
+		c.callModule(StageData, mod, func(mod Module) hook {
+			h, ok := mod.(FinalizeHook)
+			if !ok {
+				return nil
+			}
+			return func(ctx context.Context) error { return h.Finalize(ctx, t, d) }
+		})
+	}
+	if d.Verdict == Accept || d.Verdict == Continue {
+		if err := t.Mutations.Apply(m, t.Headers, c.leadingSpace); err != nil {
+			// The MTA connection is unusable or refused a change it had granted:
+			// failing the milter connection makes the MTA apply its
+			// milter_default_action, which never loses the message.
+			c.srv.metrics.MTAErrors.WithLabelValues("modify").Inc()
+			c.srv.log.Error("sending changes to the MTA failed", "session", c.sess.ID, "queue_id", t.QueueID, "err", err)
+			t.Decision = Decision{Verdict: TempFail, Rule: "mta_error", Reason: err.Error()}
+			c.finish(t.Decision, false)
+			return nil, err
+		}
+	}
+	c.srv.metrics.StageDuration.WithLabelValues(StageData.String()).Observe(time.Since(start).Seconds())
+	resp, err := c.reply(StageData, d, nil)
+	c.finish(d, false)
+	return resp, err
+}
+
+// discardedRecipients applies rcpt-stage discards: those recipients are
+// deleted, and a message left with none is discarded as a whole.
+func (c *connection) discardedRecipients(t *Txn, d Decision) Decision {
+	if d.Verdict != Accept && d.Verdict != Continue {
+		return d
+	}
+	kept, discarded := 0, 0
+	var last Decision
+	for _, r := range t.Rcpts {
+		switch r.Decision.Verdict {
+		case Discard:
+			discarded++
+			last = r.Decision
+		case Continue, Accept:
+			kept++
+		}
+	}
+	if discarded == 0 {
+		return d
+	}
+	if kept == 0 {
+		return Decision{Verdict: Discard, Rule: last.Rule, Reason: "every recipient was discarded"}
+	}
+	for _, r := range t.Rcpts {
+		if r.Decision.Verdict == Discard {
+			t.Mutations.DelRcpts = append(t.Mutations.DelRcpts, r.Addr)
+		}
+	}
+	return d
+}
+
+func (c *connection) Abort(gomilter.Modifier) error {
+	if c.txn != nil {
+		c.finish(Decision{}, true)
+	}
+	return nil
+}
+
+func (c *connection) Unknown(string, gomilter.Modifier) (*gomilter.Response, error) {
+	return gomilter.RespContinue, nil
+}
+
+func (c *connection) Cleanup(gomilter.Modifier) {
+	if c.txn != nil {
+		c.finish(Decision{}, true)
+	}
+	c.cancel()
+	c.srv.metrics.SessionsActive.Dec()
+	c.srv.sessionDone()
+}
+
+// runStage runs the hooks of a deciding stage and then the policy of that stage.
+func (c *connection) runStage(stage Stage, t *Txn, r *Recipient, find func(Module) hook) Decision {
+	start := time.Now()
+	defer func() {
+		c.srv.metrics.StageDuration.WithLabelValues(stage.String()).Observe(time.Since(start).Seconds())
+	}()
+	if stage == StageData && c.pending != nil {
+		// A streamed failure whose on_error lets the message through: the policy still runs.
+		c.pending = nil
+	}
+	for _, mod := range c.sess.runtime.Modules() {
+		if d, failed := c.callModule(stage, mod, find); failed && d.Final() {
+			return d
+		}
+	}
+	d, err := c.evaluate(stage, t, r)
+	if err != nil {
+		c.srv.metrics.PolicyErrors.WithLabelValues(stage.String()).Inc()
+		od := c.sess.runtime.OnError()
+		od.Reason = err.Error()
+		c.srv.log.Error("policy evaluation failed", "session", c.sess.ID, "stage", stage.String(),
+			"queue_id", queueID(t), "decision", od.Verdict.String(), "err", err)
+		return od
+	}
+	return d
+}
+
+func (c *connection) evaluate(stage Stage, t *Txn, r *Recipient) (d Decision, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("policy: panic: %v", p)
+			c.srv.log.Error("policy panic", "stage", stage.String(), "panic", fmt.Sprint(p), "stack", string(debug.Stack()))
+		}
+	}()
+	return c.sess.runtime.Evaluate(c.ctx, stage, c.sess, t, r)
+}
+
+// callModule runs one hook with timing, panic recovery and error accounting.
+// It reports the decision the call led to and whether it was a failure or a
+// rejection (either of which the caller must act on).
+func (c *connection) callModule(stage Stage, mod Module, find func(Module) hook) (d Decision, failed bool) {
+	h := find(mod)
+	if h == nil {
+		return Decision{}, false
+	}
+	start := time.Now()
+	err := func() (err error) {
+		defer func() {
+			if p := recover(); p != nil {
+				err = &modulePanic{value: p, stack: debug.Stack()}
+			}
+		}()
+		return h(c.ctx)
+	}()
+	c.srv.metrics.ModuleDuration.WithLabelValues(mod.Name(), stage.String()).Observe(time.Since(start).Seconds())
+	if err == nil {
+		return Decision{}, false
+	}
+	var rej *Rejection
+	if errors.As(err, &rej) {
+		d = rej.Decision
+		if d.Rule == "" {
+			d.Rule = "module:" + mod.Name()
+		}
+		return d, true
+	}
+	kind := "error"
+	var mp *modulePanic
+	if errors.As(err, &mp) {
+		kind = "panic"
+	}
+	c.srv.metrics.ModuleErrors.WithLabelValues(mod.Name(), kind).Inc()
+	d = c.sess.runtime.OnError()
+	d.Reason = mod.Name() + ": " + err.Error()
+	attrs := []any{"session", c.sess.ID, "module", mod.Name(), "stage", stage.String(), "queue_id", queueID(c.txn),
+		"decision", d.Verdict.String(), "err", err}
+	if mp != nil {
+		attrs = append(attrs, "stack", string(mp.stack))
+	}
+	c.srv.log.Error("module failed", attrs...)
+	return d, true
+}
+
+// hook is one module's hook for a stage, bound to its arguments.
+type hook func(ctx context.Context) error
+
+type modulePanic struct {
+	value any
+	stack []byte
+}
+
+func (p *modulePanic) Error() string { return fmt.Sprintf("panic: %v", p.value) }
+
+func queueID(t *Txn) string {
+	if t == nil {
+		return ""
+	}
+	return t.QueueID
+}
+
+// reply turns a decision into the milter response for a stage.
+func (c *connection) reply(stage Stage, d Decision, r *Recipient) (*gomilter.Response, error) {
+	switch d.Verdict {
+	case Continue:
+		return gomilter.RespContinue, nil
+	case Accept:
+		if stage == StageData {
+			return gomilter.RespAccept, nil
+		}
+		// Exim's accept ends the stage's ACL, not the whole message.
+		return gomilter.RespContinue, nil
+	case Discard:
+		if stage == StageRcpt {
+			return gomilter.RespContinue, nil // deleted at end of message
+		}
+		return gomilter.RespDiscard, nil
+	}
+	rep := d.Reply
+	if rep.Code == 0 {
+		def := DefaultReply(d.Verdict)
+		rep.Code = def.Code
+		if rep.Enhanced == "" && rep.Text == "" {
+			rep = def
+		}
+	}
+	text := rep.Text
+	if rep.Enhanced != "" {
+		text = strings.TrimSpace(rep.Enhanced + " " + text)
+	}
+	resp, err := gomilter.RejectWithCodeAndReason(uint16(rep.Code), text)
+	if err != nil {
+		// Only an oversized text gets here: fall back to the MTA's own reply.
+		c.srv.log.Warn("reply not sendable, using the MTA's default reply", "reply", rep.String(), "err", err)
+		if d.Verdict == Reject {
+			return gomilter.RespReject, nil
+		}
+		return gomilter.RespTempFail, nil
+	}
+	return resp, nil
+}
+
+// finish ends the current transaction: the summary line and the message metrics.
+func (c *connection) finish(d Decision, aborted bool) {
+	t := c.txn
+	c.txn = nil
+	c.pending = nil
+	if t == nil {
+		return
+	}
+	if aborted {
+		d = abortedDecision(t)
+	}
+	decision := d.Verdict.String()
+	if aborted && d.Verdict == Continue {
+		decision = "aborted"
+	} else if d.Verdict == Continue {
+		decision = "accept"
+	}
+	c.srv.metrics.Messages.WithLabelValues(decision).Inc()
+	accepted, rejected := 0, 0
+	for _, r := range t.Rcpts {
+		if r.Accepted() {
+			accepted++
+		} else {
+			rejected++
+		}
+	}
+	id := &c.sess.Identity
+	attrs := make([]slog.Attr, 0, 16)
+	attrs = append(attrs,
+		slog.String("queue_id", t.QueueID),
+		slog.String("client", id.Client()),
+		slog.String("helo", id.Helo),
+		slog.String("sender", "<"+t.Sender+">"),
+		slog.Int("rcpts", accepted),
+	)
+	if rejected > 0 {
+		attrs = append(attrs, slog.Int("rcpts_rejected", rejected))
+	}
+	if id.AuthLogin != "" {
+		attrs = append(attrs, slog.String("login", id.AuthLogin))
+	}
+	attrs = append(attrs, slog.String("decision", decision))
+	if d.Final() {
+		rep := d.Reply
+		if rep.IsZero() {
+			rep = DefaultReply(d.Verdict)
+		}
+		if !rep.IsZero() {
+			attrs = append(attrs, slog.String("reply", rep.String()))
+		}
+	}
+	if d.Rule != "" {
+		attrs = append(attrs, slog.String("rule", d.Rule))
+	}
+	if d.Reason != "" {
+		attrs = append(attrs, slog.String("reason", d.Reason))
+	}
+	if size := t.Size(); size > 0 {
+		attrs = append(attrs, slog.Int64("size", size))
+	}
+	if len(t.Logs) > 0 {
+		attrs = append(attrs, slog.String("log", strings.Join(t.Logs, "; ")))
+	}
+	attrs = append(attrs, slog.Int64("duration_ms", time.Since(t.Started).Milliseconds()), slog.Uint64("session", c.sess.ID))
+	c.srv.log.LogAttrs(c.ctx, slog.LevelInfo, "message", attrs...)
+}
+
+// abortedDecision says what became of a message that never reached end of
+// message: when every recipient was refused, that refusal is its outcome.
+func abortedDecision(t *Txn) Decision {
+	var last Decision
+	for _, r := range t.Rcpts {
+		if r.Accepted() {
+			return Decision{}
+		}
+		last = r.Decision
+	}
+	if len(t.Rcpts) == 0 {
+		return Decision{}
+	}
+	return last
+}

@@ -1,0 +1,123 @@
+package milter
+
+import (
+	"strings"
+	"time"
+)
+
+// Session is one milter connection, which is one SMTP connection.
+type Session struct {
+	ID       uint64
+	Identity Identity
+	Vars     map[string]string // connection variables (acl_c_*), kept across messages
+	Started  time.Time
+	Messages int // messages started in this session
+
+	runtime Runtime
+}
+
+// Runtime returns the configuration this session started with.
+func (s *Session) Runtime() Runtime { return s.runtime }
+
+// Txn is one message: from MAIL FROM to the end of message or an abort.
+type Txn struct {
+	Session    *Session
+	QueueID    string
+	Sender     string // without angle brackets; "" is the null sender
+	SenderArgs string
+	Rcpts      []*Recipient
+
+	// Headers as the MTA sent them, kept only when the configuration needs them.
+	// A value keeps its leading space when that was negotiated (see RawHeaderValue).
+	Headers     []Header
+	HeaderBytes int64
+	BodyBytes   int64
+
+	Vars      map[string]string // message variables (acl_m_*)
+	Controls  map[string]bool   // controls switched on by the policy (arc_sign, srs_forward, ...)
+	Mutations Mutations
+	Logs      []string // log_message texts of rules that fired, for the summary line
+	Started   time.Time
+	Decision  Decision
+
+	leadingSpace bool
+}
+
+// Recipient is one RCPT TO and what the stages decided for it.
+type Recipient struct {
+	Addr     string // without angle brackets, as the client gave it
+	Args     string
+	Decision Decision // the rcpt-stage decision (Continue or Accept = accepted)
+	Index    int      // position among all RCPT commands of the message
+}
+
+// Accepted reports whether the MTA kept this recipient after the rcpt stage.
+func (r *Recipient) Accepted() bool {
+	return r.Decision.Verdict == Continue || r.Decision.Verdict == Accept || r.Decision.Verdict == Discard
+}
+
+// Header is one header field as received.
+type Header struct {
+	Name  string
+	Value string
+}
+
+// Size is the message size in bytes as the MTA sent it: headers (name, colon,
+// value, CRLF), the blank line and the body.
+func (t *Txn) Size() int64 {
+	if t.BodyBytes == 0 && t.HeaderBytes == 0 {
+		return 0
+	}
+	return t.HeaderBytes + 2 + t.BodyBytes
+}
+
+// HeaderValue is a header's value without the leading space and with folding
+// removed, which is what conditions compare against.
+func (t *Txn) HeaderValue(h Header) string {
+	v := h.Value
+	if t.leadingSpace {
+		v = strings.TrimPrefix(v, " ")
+	}
+	if strings.ContainsAny(v, "\r\n") {
+		v = strings.NewReplacer("\r\n", "", "\n", "", "\r", "").Replace(v)
+	}
+	return strings.TrimLeft(v, " \t")
+}
+
+// RawHeaderValue reports whether header values keep exactly what followed the colon.
+func (t *Txn) RawHeaderValue() bool { return t.leadingSpace }
+
+// AcceptedRcpts returns the recipients the MTA still has, in RCPT order.
+func (t *Txn) AcceptedRcpts() []*Recipient {
+	out := make([]*Recipient, 0, len(t.Rcpts))
+	for _, r := range t.Rcpts {
+		if r.Accepted() {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+// SetControl switches a control on for this message.
+func (t *Txn) SetControl(name string) {
+	if t.Controls == nil {
+		t.Controls = make(map[string]bool)
+	}
+	t.Controls[name] = true
+}
+
+// Domain returns the domain part of an address (after the last @), lower-cased.
+func Domain(addr string) string {
+	if i := strings.LastIndexByte(addr, '@'); i >= 0 {
+		return strings.ToLower(strings.TrimSuffix(addr[i+1:], "."))
+	}
+	return ""
+}
+
+// LocalPart returns the part of an address before the last @.
+func LocalPart(addr string) string {
+	if i := strings.LastIndexByte(addr, '@'); i >= 0 {
+		return addr[:i]
+	}
+	return addr
+}

@@ -1,0 +1,453 @@
+package policy
+
+import (
+	"fmt"
+	"os"
+	"regexp"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/tollgate/tollgate/milter"
+)
+
+// Policy is a loaded, validated configuration.
+type Policy struct {
+	File          string
+	Listen        milter.Address
+	HasListen     bool
+	Socket        milter.SocketOptions
+	MetricsListen string
+	LogFormat     string // text or json
+	LogLevel      string // debug, info, warn, error
+	OnError       milter.Decision
+	DrainTimeout  time.Duration
+	// Warnings are problems that do not stop loading (tollgate check prints them).
+	Warnings ErrorList
+
+	acls  map[milter.Stage]*acl
+	needs milter.Needs
+}
+
+type acl struct {
+	stage milter.Stage
+	rules []*rule
+}
+
+type verb uint8
+
+const (
+	verbAccept verb = iota
+	verbDeny
+	verbDefer
+	verbDiscard
+	verbDrop
+	verbRequire
+	verbWarn
+)
+
+var verbByName = map[string]verb{"accept": verbAccept, "deny": verbDeny, "defer": verbDefer,
+	"discard": verbDiscard, "drop": verbDrop, "require": verbRequire, "warn": verbWarn}
+
+func (v verb) String() string { return verbs[v] }
+
+type rule struct {
+	name  string
+	verb  verb
+	line  int
+	conds []condition
+
+	reply      milter.Reply // code and enhanced code from "message"
+	message    *template    // the reply text
+	logMessage *template
+	prepend    []headerTemplate
+	append     []headerTemplate
+	remove     []string
+	set        []setVar
+	controls   []string
+}
+
+type headerTemplate struct {
+	name  string
+	value *template
+}
+
+type setVar struct {
+	name  string
+	value *template
+}
+
+// Defaults for keys left out.
+const (
+	DefaultListen        = "unix:/run/tollgate/tollgate.sock"
+	DefaultMetricsListen = "127.0.0.1:9795"
+	DefaultDrainTimeout  = 30 * time.Second
+)
+
+// knownControls are the control names a rule may switch on. Features add theirs.
+var knownControls = map[string]milter.Stage{
+	"freeze": milter.StageMail, // quarantine (hold) the message in the MTA's queue
+}
+
+// LoadFile reads, decodes and validates a configuration file. The error, if
+// any, is an ErrorList with every problem as "file:line: message".
+func LoadFile(path string) (*Policy, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, ErrorList{{File: path, Msg: err.Error()}}
+	}
+	return Parse(path, data)
+}
+
+// Parse is LoadFile on bytes; file names the source in messages.
+func Parse(file string, data []byte) (*Policy, error) {
+	root, errs := parseYAML(file, data)
+	if len(errs) > 0 {
+		return nil, errs
+	}
+	d := &decoder{file: file}
+	var cfg Config
+	d.decode(root, &cfg)
+	p := compile(d, &cfg)
+	p.File = file
+	if err := d.errs.Err(); err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+func compile(d *decoder, cfg *Config) *Policy {
+	p := &Policy{
+		MetricsListen: DefaultMetricsListen,
+		LogFormat:     "text",
+		LogLevel:      "info",
+		DrainTimeout:  DefaultDrainTimeout,
+		OnError:       milter.Decision{Verdict: milter.TempFail, Rule: "on_error", Reply: milter.Reply{Code: 451, Enhanced: "4.3.0", Text: "temporary local problem, try again later"}},
+		acls:          map[milter.Stage]*acl{},
+	}
+	p.Listen, _ = milter.ParseAddress(DefaultListen)
+	if cfg.Listen.Value != "" {
+		a, err := milter.ParseAddress(cfg.Listen.Value)
+		if err != nil {
+			d.errorf(cfg.Listen.Line, "listen: %v", err)
+		}
+		p.Listen, p.HasListen = a, true
+	}
+	if cfg.Socket.Mode.Value != "" {
+		m, err := strconv.ParseUint(cfg.Socket.Mode.Value, 8, 32)
+		if err != nil || m > 0o777 {
+			d.errorf(cfg.Socket.Mode.Line, "socket.mode: %q is not an octal file mode such as \"0660\"", cfg.Socket.Mode.Value)
+		}
+		p.Socket.Mode = os.FileMode(m)
+	}
+	p.Socket.User, p.Socket.Group = cfg.Socket.User.Value, cfg.Socket.Group.Value
+	if cfg.MetricsListen.Value != "" {
+		p.MetricsListen = cfg.MetricsListen.Value
+		if cfg.MetricsListen.Value != "off" {
+			if _, _, err := splitHostPort(cfg.MetricsListen.Value); err != nil {
+				d.errorf(cfg.MetricsListen.Line, "metrics_listen: %v (use host:port, or off)", err)
+			}
+		}
+	}
+	switch f := cfg.Log.Format.Value; f {
+	case "":
+	case "text", "json":
+		p.LogFormat = f
+	default:
+		d.errorf(cfg.Log.Format.Line, "log.format: %q is not text or json", f)
+	}
+	switch l := cfg.Log.Level.Value; l {
+	case "":
+	case "debug", "info", "warn", "error":
+		p.LogLevel = l
+	default:
+		d.errorf(cfg.Log.Level.Line, "log.level: %q is not debug, info, warn or error", l)
+	}
+	switch v := cfg.OnError.Value; v {
+	case "", "tempfail":
+	case "accept":
+		p.OnError = milter.Decision{Verdict: milter.Continue, Rule: "on_error"}
+	case "reject":
+		p.OnError = milter.Decision{Verdict: milter.Reject, Rule: "on_error", Reply: milter.Reply{Code: 550, Enhanced: "5.3.0", Text: "message refused because of a local problem"}}
+	default:
+		d.errorf(cfg.OnError.Line, "on_error: %q is not tempfail, accept or reject", v)
+	}
+	if cfg.DrainTimeout != nil {
+		p.DrainTimeout = time.Duration(*cfg.DrainTimeout)
+	}
+
+	lc := &listCompiler{named: cfg.Lists, d: d}
+	stages := []struct {
+		stage milter.Stage
+		rules []Rule
+	}{
+		{milter.StageConnect, cfg.ACL.Connect}, {milter.StageHelo, cfg.ACL.Helo}, {milter.StageMail, cfg.ACL.Mail},
+		{milter.StageRcpt, cfg.ACL.Rcpt}, {milter.StageData, cfg.ACL.Data},
+	}
+	names := map[string]int{}
+	for _, st := range stages {
+		if st.rules == nil {
+			continue
+		}
+		a := &acl{stage: st.stage}
+		for i := range st.rules {
+			if r := compileRule(d, lc, st.stage, i, &st.rules[i], p); r != nil {
+				if first, dup := names[r.name]; dup {
+					d.errorf(r.line, "rule name %q is already used at line %d", r.name, first)
+				}
+				names[r.name] = r.line
+				a.rules = append(a.rules, r)
+			}
+		}
+		p.acls[st.stage] = a
+		p.needs.Reply[st.stage] = true
+		if len(a.rules) == 0 || !unconditionalEnd(a.rules[len(a.rules)-1]) {
+			line := 0
+			if len(st.rules) > 0 {
+				line = st.rules[len(st.rules)-1].Line
+			}
+			p.Warnings = append(p.Warnings, Error{File: d.file, Line: line,
+				Msg: fmt.Sprintf("acl.%s does not end with an unconditional accept or deny: as in Exim, whatever reaches its end is denied", st.stage)})
+		}
+	}
+	used := map[string]bool{}
+	for k := range lc.done {
+		used[k.name] = true
+	}
+	for name, items := range cfg.Lists {
+		if !used[name] {
+			line := 0
+			if len(items) > 0 {
+				line = items[0].Line
+			}
+			p.Warnings = append(p.Warnings, Error{File: d.file, Line: line, Msg: fmt.Sprintf("list %q is not used (its items are not checked)", name)})
+		}
+	}
+	sort.SliceStable(p.Warnings, func(i, j int) bool { return p.Warnings[i].Line < p.Warnings[j].Line })
+	return p
+}
+
+func unconditionalEnd(r *rule) bool {
+	return len(r.conds) == 0 && r.verb != verbWarn && r.verb != verbRequire
+}
+
+func compileRule(d *decoder, lc *listCompiler, stage milter.Stage, index int, in *Rule, p *Policy) *rule {
+	if !in.defined {
+		return nil
+	}
+	b := &in.Body
+	r := &rule{verb: verbByName[in.Verb.Value], line: in.Verb.Line}
+	r.name = b.Name.Value
+	if r.name == "" {
+		r.name = fmt.Sprintf("%s/%d", stage, index+1)
+	} else if !ruleNameRE.MatchString(r.name) {
+		d.errorf(b.Name.Line, "name: %q: use letters, digits, '_', '-', '.' and '/' only", r.name)
+	}
+	where := func(key string) string { return "acl." + stage.String() + ": " + key }
+	onlyAt := func(key string, line int, allowed ...milter.Stage) bool {
+		for _, s := range allowed {
+			if s == stage {
+				return true
+			}
+		}
+		names := make([]string, len(allowed))
+		for i, s := range allowed {
+			names[i] = s.String()
+		}
+		d.errorf(line, "%s is not available at %s (only at %s)", key, stage, strings.Join(names, ", "))
+		return false
+	}
+	if r.verb == verbDiscard {
+		onlyAt(where("discard"), in.Verb.Line, milter.StageMail, milter.StageRcpt, milter.StageData)
+		if stage == milter.StageRcpt {
+			p.needs.Actions |= milter.ActDelRcpt
+		}
+	}
+
+	if len(b.Hosts) > 0 {
+		r.conds = append(r.conds, hostsCond{lc.hosts(b.Hosts)})
+	}
+	if len(b.Authenticated) > 0 {
+		r.conds = append(r.conds, authCond{lc.patterns(b.Authenticated)})
+	}
+	if len(b.Senders) > 0 && onlyAt(where("senders"), b.Senders[0].Line, milter.StageMail, milter.StageRcpt, milter.StageData) {
+		r.conds = append(r.conds, sendersCond{lc.addresses(b.Senders)})
+	}
+	if len(b.SenderDomains) > 0 && onlyAt(where("sender_domains"), b.SenderDomains[0].Line, milter.StageMail, milter.StageRcpt, milter.StageData) {
+		r.conds = append(r.conds, senderDomainsCond{lc.domains(b.SenderDomains)})
+	}
+	if len(b.Recipients) > 0 && onlyAt(where("recipients"), b.Recipients[0].Line, milter.StageRcpt) {
+		r.conds = append(r.conds, recipientsCond{lc.addresses(b.Recipients)})
+	}
+	if len(b.RecipientDomains) > 0 && onlyAt(where("recipient_domains"), b.RecipientDomains[0].Line, milter.StageRcpt) {
+		r.conds = append(r.conds, recipientDomainsCond{lc.domains(b.RecipientDomains)})
+	}
+	for _, h := range b.Header {
+		if !onlyAt(where("header"), h.Pos.Line, milter.StageData) {
+			break
+		}
+		if c := compileHeaderCond(d, h); c != nil {
+			r.conds = append(r.conds, c)
+			p.needs.Headers = true
+		}
+	}
+	if b.MessageSize.Value != "" && onlyAt(where("message_size"), b.MessageSize.Line, milter.StageData) {
+		c, err := parseSizeCond(b.MessageSize.Value)
+		if err != nil {
+			d.errorf(b.MessageSize.Line, "message_size: %v", err)
+		} else {
+			r.conds = append(r.conds, c)
+			p.needs.Headers, p.needs.Body = true, true
+		}
+	}
+
+	if b.Message.Value != "" {
+		switch r.verb {
+		case verbDeny, verbDefer, verbDrop, verbRequire:
+			rep, err := milter.ParseReply(b.Message.Value)
+			if err == nil {
+				v := map[verb]milter.Verdict{verbDeny: milter.Reject, verbRequire: milter.Reject, verbDefer: milter.TempFail, verbDrop: milter.Drop}[r.verb]
+				err = milter.CheckReply(v, rep)
+			}
+			if err != nil {
+				d.errorf(b.Message.Line, "message: %v", err)
+			}
+			r.reply = milter.Reply{Code: rep.Code, Enhanced: rep.Enhanced}
+			r.message = compileTemplate(d, Str{Value: rep.Text, Line: b.Message.Line}, stage, "message")
+		default:
+			d.errorf(b.Message.Line, "message: only deny, defer, drop and require send a reply; use log_message to log")
+		}
+	}
+	if b.LogMessage.Value != "" {
+		r.logMessage = compileTemplate(d, b.LogMessage, stage, "log_message")
+	}
+	for _, h := range b.AddHeader {
+		if !onlyAt(where("add_header"), h.Line, milter.StageMail, milter.StageRcpt, milter.StageData) {
+			break
+		}
+		text, atStart := strings.CutPrefix(h.Value, ":at_start:")
+		name, value, ok := strings.Cut(text, ":")
+		if !ok || milter.CheckHeaderField(name, "") != nil {
+			d.errorf(h.Line, "add_header: %q is not \"Name: value\"", h.Value)
+			continue
+		}
+		ht := headerTemplate{name: name, value: compileTemplate(d, Str{Value: strings.TrimLeft(value, " \t"), Line: h.Line}, stage, "add_header")}
+		if atStart {
+			r.prepend = append(r.prepend, ht)
+		} else {
+			r.append = append(r.append, ht)
+		}
+		p.needs.Actions |= milter.ActAddHeader
+	}
+	for _, h := range b.RemoveHeader {
+		if !onlyAt(where("remove_header"), h.Line, milter.StageMail, milter.StageRcpt, milter.StageData) {
+			break
+		}
+		if milter.CheckHeaderField(h.Value, "") != nil {
+			d.errorf(h.Line, "remove_header: %q is not a header name", h.Value)
+			continue
+		}
+		r.remove = append(r.remove, h.Value)
+		p.needs.Headers = true
+		p.needs.Actions |= milter.ActChangeHeader
+	}
+	for _, s := range b.Set {
+		if !aclVarName.MatchString(s.Name.Value) {
+			d.errorf(s.Name.Line, "set: %q is not a variable name: use acl_c_NAME (kept for the connection) or acl_m_NAME (for the message)", s.Name.Value)
+			continue
+		}
+		if s.Name.Value[4] == 'm' && stageOrder(stage) < stageOrder(milter.StageMail) {
+			d.errorf(s.Name.Line, "set: %s is a message variable; at %s there is no message yet (use acl_c_...)", s.Name.Value, stage)
+			continue
+		}
+		r.set = append(r.set, setVar{name: s.Name.Value, value: compileTemplate(d, s.Value, stage, "set "+s.Name.Value)})
+	}
+	for _, c := range b.Control {
+		from, ok := knownControls[c.Value]
+		if !ok {
+			d.errorf(c.Line, "control: unknown control %q (known: %s)", c.Value, strings.Join(controlNames(), ", "))
+			continue
+		}
+		if stageOrder(stage) < stageOrder(from) {
+			d.errorf(c.Line, "control: %s applies to a message; it is not available at %s", c.Value, stage)
+			continue
+		}
+		if c.Value == "freeze" {
+			p.needs.Actions |= milter.ActQuarantine
+		}
+		r.controls = append(r.controls, c.Value)
+	}
+	return r
+}
+
+var ruleNameRE = regexp.MustCompile(`^[A-Za-z0-9_./-]+$`)
+
+func controlNames() []string {
+	out := make([]string, 0, len(knownControls))
+	for n := range knownControls {
+		out = append(out, n)
+	}
+	slices.Sort(out)
+	return out
+}
+
+func compileHeaderCond(d *decoder, h HeaderCond) condition {
+	if h.Name.Value == "" || milter.CheckHeaderField(h.Name.Value, "") != nil {
+		d.errorf(h.Pos.Line, "header: needs name: with a header name")
+		return nil
+	}
+	pattern, negate := h.Regex, false
+	if h.NotRegex.Value != "" {
+		if h.Regex.Value != "" {
+			d.errorf(h.NotRegex.Line, "header: give regex or not_regex, not both")
+			return nil
+		}
+		pattern, negate = h.NotRegex, true
+	}
+	if pattern.Value == "" {
+		d.errorf(h.Pos.Line, "header: needs regex: or not_regex:")
+		return nil
+	}
+	re, err := regexp.Compile(pattern.Value)
+	if err != nil {
+		d.errorf(pattern.Line, "header: bad regular expression: %v", err)
+		return nil
+	}
+	return headerCond{name: h.Name.Value, re: re, negate: negate}
+}
+
+func parseSizeCond(s string) (sizeCond, error) {
+	s = strings.TrimSpace(s)
+	var c sizeCond
+	for _, op := range []string{">=", "<=", ">", "<", "="} {
+		if strings.HasPrefix(s, op) {
+			c.op, s = op, strings.TrimSpace(s[len(op):])
+			break
+		}
+	}
+	if c.op == "" {
+		return c, fmt.Errorf("%q: start with one of > >= < <= = (e.g. \"> 10M\")", s)
+	}
+	n, err := parseByteSize(s)
+	if err != nil {
+		return c, err
+	}
+	c.n = n
+	return c, nil
+}
+
+func splitHostPort(s string) (string, string, error) {
+	i := strings.LastIndexByte(s, ':')
+	if i < 0 {
+		return "", "", fmt.Errorf("%q has no port", s)
+	}
+	if _, err := strconv.ParseUint(s[i+1:], 10, 16); err != nil {
+		return "", "", fmt.Errorf("%q: bad port", s)
+	}
+	return s[:i], s[i+1:], nil
+}
+
+// Needs is what this policy asks of the MTA.
+func (p *Policy) Needs() milter.Needs { return p.needs }

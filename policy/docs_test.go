@@ -1,0 +1,46 @@
+package policy
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+)
+
+var yamlBlock = regexp.MustCompile("(?s)```yaml\n(.*?)```")
+
+// Every YAML example in the documentation is a complete configuration that loads.
+func TestDocumentationExamplesLoad(t *testing.T) {
+	docs, _ := filepath.Glob("../*/README.md")
+	docs = append([]string{"../README.md"}, docs...)
+	more, _ := filepath.Glob("../docs/*.md")
+	docs = append(docs, more...)
+	total := 0
+	for _, doc := range docs {
+		data, err := os.ReadFile(doc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, m := range yamlBlock.FindAllSubmatch(data, -1) {
+			total++
+			line := 1 + strings.Count(string(data[:strings.Index(string(data), string(m[0]))]), "\n")
+			if _, err := Parse(fmt.Sprintf("%s example %d", doc, i+1), m[1]); err != nil {
+				t.Errorf("%s:%d: example does not load:\n%v", doc, line, err)
+			}
+		}
+	}
+	if total < 5 { // guards against the pattern silently matching nothing
+		t.Errorf("only %d YAML examples found", total)
+	}
+	examples, _ := filepath.Glob("../deploy/examples/*.yaml")
+	if len(examples) == 0 {
+		t.Fatal("no deploy/examples/*.yaml")
+	}
+	for _, f := range examples {
+		if _, err := LoadFile(f); err != nil {
+			t.Errorf("%v", err)
+		}
+	}
+}

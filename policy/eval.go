@@ -1,0 +1,248 @@
+package policy
+
+import (
+	"context"
+	"log/slog"
+	"net/netip"
+	"regexp"
+
+	"github.com/tollgate/tollgate/milter"
+)
+
+type evalCtx struct {
+	stage milter.Stage
+	s     *milter.Session
+	t     *milter.Txn
+	r     *milter.Recipient
+}
+
+type condition interface {
+	match(e *evalCtx) bool
+}
+
+type hostsCond struct{ list *HostList }
+
+func (c hostsCond) match(e *evalCtx) bool {
+	a := e.s.Identity.ClientAddr
+	if !a.IsValid() {
+		a = netip.Addr{}
+	}
+	return c.list.Match(a)
+}
+
+type authCond struct{ list *PatternList }
+
+func (c authCond) match(e *evalCtx) bool { return c.list.Match(e.s.Identity.AuthLogin) }
+
+type sendersCond struct{ list *AddressList }
+
+func (c sendersCond) match(e *evalCtx) bool { return c.list.Match(e.t.Sender) }
+
+type senderDomainsCond struct{ list *DomainList }
+
+func (c senderDomainsCond) match(e *evalCtx) bool { return c.list.Match(milter.Domain(e.t.Sender)) }
+
+type recipientsCond struct{ list *AddressList }
+
+func (c recipientsCond) match(e *evalCtx) bool { return c.list.Match(e.r.Addr) }
+
+type recipientDomainsCond struct{ list *DomainList }
+
+func (c recipientDomainsCond) match(e *evalCtx) bool { return c.list.Match(milter.Domain(e.r.Addr)) }
+
+// headerCond is true when any instance of the header matches (regex), or when
+// none does (not_regex, also true when the header is absent).
+type headerCond struct {
+	name   string
+	re     *regexp.Regexp
+	negate bool
+}
+
+func (c headerCond) match(e *evalCtx) bool {
+	for _, h := range e.t.Headers {
+		if equalFold(h.Name, c.name) && c.re.MatchString(e.t.HeaderValue(h)) {
+			return !c.negate
+		}
+	}
+	return c.negate
+}
+
+type sizeCond struct {
+	op string
+	n  int64
+}
+
+func (c sizeCond) match(e *evalCtx) bool {
+	size := e.t.Size()
+	switch c.op {
+	case ">":
+		return size > c.n
+	case ">=":
+		return size >= c.n
+	case "<":
+		return size < c.n
+	case "<=":
+		return size <= c.n
+	}
+	return size == c.n
+}
+
+func equalFold(a, b string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := 0; i < len(a); i++ {
+		x, y := a[i], b[i]
+		if 'A' <= x && x <= 'Z' {
+			x += 'a' - 'A'
+		}
+		if 'A' <= y && y <= 'Z' {
+			y += 'a' - 'A'
+		}
+		if x != y {
+			return false
+		}
+	}
+	return true
+}
+
+// Evaluate runs a stage's ACL with Exim's semantics: the first rule whose verb
+// takes effect ends the ACL; warn never does; require fails into a deny; the
+// end of a defined ACL denies; a stage without an ACL accepts.
+func (p *Policy) evaluate(log *slog.Logger, metrics *milter.Metrics, stage milter.Stage, s *milter.Session, t *milter.Txn, r *milter.Recipient) milter.Decision {
+	a := p.acls[stage]
+	if a == nil {
+		return milter.Decision{}
+	}
+	e := &evalCtx{stage: stage, s: s, t: t, r: r}
+	for _, ru := range a.rules {
+		matched := true
+		for _, c := range ru.conds {
+			if !c.match(e) {
+				matched = false
+				break
+			}
+		}
+		var d milter.Decision
+		switch ru.verb {
+		case verbWarn:
+			if matched {
+				ru.fire(log, metrics, e)
+			}
+			continue
+		case verbRequire:
+			if matched {
+				continue
+			}
+			d = ru.decision(e, milter.Reject)
+		default:
+			if !matched {
+				continue
+			}
+			d = ru.decision(e, map[verb]milter.Verdict{verbAccept: milter.Accept, verbDeny: milter.Reject,
+				verbDefer: milter.TempFail, verbDiscard: milter.Discard, verbDrop: milter.Drop}[ru.verb])
+		}
+		ru.fire(log, metrics, e)
+		return d
+	}
+	metrics.PolicyDecisions.WithLabelValues(stage.String(), stage.String()+"/end", "deny").Inc()
+	return milter.Decision{Verdict: milter.Reject, Rule: stage.String() + "/end", Reason: "end of ACL reached (implicit deny)"}
+}
+
+func (ru *rule) decision(e *evalCtx, v milter.Verdict) milter.Decision {
+	d := milter.Decision{Verdict: v, Rule: ru.name}
+	if ru.message != nil {
+		d.Reply = ru.reply
+		d.Reply.Text = ru.message.expand(e)
+		if d.Reply.Code == 0 {
+			def := milter.DefaultReply(v)
+			d.Reply.Code = def.Code
+			if d.Reply.Enhanced == "" {
+				d.Reply.Enhanced = def.Enhanced
+			}
+		}
+	}
+	return d
+}
+
+// fire applies a rule's modifiers once its verb takes effect (or, for warn,
+// once its conditions hold).
+func (ru *rule) fire(log *slog.Logger, metrics *milter.Metrics, e *evalCtx) {
+	metrics.PolicyDecisions.WithLabelValues(e.stage.String(), ru.name, ru.verb.String()).Inc()
+	for _, sv := range ru.set {
+		val := sv.value.expand(e)
+		if sv.name[4] == 'c' {
+			e.s.Vars[sv.name] = val
+		} else if e.t != nil {
+			if e.t.Vars == nil {
+				e.t.Vars = map[string]string{}
+			}
+			e.t.Vars[sv.name] = val
+		}
+	}
+	var logText string
+	if ru.logMessage != nil {
+		logText = ru.logMessage.expand(e)
+		if e.t != nil {
+			e.t.Logs = append(e.t.Logs, logText)
+		}
+	}
+	log.Debug("rule fired", "stage", e.stage.String(), "rule", ru.name, "verb", ru.verb.String(), "session", e.s.ID)
+	if logText != "" && e.t == nil {
+		log.Info("acl log", "stage", e.stage.String(), "rule", ru.name, "client", e.s.Identity.Client(), "log", logText)
+	}
+	if e.t == nil {
+		return
+	}
+	m := &e.t.Mutations
+	for _, h := range ru.prepend {
+		m.Prepend = append(m.Prepend, milter.HeaderField{Name: h.name, Value: h.value.expand(e)})
+	}
+	for _, h := range ru.append {
+		m.Append = append(m.Append, milter.HeaderField{Name: h.name, Value: h.value.expand(e)})
+	}
+	m.RemoveAll = append(m.RemoveAll, ru.remove...)
+	for _, c := range ru.controls {
+		e.t.SetControl(c)
+		if c == "freeze" {
+			reason := logText
+			if reason == "" {
+				reason = "frozen by rule " + ru.name
+			}
+			m.Quarantine = reason
+		}
+	}
+}
+
+// Runtime serves a Policy to the milter pipeline.
+type Runtime struct {
+	Policy  *Policy
+	modules []milter.Module
+	log     *slog.Logger
+	metrics *milter.Metrics
+}
+
+// NewRuntime pairs a policy with the modules it configures.
+func NewRuntime(p *Policy, log *slog.Logger, metrics *milter.Metrics) *Runtime {
+	return &Runtime{Policy: p, log: log, metrics: metrics}
+}
+
+func (rt *Runtime) Modules() []milter.Module { return rt.modules }
+
+func (rt *Runtime) PolicyNeeds() milter.Needs { return rt.Policy.needs }
+
+func (rt *Runtime) OnError() milter.Decision { return rt.Policy.OnError }
+
+func (rt *Runtime) Evaluate(_ context.Context, stage milter.Stage, s *milter.Session, t *milter.Txn, r *milter.Recipient) (milter.Decision, error) {
+	if stage != milter.StageRcpt {
+		return rt.Policy.evaluate(rt.log, rt.metrics, stage, s, t, r), nil
+	}
+	// As in Exim, headers added while evaluating the ACL for a recipient that
+	// is then refused are dropped with it.
+	np, na := len(t.Mutations.Prepend), len(t.Mutations.Append)
+	d := rt.Policy.evaluate(rt.log, rt.metrics, stage, s, t, r)
+	if d.Verdict != milter.Continue && d.Verdict != milter.Accept {
+		t.Mutations.Prepend, t.Mutations.Append = t.Mutations.Prepend[:np], t.Mutations.Append[:na]
+	}
+	return d, nil
+}

@@ -1,0 +1,53 @@
+package policy
+
+import (
+	"io"
+	"log/slog"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/tollgate/tollgate/milter"
+)
+
+// FuzzParsePolicy feeds whole configuration files to the loader; whatever loads
+// must also evaluate without panicking.
+func FuzzParsePolicy(f *testing.F) {
+	for _, glob := range []string{"../deploy/examples/*.yaml", "testdata/policies/*.yaml"} {
+		files, _ := filepath.Glob(glob)
+		for _, file := range files {
+			if data, err := os.ReadFile(file); err == nil {
+				f.Add(data)
+			}
+		}
+	}
+	f.Add([]byte("acl:\n  rcpt:\n    - deny: {recipients: [\"^.*$\"], message: \"550 5.7.1 $local_part$$\"}\n"))
+	f.Add([]byte("lists: {a: [+b], b: [+a]}\nacl: {connect: [{deny: {hosts: [+a]}}]}\n"))
+	f.Add([]byte("acl:\n  data:\n    - warn: {set: {acl_m_x: \"${sender_address}\"}, add_header: \":at_start:X: $acl_m_x\"}\n"))
+	metrics := milter.NewMetrics(prometheus.NewRegistry())
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		p, err := Parse("fuzz.yaml", data)
+		if err != nil {
+			return
+		}
+		rt := NewRuntime(p, log, metrics)
+		s := &milter.Session{Vars: map[string]string{}, Identity: milter.Identity{ClientAddr: netip.MustParseAddr("192.0.2.1"), AuthLogin: "u"}}
+		tx := &milter.Txn{Session: s, Sender: "a@example.net", Headers: []milter.Header{{Name: "Subject", Value: "x"}}, BodyBytes: 10}
+		r := &milter.Recipient{Addr: "b@example.org"}
+		tx.Rcpts = []*milter.Recipient{r}
+		for _, st := range milter.PolicyStages {
+			switch st {
+			case milter.StageConnect, milter.StageHelo:
+				rt.Evaluate(t.Context(), st, s, nil, nil)
+			case milter.StageRcpt:
+				rt.Evaluate(t.Context(), st, s, tx, r)
+			default:
+				rt.Evaluate(t.Context(), st, s, tx, nil)
+			}
+		}
+	})
+}

@@ -1,0 +1,33 @@
+#!/bin/bash
+# The one test command (README "Testing"): installs what the tests need on a
+# fresh Debian 12 machine, then runs every test: vet, format, unit, protocol,
+# end-to-end with real Postfix, all under the race detector, and a short run
+# of every fuzz target. Bounded: the whole run stops by itself.
+#   FUZZTIME=30s scripts/test-all.sh     longer fuzzing (default 10s a target)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+scripts/install-test-deps.sh
+
+echo "== go vet"
+go vet ./...
+
+echo "== gofmt"
+unformatted=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))
+if [ -n "$unformatted" ]; then
+	echo "gofmt would change: $unformatted" >&2
+	exit 1
+fi
+
+echo "== go test -race (unit, protocol, end-to-end)"
+go test -race -count=1 -timeout 25m ./...
+
+echo "== fuzz (${FUZZTIME:-10s} a target)"
+for pkg in $(go list ./...); do
+	dir=$(go list -f '{{.Dir}}' "$pkg")
+	for target in $(grep -ho '^func Fuzz[A-Za-z0-9_]*' "$dir"/*_test.go 2>/dev/null | sed 's/^func //' | sort -u); do
+		echo "-- $pkg $target"
+		go test -run '^$' -fuzz "^${target}\$" -fuzztime "${FUZZTIME:-10s}" -fuzzminimizetime 3s "$pkg"
+	done
+done
+echo "== all tests passed"
