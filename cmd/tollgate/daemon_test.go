@@ -136,6 +136,19 @@ func (d *daemonProc) metric(t *testing.T, line string) bool {
 	return false
 }
 
+// waitMetric polls /metrics for an exposition line: messages are counted when
+// the MTA ends the milter session, which is not synchronous with the SMTP reply.
+func (d *daemonProc) waitMetric(t *testing.T, line string) bool {
+	deadline := time.Now().Add(10 * time.Second)
+	for !d.metric(t, line) {
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return true
+}
+
 // rcpt runs one SMTP envelope through the daemon and returns the rcpt action.
 func rcpt(t *testing.T, sock, addr string) *gomilter.Action {
 	t.Helper()

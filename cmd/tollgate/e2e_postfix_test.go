@@ -18,6 +18,7 @@ lists:
   local_domains: [example.org]
 acl:
   rcpt:
+    - drop:   {name: abuse, recipients: [abuse-test@example.org], message: "421 4.7.0 go away"}
     - deny:   {name: relay, recipient_domains: ["!+local_domains"], message: "550 5.7.1 relay not permitted"}
     - defer:  {name: later, recipients: [later@example.org], message: "451 4.7.1 come back later"}
     - accept: {}
@@ -84,6 +85,11 @@ func TestPostfixEndToEnd(t *testing.T) {
 		if v := got.Header("X-Forged"); len(v) != 0 {
 			t.Errorf("X-Forged survived: %q", v)
 		}
+		// Header values as delivered: exactly one space after the colon,
+		// whichever way the leading-space option was negotiated.
+		if !strings.HasPrefix(string(got.Raw), "X-Tollgate-Client: 127.0.0.1\n") || !strings.Contains(string(got.Raw), "\nX-Tollgate-Queue: "+m[1]+"\n") {
+			t.Errorf("raw message:\n%s", got.Raw)
+		}
 		if got.Headers[0].Name != "X-Tollgate-Client" {
 			t.Errorf("the :at_start: header is not on top: %v", got.Headers[0])
 		}
@@ -119,6 +125,16 @@ func TestPostfixEndToEnd(t *testing.T) {
 		}
 	})
 
+	t.Run("drop closes the SMTP connection", func(t *testing.T) {
+		res := pf.Swaks(t, "--from", "alice@example.net", "--to", "abuse-test@example.org")
+		if res.ExitCode == 0 || !strings.Contains(res.Output, "<** 421 4.7.0 go away") {
+			t.Errorf("exit %d:\n%s", res.ExitCode, res.Output)
+		}
+		if !strings.Contains(res.Output, "Remote host closed connection") {
+			t.Errorf("the connection was not closed by the server:\n%s", res.Output)
+		}
+	})
+
 	t.Run("content refused at end of data", func(t *testing.T) {
 		before := len(pf.Sink.Messages(t))
 		res := pf.Swaks(t, "--from", "alice@example.net", "--to", "bob@example.org", "--header", "Subject: please reject me")
@@ -131,7 +147,7 @@ func TestPostfixEndToEnd(t *testing.T) {
 		}
 	})
 
-	if !d.metric(t, `tollgate_messages_total{decision="reject"} 2`) {
+	if !d.waitMetric(t, `tollgate_messages_total{decision="reject"} 2`) || !d.waitMetric(t, `tollgate_messages_total{decision="drop"} 1`) {
 		_, body := d.get(t, "/metrics")
 		t.Errorf("rejections not counted:\n%s", grepLines(body, "tollgate_messages_total"))
 	}
