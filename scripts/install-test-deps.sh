@@ -1,12 +1,20 @@
 #!/bin/bash
-# Installs what the end-to-end tests (internal/e2e) need on Debian 12:
+# Installs what the end-to-end and interoperability tests need on Debian 12:
 #   postfix                  postfix, smtp-sink (private instances per test)
 #   swaks                    the SMTP client the tests drive
 #   libio-socket-inet6-perl  swaks' IPv6 support (a Recommends we do not pull)
+#   python3-dkim python3-authres python3-dnspython
+#                            dkimpy: an independent ARC signer and verifier (arc/)
+#   libmail-dkim-perl libnet-dns-resolver-mock-perl
+#                            Mail::DKIM: another ARC implementation, with offline DNS (arc/)
+#   postsrsd libmail-srs-perl
+#                            two independent SRS implementations (srs/)
 # Idempotent; prints one line saying what it did.
 set -euo pipefail
 
-packages=(postfix swaks libio-socket-inet6-perl)
+packages=(postfix swaks libio-socket-inet6-perl
+	python3-dkim python3-authres python3-dnspython libmail-dkim-perl libnet-dns-resolver-mock-perl
+	postsrsd libmail-srs-perl)
 
 if [ "$(id -u)" -ne 0 ]; then
 	if command -v sudo >/dev/null 2>&1; then
