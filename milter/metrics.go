@@ -23,7 +23,11 @@ type Metrics struct {
 	ConfigReloads    *prometheus.CounterVec // result
 	ConfigLastReload prometheus.Gauge
 	ConfigLastOK     prometheus.Gauge
+
+	stageObservers [stageCount]prometheus.Observer // StageDuration per stage, looked up once
 }
+
+func (m *Metrics) stage(s Stage) prometheus.Observer { return m.stageObservers[s] }
 
 // NewMetrics creates the core metrics and registers them on reg.
 func NewMetrics(reg prometheus.Registerer) *Metrics {
@@ -63,6 +67,9 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	reg.MustRegister(m.SessionsActive, m.Sessions, m.Messages, m.Recipients, m.StageDuration, m.ModuleDuration,
 		m.ModuleErrors, m.PolicyDecisions, m.PolicyErrors, m.MessageBytes, m.ProtocolWarnings, m.MTAErrors,
 		m.ConfigReloads, m.ConfigLastReload, m.ConfigLastOK)
+	for s := Stage(0); s < stageCount; s++ {
+		m.stageObservers[s] = m.StageDuration.WithLabelValues(s.String())
+	}
 	for _, d := range []string{"accept", "reject", "tempfail", "discard", "drop", "aborted"} {
 		m.Messages.WithLabelValues(d)
 	}

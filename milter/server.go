@@ -184,6 +184,12 @@ func (s *Server) newConnection(_ uint32, actions gomilter.OptAction, protocol go
 		leadingSpace: protocol&gomilter.OptHeaderLeadingSpace != 0,
 		keepHeaders:  needs.Headers,
 	}
+	for _, m := range rt.Modules() {
+		_, h := m.(HeaderHook)
+		_, b := m.(BodyHook)
+		c.headerHooks = c.headerHooks || h
+		c.bodyHooks = c.bodyHooks || b
+	}
 	s.active.Add(1)
 	s.metrics.SessionsActive.Inc()
 	s.metrics.Sessions.Inc()

@@ -25,6 +25,9 @@ type connection struct {
 	protocol     gomilter.OptProtocol
 	leadingSpace bool
 	keepHeaders  bool
+	// Whether any module streams headers or the body: without one, those
+	// callbacks only count bytes.
+	headerHooks, bodyHooks bool
 	// pending is the first failure or rejection seen while headers and body
 	// streamed; those stages send no reply, so it is decided at end of message.
 	pending *Decision
@@ -141,6 +144,9 @@ func (c *connection) Header(name, value string, m gomilter.Modifier) (*gomilter.
 	if !c.leadingSpace {
 		t.HeaderBytes++ // the space the MTA swallowed
 	}
+	if !c.headerHooks {
+		return gomilter.RespContinue, nil
+	}
 	c.stream(StageHeader, func(mod Module) hook {
 		hh, ok := mod.(HeaderHook)
 		if !ok {
@@ -161,6 +167,9 @@ func (c *connection) BodyChunk(chunk []byte, m gomilter.Modifier) (*gomilter.Res
 		return gomilter.RespContinue, nil
 	}
 	t.BodyBytes += int64(len(chunk))
+	if !c.bodyHooks {
+		return gomilter.RespContinue, nil
+	}
 	c.stream(StageBody, func(mod Module) hook {
 		b, ok := mod.(BodyHook)
 		if !ok {
@@ -180,7 +189,7 @@ func (c *connection) stream(stage Stage, find func(Module) hook) {
 			c.pending = &d
 		}
 	}
-	c.srv.metrics.StageDuration.WithLabelValues(stage.String()).Observe(time.Since(start).Seconds())
+	c.srv.metrics.stage(stage).Observe(time.Since(start).Seconds())
 }
 
 func (c *connection) EndOfMessage(m gomilter.Modifier) (*gomilter.Response, error) {
@@ -228,7 +237,7 @@ func (c *connection) EndOfMessage(m gomilter.Modifier) (*gomilter.Response, erro
 			return nil, err
 		}
 	}
-	c.srv.metrics.StageDuration.WithLabelValues(StageData.String()).Observe(time.Since(start).Seconds())
+	c.srv.metrics.stage(StageData).Observe(time.Since(start).Seconds())
 	resp, err := c.reply(StageData, d, nil)
 	c.finish(d, false)
 	return resp, err
@@ -289,7 +298,7 @@ func (c *connection) Cleanup(gomilter.Modifier) {
 func (c *connection) runStage(stage Stage, t *Txn, r *Recipient, find func(Module) hook) Decision {
 	start := time.Now()
 	defer func() {
-		c.srv.metrics.StageDuration.WithLabelValues(stage.String()).Observe(time.Since(start).Seconds())
+		c.srv.metrics.stage(stage).Observe(time.Since(start).Seconds())
 	}()
 	if stage == StageData && c.pending != nil {
 		// A streamed failure whose on_error lets the message through: the policy still runs.
