@@ -31,6 +31,82 @@ type Identity struct {
 	TLSVersion string
 	TLSCipher  string
 	TLSBits    string
+
+	// Proxy facts (Exim's $proxy_*), set when the session came through an
+	// XCLIENT proxy path (see IdentityConfig).
+	ProxySession      bool       // the client above is the real one, named by a trusted proxy
+	ProxyHandoff      bool       // this milter session is the proxy itself, before it sends XCLIENT
+	ProxyLocalAddr    netip.Addr // the proxy's address as the MTA sees it
+	ProxyLocalPort    uint16
+	ProxyExternalAddr netip.Addr // where the client connected to on the proxy (XCLIENT DESTADDR/DESTPORT)
+	ProxyExternalPort uint16
+	// UntrustedLogin is an XCLIENT LOGIN that arrived off the proxy path: it
+	// is not an authentication and is kept only for the log.
+	UntrustedLogin string
+
+	clientResolve string // Sendmail's {client_resolve}: OK, FAIL, FORGED, TEMP
+}
+
+// IdentityConfig says which sessions come through an XCLIENT proxy.
+type IdentityConfig struct {
+	// XClientHost reports whether an address is a proxy allowed to speak for
+	// clients (Exim's hosts_xclient). nil: no proxies.
+	XClientHost func(netip.Addr) bool
+	// XClientDaemons are the MTA daemon names ({daemon_name}, Postfix's
+	// milter_macro_daemon_name) of the listeners that accept XCLIENT. Empty:
+	// every listener.
+	XClientDaemons []string
+	// ProxyAddr is the proxy's address when only one is configured: after
+	// XCLIENT the MTA no longer tells it.
+	ProxyAddr netip.Addr
+	// WithoutXClient is the decision for mail a proxy sends for itself on the
+	// proxy path, i.e. without naming the client. Continue means: judge it
+	// like any client.
+	WithoutXClient Decision
+}
+
+func (c *IdentityConfig) onProxyPath(id *Identity) bool {
+	if c.XClientHost == nil {
+		return false
+	}
+	if len(c.XClientDaemons) == 0 {
+		return true
+	}
+	for _, d := range c.XClientDaemons {
+		if strings.EqualFold(d, id.DaemonName) {
+			return true
+		}
+	}
+	return false
+}
+
+// classify marks the proxy facts once the connect macros are in. Behind
+// Postfix, an XCLIENT proxy causes two milter sessions: one from the proxy
+// itself, closed when XCLIENT arrives (the handoff), then one whose client is
+// the one XCLIENT named (the proxied session).
+func (id *Identity) classify(c *IdentityConfig) {
+	id.ProxySession, id.ProxyHandoff = false, false
+	if !c.onProxyPath(id) {
+		return
+	}
+	if c.XClientHost(id.ClientAddr) {
+		id.ProxyHandoff = true
+		id.ProxyLocalAddr, id.ProxyLocalPort = id.ClientAddr, id.ClientPort
+		return
+	}
+	id.ProxySession = true
+	id.ProxyLocalAddr = c.ProxyAddr
+	id.ProxyExternalAddr, id.ProxyExternalPort = id.DaemonAddr, id.DaemonPort
+}
+
+// checkLogin keeps an XCLIENT LOGIN only on the proxy path: anywhere else
+// an MTA that lets some host send XCLIENT would let it claim any login.
+func (id *Identity) checkLogin() bool {
+	if strings.EqualFold(id.AuthMechanism, "XCLIENT") && id.AuthLogin != "" && !id.ProxySession {
+		id.UntrustedLogin, id.AuthLogin, id.AuthMechanism = id.AuthLogin, "", ""
+		return false
+	}
+	return true
 }
 
 // Authenticated reports whether the client logged in with SMTP AUTH.
@@ -78,11 +154,23 @@ func (id *Identity) fromMacros(m macroSource) {
 			id.ClientPort = uint16(p)
 		}
 	}
-	if v, ok := m.GetEx("{client_name}"); ok {
-		id.ClientName = hostName(v)
+	if v, ok := m.GetEx("{client_resolve}"); ok {
+		id.clientResolve = strings.ToUpper(strings.TrimSpace(v))
 	}
 	if v, ok := m.GetEx("{client_ptr}"); ok {
 		id.ClientPTR = hostName(v)
+	}
+	if v, ok := m.GetEx("{client_name}"); ok {
+		// Sendmail puts the name it looked up in {client_name} whether or not it
+		// verified; {client_resolve} says. Postfix's is verified or "unknown".
+		if id.clientResolve != "" && id.clientResolve != "OK" {
+			if id.ClientPTR == "" {
+				id.ClientPTR = hostName(v)
+			}
+			id.ClientName = ""
+		} else {
+			id.ClientName = hostName(v)
+		}
 	}
 	if v, ok := m.GetEx("{daemon_name}"); ok {
 		id.DaemonName = v
@@ -111,6 +199,9 @@ func (id *Identity) fromMacros(m macroSource) {
 	}
 	if v, ok := m.GetEx("{auth_author}"); ok {
 		id.AuthAuthor = v
+	}
+	if id.clientResolve != "" && id.clientResolve != "OK" {
+		id.ClientName = ""
 	}
 	if v, ok := m.GetEx("{tls_version}"); ok {
 		id.TLSVersion = v
@@ -153,7 +244,7 @@ func hostName(s string) string {
 // milter requests, so everything the identity and the summary line need is here.
 var requestedMacros = map[Stage][]string{
 	StageConnect: {"j", "v", "_", "{daemon_name}", "{daemon_addr}", "{daemon_port}", "{if_name}", "{if_addr}",
-		"{client_addr}", "{client_port}", "{client_name}", "{client_ptr}", "{client_resolve}"},
+		"{client_addr}", "{client_port}", "{client_ptr}", "{client_resolve}", "{client_name}"},
 	StageHelo: {"{tls_version}", "{cipher}", "{cipher_bits}", "{cert_subject}", "{cert_issuer}"},
 	StageMail: {"i", "{auth_type}", "{auth_authen}", "{auth_author}", "{auth_ssf}", "{mail_mailer}", "{mail_host}", "{mail_addr}"},
 	StageRcpt: {"i", "{rcpt_mailer}", "{rcpt_host}", "{rcpt_addr}"},

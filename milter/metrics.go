@@ -23,6 +23,8 @@ type Metrics struct {
 	ConfigReloads    *prometheus.CounterVec // result
 	ConfigLastReload prometheus.Gauge
 	ConfigLastOK     prometheus.Gauge
+	ProxySessions    *prometheus.CounterVec // kind
+	UntrustedLogins  prometheus.Counter
 
 	stageObservers [stageCount]prometheus.Observer // StageDuration per stage, looked up once
 }
@@ -61,12 +63,19 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "Configuration reloads by result (success, failure)."}, []string{"result"}),
 		ConfigLastReload: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: "tollgate", Name: "config_last_reload_timestamp_seconds",
 			Help: "When the configuration was last (re)loaded, successfully or not."}),
+		ProxySessions: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "tollgate", Name: "proxy_sessions_total",
+			Help: "Sessions on an XCLIENT proxy path: handoff (the proxy itself, before XCLIENT; never judged), proxied (a real client named by the proxy), without_xclient (the proxy sent mail for itself)."}, []string{"kind"}),
+		UntrustedLogins: prometheus.NewCounter(prometheus.CounterOpts{Namespace: "tollgate", Name: "xclient_untrusted_logins_total",
+			Help: "XCLIENT logins that arrived off the proxy path and were not taken as authentication."}),
 		ConfigLastOK: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: "tollgate", Name: "config_last_reload_successful",
 			Help: "1 if the last configuration (re)load succeeded, 0 if the old configuration is still in use."}),
 	}
 	reg.MustRegister(m.SessionsActive, m.Sessions, m.Messages, m.Recipients, m.StageDuration, m.ModuleDuration,
 		m.ModuleErrors, m.PolicyDecisions, m.PolicyErrors, m.MessageBytes, m.ProtocolWarnings, m.MTAErrors,
-		m.ConfigReloads, m.ConfigLastReload, m.ConfigLastOK)
+		m.ConfigReloads, m.ConfigLastReload, m.ConfigLastOK, m.ProxySessions, m.UntrustedLogins)
+	for _, k := range []string{"handoff", "proxied", "without_xclient"} {
+		m.ProxySessions.WithLabelValues(k)
+	}
 	for s := Stage(0); s < stageCount; s++ {
 		m.stageObservers[s] = m.StageDuration.WithLabelValues(s.String())
 	}

@@ -117,6 +117,8 @@ type Runtime interface {
 	PolicyNeeds() Needs
 	// OnError is the decision for a message when a module or the policy fails.
 	OnError() Decision
+	// Identity says which sessions come through an XCLIENT proxy.
+	Identity() *IdentityConfig
 }
 
 // RuntimeNeeds merges what the policy and every module of a runtime need.

@@ -22,15 +22,22 @@ import (
 
 // fakeRuntime is a configuration made of test modules and a decide function.
 type fakeRuntime struct {
-	mods    []Module
-	decide  func(stage Stage, s *Session, t *Txn, r *Recipient) Decision
-	needs   Needs
-	onError Decision
+	mods     []Module
+	decide   func(stage Stage, s *Session, t *Txn, r *Recipient) Decision
+	needs    Needs
+	onError  Decision
+	identity *IdentityConfig
 }
 
 func (f *fakeRuntime) Modules() []Module  { return f.mods }
 func (f *fakeRuntime) PolicyNeeds() Needs { return f.needs }
 func (f *fakeRuntime) OnError() Decision  { return f.onError }
+func (f *fakeRuntime) Identity() *IdentityConfig {
+	if f.identity != nil {
+		return f.identity
+	}
+	return &IdentityConfig{}
+}
 func (f *fakeRuntime) Evaluate(_ context.Context, stage Stage, s *Session, t *Txn, r *Recipient) (Decision, error) {
 	if f.decide == nil {
 		return Decision{}, nil

@@ -36,8 +36,20 @@ type connection struct {
 func (c *connection) NewConnection(gomilter.Modifier) error { return nil }
 
 func (c *connection) Connect(host, family string, port uint16, addr string, m gomilter.Modifier) (*gomilter.Response, error) {
-	c.sess.Identity.fromConnect(host, family, port, addr)
-	c.sess.Identity.fromMacros(m)
+	id := &c.sess.Identity
+	id.fromConnect(host, family, port, addr)
+	id.fromMacros(m)
+	id.classify(c.sess.runtime.Identity())
+	switch {
+	case id.ProxyHandoff:
+		// The proxy's own session before XCLIENT: Postfix replaces it with the
+		// client's as soon as XCLIENT arrives, so it is never judged or counted.
+		c.srv.metrics.ProxySessions.WithLabelValues("handoff").Inc()
+		c.srv.log.Debug("proxy handoff session", "session", c.sess.ID, "proxy", id.Client(), "daemon", id.DaemonName)
+		return gomilter.RespContinue, nil
+	case id.ProxySession:
+		c.srv.metrics.ProxySessions.WithLabelValues("proxied").Inc()
+	}
 	d := c.runStage(StageConnect, nil, nil, func(mod Module) hook {
 		h, ok := mod.(ConnectHook)
 		if !ok {
@@ -55,6 +67,9 @@ func (c *connection) Connect(host, family string, port uint16, addr string, m go
 func (c *connection) Helo(name string, m gomilter.Modifier) (*gomilter.Response, error) {
 	c.sess.Identity.Helo = name
 	c.sess.Identity.fromMacros(m)
+	if c.sess.Identity.ProxyHandoff {
+		return gomilter.RespContinue, nil
+	}
 	d := c.runStage(StageHelo, nil, nil, func(mod Module) hook {
 		h, ok := mod.(HeloHook)
 		if !ok {
@@ -69,7 +84,13 @@ func (c *connection) MailFrom(from, esmtpArgs string, m gomilter.Modifier) (*gom
 	if c.txn != nil {
 		c.finish(Decision{}, true)
 	}
-	c.sess.Identity.fromMacros(m)
+	id := &c.sess.Identity
+	id.fromMacros(m)
+	if !id.checkLogin() {
+		c.srv.metrics.UntrustedLogins.Inc()
+		c.srv.log.Warn("XCLIENT login off the proxy path ignored", "session", c.sess.ID, "client", id.Client(),
+			"login", id.UntrustedLogin, "daemon", id.DaemonName)
+	}
 	c.sess.Messages++
 	c.pending = nil
 	t := &Txn{
@@ -81,6 +102,14 @@ func (c *connection) MailFrom(from, esmtpArgs string, m gomilter.Modifier) (*gom
 		leadingSpace: c.leadingSpace,
 	}
 	c.txn = t
+	if id.ProxyHandoff {
+		c.srv.metrics.ProxySessions.WithLabelValues("without_xclient").Inc()
+		if d := c.sess.runtime.Identity().WithoutXClient; d.Verdict != Continue {
+			resp, err := c.reply(StageMail, d, nil)
+			c.finish(d, false)
+			return resp, err
+		}
+	}
 	d := c.runStage(StageMail, t, nil, func(mod Module) hook {
 		h, ok := mod.(MailHook)
 		if !ok {
@@ -475,6 +504,15 @@ func (c *connection) finish(d Decision, aborted bool) {
 	}
 	if id.AuthLogin != "" {
 		attrs = append(attrs, slog.String("login", id.AuthLogin))
+	}
+	if id.ProxySession {
+		proxy := "yes"
+		if id.ProxyLocalAddr.IsValid() {
+			proxy = id.ProxyLocalAddr.String()
+		}
+		attrs = append(attrs, slog.String("proxy", proxy))
+	} else if id.ProxyHandoff {
+		attrs = append(attrs, slog.String("proxy", "without_xclient"))
 	}
 	attrs = append(attrs, slog.String("decision", decision))
 	if d.Final() {

@@ -2,6 +2,7 @@ package policy
 
 import (
 	"fmt"
+	"net/netip"
 	"os"
 	"regexp"
 	"slices"
@@ -27,8 +28,9 @@ type Policy struct {
 	// Warnings are problems that do not stop loading (tollgate check prints them).
 	Warnings ErrorList
 
-	acls  map[milter.Stage]*acl
-	needs milter.Needs
+	acls     map[milter.Stage]*acl
+	needs    milter.Needs
+	identity milter.IdentityConfig
 }
 
 type acl struct {
@@ -179,6 +181,7 @@ func compile(d *decoder, cfg *Config) *Policy {
 	}
 
 	lc := &listCompiler{named: cfg.Lists, d: d}
+	compileIdentity(d, lc, &cfg.Identity, p)
 	stages := []struct {
 		stage milter.Stage
 		rules []Rule
@@ -229,6 +232,41 @@ func compile(d *decoder, cfg *Config) *Policy {
 	return p
 }
 
+func compileIdentity(d *decoder, lc *listCompiler, in *IdentityConfig, p *Policy) {
+	p.identity.WithoutXClient = milter.Decision{Verdict: milter.TempFail, Rule: "proxy_without_xclient",
+		Reply: milter.Reply{Code: 451, Enhanced: "4.7.0", Text: "proxy did not name the client (XCLIENT)"}}
+	switch v := in.ProxyWithoutXClient.Value; v {
+	case "", "defer":
+	case "reject":
+		p.identity.WithoutXClient = milter.Decision{Verdict: milter.Reject, Rule: "proxy_without_xclient",
+			Reply: milter.Reply{Code: 550, Enhanced: "5.7.0", Text: "proxy did not name the client (XCLIENT)"}}
+	case "accept":
+		p.identity.WithoutXClient = milter.Decision{}
+	default:
+		d.errorf(in.ProxyWithoutXClient.Line, "identity.proxy_without_xclient: %q is not defer, reject or accept", v)
+	}
+	for _, n := range in.XClientDaemons {
+		p.identity.XClientDaemons = append(p.identity.XClientDaemons, n.Value)
+	}
+	if len(in.XClientHosts) == 0 {
+		if len(in.XClientDaemons) > 0 {
+			d.errorf(in.XClientDaemons[0].Line, "identity.xclient_daemons needs identity.xclient_hosts: the proxies allowed to send XCLIENT")
+		}
+		return
+	}
+	hosts := lc.hosts(in.XClientHosts)
+	p.identity.XClientHost = hosts.Match
+	if len(in.XClientHosts) == 1 {
+		if a, err := netip.ParseAddr(in.XClientHosts[0].Value); err == nil {
+			p.identity.ProxyAddr = a.Unmap()
+		}
+	}
+	if len(in.XClientDaemons) == 0 {
+		p.Warnings = append(p.Warnings, Error{File: d.file, Line: in.XClientHosts[0].Line,
+			Msg: "identity.xclient_daemons is empty: every MTA listener counts as a proxy path, so direct mail from a proxy host is taken for a proxy session; name the XCLIENT listener (Postfix milter_macro_daemon_name)"})
+	}
+}
+
 func unconditionalEnd(r *rule) bool {
 	return len(r.conds) == 0 && r.verb != verbWarn && r.verb != verbRequire
 }
@@ -268,6 +306,12 @@ func compileRule(d *decoder, lc *listCompiler, stage milter.Stage, index int, in
 
 	if len(b.Hosts) > 0 {
 		r.conds = append(r.conds, hostsCond{lc.hosts(b.Hosts)})
+	}
+	if b.Proxied != nil {
+		r.conds = append(r.conds, proxiedCond(*b.Proxied))
+	}
+	if len(b.ProxyHosts) > 0 {
+		r.conds = append(r.conds, proxyHostsCond{lc.hosts(b.ProxyHosts)})
 	}
 	if len(b.Authenticated) > 0 {
 		r.conds = append(r.conds, authCond{lc.patterns(b.Authenticated)})
@@ -448,6 +492,9 @@ func splitHostPort(s string) (string, string, error) {
 	}
 	return s[:i], s[i+1:], nil
 }
+
+// XClientDaemons are the MTA listeners named as XCLIENT proxy paths.
+func (p *Policy) XClientDaemons() []string { return p.identity.XClientDaemons }
 
 // Needs is what this policy asks of the MTA.
 func (p *Policy) Needs() milter.Needs { return p.needs }

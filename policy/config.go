@@ -7,14 +7,15 @@ import (
 // Config is the YAML file as written. Every key is documented in README.md
 // ("Configuration reference"); a test loads every example there.
 type Config struct {
-	Listen        Str          `yaml:"listen"`
-	Socket        SocketConfig `yaml:"socket"`
-	MetricsListen Str          `yaml:"metrics_listen"`
-	Log           LogConfig    `yaml:"log"`
-	OnError       Str          `yaml:"on_error"`
-	DrainTimeout  *Duration    `yaml:"drain_timeout"`
-	Lists         namedLists   `yaml:"lists"`
-	ACL           ACLConfig    `yaml:"acl"`
+	Listen        Str            `yaml:"listen"`
+	Socket        SocketConfig   `yaml:"socket"`
+	MetricsListen Str            `yaml:"metrics_listen"`
+	Log           LogConfig      `yaml:"log"`
+	OnError       Str            `yaml:"on_error"`
+	DrainTimeout  *Duration      `yaml:"drain_timeout"`
+	Identity      IdentityConfig `yaml:"identity"`
+	Lists         namedLists     `yaml:"lists"`
+	ACL           ACLConfig      `yaml:"acl"`
 }
 
 // SocketConfig sets who may connect to a unix milter socket.
@@ -28,6 +29,13 @@ type SocketConfig struct {
 type LogConfig struct {
 	Format Str `yaml:"format"`
 	Level  Str `yaml:"level"`
+}
+
+// IdentityConfig names the XCLIENT proxies and the MTA listeners they use.
+type IdentityConfig struct {
+	XClientHosts        StrList `yaml:"xclient_hosts"`
+	XClientDaemons      StrList `yaml:"xclient_daemons"`
+	ProxyWithoutXClient Str     `yaml:"proxy_without_xclient"`
 }
 
 // ACLConfig holds one ACL per stage, each a list of rules tried in order.
@@ -59,6 +67,8 @@ type RuleBody struct {
 	Recipients       StrList     `yaml:"recipients"`
 	RecipientDomains StrList     `yaml:"recipient_domains"`
 	Authenticated    StrList     `yaml:"authenticated"`
+	Proxied          *bool       `yaml:"proxied"`
+	ProxyHosts       StrList     `yaml:"proxy_hosts"`
 	Header           HeaderConds `yaml:"header"`
 	MessageSize      Str         `yaml:"message_size"`
 

@@ -30,6 +30,22 @@ func (c hostsCond) match(e *evalCtx) bool {
 	return c.list.Match(a)
 }
 
+type proxiedCond bool
+
+func (c proxiedCond) match(e *evalCtx) bool { return e.s.Identity.ProxySession == bool(c) }
+
+// proxyHostsCond matches the proxy's own address (known in a proxied session
+// when one proxy is configured).
+type proxyHostsCond struct{ list *HostList }
+
+func (c proxyHostsCond) match(e *evalCtx) bool {
+	id := &e.s.Identity
+	if !id.ProxySession && !id.ProxyHandoff {
+		return false
+	}
+	return c.list.Match(id.ProxyLocalAddr)
+}
+
 type authCond struct{ list *PatternList }
 
 func (c authCond) match(e *evalCtx) bool { return c.list.Match(e.s.Identity.AuthLogin) }
@@ -232,6 +248,8 @@ func (rt *Runtime) Modules() []milter.Module { return rt.modules }
 func (rt *Runtime) PolicyNeeds() milter.Needs { return rt.Policy.needs }
 
 func (rt *Runtime) OnError() milter.Decision { return rt.Policy.OnError }
+
+func (rt *Runtime) Identity() *milter.IdentityConfig { return &rt.Policy.identity }
 
 func (rt *Runtime) Evaluate(_ context.Context, stage milter.Stage, s *milter.Session, t *milter.Txn, r *milter.Recipient) (milter.Decision, error) {
 	if stage != milter.StageRcpt {

@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"net/netip"
 	"regexp"
 	"strconv"
 	"strings"
@@ -40,12 +41,25 @@ var variables = map[string]variable{
 		}
 		return ""
 	}},
-	"sender_host_name":      {milter.StageConnect, func(e *evalCtx) string { return e.s.Identity.ClientName }},
-	"sender_helo_name":      {milter.StageHelo, func(e *evalCtx) string { return e.s.Identity.Helo }},
-	"authenticated_id":      {milter.StageConnect, func(e *evalCtx) string { return e.s.Identity.AuthLogin }},
-	"primary_hostname":      {milter.StageConnect, func(e *evalCtx) string { return e.s.Identity.MTAName }},
-	"sender_address":        {milter.StageMail, func(e *evalCtx) string { return e.t.Sender }},
-	"sender_address_domain": {milter.StageMail, func(e *evalCtx) string { return milter.Domain(e.t.Sender) }},
+	"sender_host_authenticated": {milter.StageConnect, func(e *evalCtx) string { return e.s.Identity.AuthMechanism }},
+	"received_ip_address":       {milter.StageConnect, func(e *evalCtx) string { return addrString(e.s.Identity.DaemonAddr) }},
+	"received_port":             {milter.StageConnect, func(e *evalCtx) string { return portString(e.s.Identity.DaemonPort) }},
+	"proxy_session": {milter.StageConnect, func(e *evalCtx) string {
+		if e.s.Identity.ProxySession {
+			return "yes"
+		}
+		return "no"
+	}},
+	"proxy_local_address":    {milter.StageConnect, func(e *evalCtx) string { return addrString(e.s.Identity.ProxyLocalAddr) }},
+	"proxy_local_port":       {milter.StageConnect, func(e *evalCtx) string { return portString(e.s.Identity.ProxyLocalPort) }},
+	"proxy_external_address": {milter.StageConnect, func(e *evalCtx) string { return addrString(e.s.Identity.ProxyExternalAddr) }},
+	"proxy_external_port":    {milter.StageConnect, func(e *evalCtx) string { return portString(e.s.Identity.ProxyExternalPort) }},
+	"sender_host_name":       {milter.StageConnect, func(e *evalCtx) string { return e.s.Identity.ClientName }},
+	"sender_helo_name":       {milter.StageHelo, func(e *evalCtx) string { return e.s.Identity.Helo }},
+	"authenticated_id":       {milter.StageConnect, func(e *evalCtx) string { return e.s.Identity.AuthLogin }},
+	"primary_hostname":       {milter.StageConnect, func(e *evalCtx) string { return e.s.Identity.MTAName }},
+	"sender_address":         {milter.StageMail, func(e *evalCtx) string { return e.t.Sender }},
+	"sender_address_domain":  {milter.StageMail, func(e *evalCtx) string { return milter.Domain(e.t.Sender) }},
 	"sender_address_local_part": {milter.StageMail, func(e *evalCtx) string {
 		if e.t.Sender == "" {
 			return ""
@@ -61,6 +75,20 @@ var variables = map[string]variable{
 		return strconv.Itoa(len(e.t.AcceptedRcpts()))
 	}},
 	"message_size": {milter.StageData, func(e *evalCtx) string { return strconv.FormatInt(e.t.Size(), 10) }},
+}
+
+func addrString(a netip.Addr) string {
+	if a.IsValid() {
+		return a.String()
+	}
+	return ""
+}
+
+func portString(p uint16) string {
+	if p == 0 {
+		return ""
+	}
+	return strconv.Itoa(int(p))
 }
 
 // stageOrder places the data stage after rcpt for "available from" checks.

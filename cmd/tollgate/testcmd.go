@@ -41,6 +41,9 @@ type testInput struct {
 	rcpts      []string
 	queueID    string
 	message    []byte
+	daemonName string
+	proxy      netip.AddrPort // zero: a direct session
+	proxyDest  netip.AddrPort // XCLIENT DESTADDR/DESTPORT
 }
 
 // testReport is what tollgate test prints (and --json writes).
@@ -87,6 +90,9 @@ func cmdTest(args []string, stdout, stderr io.Writer) int {
 	mech := fs.String("auth-mechanism", "PLAIN", "SMTP AUTH mechanism, with --login")
 	from := fs.String("from", "", "envelope sender (required; \"\" or <> for the null sender)")
 	queueID := fs.String("queue-id", "TESTQUEUEID", "queue id the simulated MTA assigns")
+	daemonName := fs.String("daemon-name", "", "MTA listener name ({daemon_name}); default: the first identity.xclient_daemons with --proxy, else smtpd")
+	proxy := fs.String("proxy", "", "simulate a session through an XCLIENT proxy at ADDR[:PORT]: first the proxy's own session, then the client's")
+	proxyDest := fs.String("proxy-dest", "", "with --proxy: the address:port the client connected to on the proxy (XCLIENT DESTADDR/DESTPORT)")
 	var rcpts stringList
 	fs.Var(&rcpts, "rcpt", "envelope recipient (repeat for several; at least one)")
 	asJSON := fs.Bool("json", false, "write the report as JSON")
@@ -114,6 +120,19 @@ func cmdTest(args []string, stdout, stderr io.Writer) int {
 	if fs.NArg() != 1 {
 		problems = append(problems, "give exactly one MESSAGE_FILE (- for standard input)")
 	}
+	var proxyAP, destAP netip.AddrPort
+	if *proxy != "" {
+		if proxyAP, err = parseAddrPort(*proxy); err != nil {
+			problems = append(problems, "--proxy: "+err.Error())
+		}
+	}
+	if *proxyDest != "" {
+		if *proxy == "" {
+			problems = append(problems, "--proxy-dest needs --proxy")
+		} else if destAP, err = parseAddrPort(*proxyDest); err != nil {
+			problems = append(problems, "--proxy-dest: "+err.Error())
+		}
+	}
 	if len(problems) > 0 {
 		for _, p := range problems {
 			fmt.Fprintln(stderr, "tollgate test:", p)
@@ -136,7 +155,20 @@ func cmdTest(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	in := testInput{client: addr, clientPort: *clientPort, clientName: *clientName, helo: *helo, login: *login,
-		mechanism: *mech, from: strings.Trim(*from, "<>"), rcpts: rcpts, queueID: *queueID, message: msg}
+		mechanism: *mech, from: strings.Trim(*from, "<>"), rcpts: rcpts, queueID: *queueID, message: msg,
+		daemonName: *daemonName, proxy: proxyAP, proxyDest: destAP}
+	if in.daemonName == "" {
+		in.daemonName = "smtpd"
+		if in.proxy.IsValid() {
+			in.daemonName = "proxy"
+			if ds := p.XClientDaemons(); len(ds) > 0 {
+				in.daemonName = ds[0]
+			}
+		}
+	}
+	if in.proxy.IsValid() && in.login != "" {
+		in.mechanism = "XCLIENT" // how Postfix reports a LOGIN given by XCLIENT
+	}
 	if in.helo == "" {
 		in.helo = in.clientName
 		if in.helo == "" {
@@ -189,7 +221,16 @@ func runTest(p *policy.Policy, in testInput) (*testReport, []byte, error) {
 		srv.Shutdown(ctx)
 	}()
 
+	var handoff []stageReport
+	if in.proxy.IsValid() {
+		if handoff, err = driveHandoff(sock, in, capture); err != nil {
+			return nil, nil, err
+		}
+	}
 	report, mods, leadingSpace, err := drive(sock, in, capture)
+	if report != nil {
+		report.Stages = append(handoff, report.Stages...)
+	}
 	if err != nil {
 		return nil, nil, err
 	}
@@ -202,14 +243,68 @@ func runTest(p *policy.Policy, in testInput) (*testReport, []byte, error) {
 	return report, out, nil
 }
 
+func parseAddrPort(s string) (netip.AddrPort, error) {
+	if ap, err := netip.ParseAddrPort(s); err == nil {
+		return ap, nil
+	}
+	a, err := netip.ParseAddr(strings.Trim(s, "[]"))
+	if err != nil {
+		return netip.AddrPort{}, fmt.Errorf("%q is not an address or address:port", s)
+	}
+	return netip.AddrPortFrom(a, 0), nil
+}
+
+func family(a netip.Addr) gomilter.ProtoFamily {
+	if a.Is6() && !a.Is4In6() {
+		return gomilter.FamilyInet6
+	}
+	return gomilter.FamilyInet
+}
+
+// driveHandoff plays the milter session Postfix opens for the proxy itself,
+// which it closes when the proxy sends XCLIENT.
+func driveHandoff(sock string, in testInput, capture *captureHandler) ([]stageReport, error) {
+	macros := gomilter.NewMacroBag()
+	for k, v := range map[string]string{"j": "tollgate-test.invalid", "{daemon_name}": in.daemonName,
+		"{client_addr}": in.proxy.Addr().String(), "{client_name}": "unknown", "{client_ptr}": "unknown"} {
+		macros.Set(k, v)
+	}
+	if in.proxy.Port() != 0 {
+		macros.Set("{client_port}", strconv.Itoa(int(in.proxy.Port())))
+	}
+	client := gomilter.NewClient("unix", sock, gomilter.WithAction(gomilter.AllClientSupportedActionMasks))
+	s, err := client.Session(macros)
+	if err != nil {
+		return nil, fmt.Errorf("milter session: %w", err)
+	}
+	defer s.Close()
+	var out []stageReport
+	act, err := s.Conn("unknown", family(in.proxy.Addr()), in.proxy.Port(), in.proxy.Addr().String())
+	if err != nil {
+		return nil, fmt.Errorf("proxy connect: %w", err)
+	}
+	out = append(out, stageReport{Stage: "proxy-connect", Input: "[" + in.proxy.Addr().String() + "] (" + in.daemonName + ")",
+		Result: actionName(act), Reply: replyOf(act), Rules: capture.take()})
+	act, err = s.Helo("proxy")
+	if err != nil {
+		return nil, fmt.Errorf("proxy helo: %w", err)
+	}
+	out = append(out, stageReport{Stage: "proxy-helo", Input: "proxy (XCLIENT follows)", Result: actionName(act), Reply: replyOf(act), Rules: capture.take()})
+	return out, nil
+}
+
 func drive(sock string, in testInput, capture *captureHandler) (*testReport, []gomilter.ModifyAction, bool, error) {
 	macros := gomilter.NewMacroBag()
 	for k, v := range map[string]string{
-		"j": "tollgate-test.invalid", "v": "tollgate test", "{daemon_name}": "tollgate-test",
+		"j": "tollgate-test.invalid", "v": "tollgate test", "{daemon_name}": in.daemonName,
 		"{client_addr}": in.client.String(), "{client_name}": orUnknown(in.clientName),
 		"{client_ptr}": orUnknown(in.clientName), "i": in.queueID, "{mail_addr}": in.from,
 	} {
 		macros.Set(k, v)
+	}
+	if in.proxyDest.IsValid() {
+		macros.Set("{daemon_addr}", in.proxyDest.Addr().String())
+		macros.Set("{daemon_port}", strconv.Itoa(int(in.proxyDest.Port())))
 	}
 	if in.clientPort != 0 {
 		macros.Set("{client_port}", strconv.Itoa(in.clientPort))
@@ -240,12 +335,8 @@ func drive(sock string, in testInput, capture *captureHandler) (*testReport, []g
 	final := func(act *gomilter.Action) {
 		r.Decision, r.Reply = actionName(act), replyOf(act)
 	}
-	family := gomilter.FamilyInet
-	if in.client.Is6() {
-		family = gomilter.FamilyInet6
-	}
 	name := orUnknown(in.clientName)
-	act, err := s.Conn(name, family, uint16(in.clientPort), in.client.String())
+	act, err := s.Conn(name, family(in.client), uint16(in.clientPort), in.client.String())
 	if stop, err := step("connect", name+" ["+in.client.String()+"]", act, err); err != nil || stop {
 		final(act)
 		return r, nil, false, err

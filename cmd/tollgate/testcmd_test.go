@@ -80,3 +80,35 @@ func TestTestCommandStopsWhereTheMTAWould(t *testing.T) {
 		t.Errorf("missing arguments accepted: %s", out)
 	}
 }
+
+func TestTestCommandProxySession(t *testing.T) {
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "c.yaml")
+	os.WriteFile(cfg, []byte(`identity:
+  xclient_hosts: [127.0.0.1]
+  xclient_daemons: [proxy-in]
+acl:
+  connect:
+    - deny: {name: no-direct-from-proxy, hosts: [127.0.0.1]}
+    - accept: {}
+  data:
+    - accept: {add_header: "X-Seen: $sender_host_address $authenticated_id $proxy_session"}
+`), 0o644)
+	args := []string{"test", "--config", cfg, "--from", "a@example.net", "--rcpt", "b@example.org", "--json"}
+	var r testReport
+	out, err := exec.Command(binary, append(args, "--proxy", "127.0.0.1:51000", "--client", "203.0.113.8", "--login", "carol", "../../deploy/examples/message.eml")...).Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	json.Unmarshal(out, &r)
+	if len(r.Stages) != 7 || r.Stages[0].Stage != "proxy-connect" || r.Stages[0].Result != "continue" || len(r.Stages[0].Rules) != 0 ||
+		r.Decision != "accept" || len(r.Changes) != 1 || r.Changes[0].Value != "203.0.113.8 carol yes" {
+		t.Errorf("proxied: %s", out)
+	}
+	out, _ = exec.Command(binary, append(args, "--client", "127.0.0.1", "../../deploy/examples/message.eml")...).Output()
+	r = testReport{}
+	json.Unmarshal(out, &r)
+	if r.Decision != "reject" || len(r.Stages) != 1 {
+		t.Errorf("direct from the proxy: %s", out)
+	}
+}
