@@ -608,3 +608,45 @@ func TestBadInputDoesNotCrashOrLeak(t *testing.T) {
 		t.Errorf("aborted messages = %v, want 5", got)
 	}
 }
+
+type finalizer struct {
+	name string
+	err  error
+	ran  *int
+}
+
+func (f finalizer) Name() string { return f.name }
+func (f finalizer) Finalize(_ context.Context, t *Txn, d Decision) error {
+	*f.ran++
+	if f.err == nil {
+		t.Mutations.Append = append(t.Mutations.Append, HeaderField{Name: "X-" + f.name, Value: d.Verdict.String()})
+	}
+	return f.err
+}
+func (finalizer) Actions() Actions { return ActAddHeader }
+
+func TestFinalizeFailureDecides(t *testing.T) {
+	var sealRan, forwardRan int
+	rt := &fakeRuntime{
+		onError: Decision{Verdict: TempFail, Rule: "on_error", Reply: Reply{451, "4.3.0", "local problem"}},
+		mods: []Module{finalizer{name: "seal", err: errors.New("key unreadable"), ran: &sealRan},
+			finalizer{name: "forward", ran: &forwardRan}},
+	}
+	ts := startServer(t, rt)
+	s := ts.session(t, nil)
+	envelope(t, s, "a@example.net", "b@example.org")
+	mods, act := sendMessage(t, s, nil, "x\r\n")
+	if act.SMTPCode != 451 || len(mods) != 0 || sealRan != 1 || forwardRan != 0 {
+		t.Errorf("act %+v mods %v seal %d forward %d", act, describe(mods), sealRan, forwardRan)
+	}
+	// With on_error accept the message leaves, without the failed module's part.
+	rt2 := &fakeRuntime{onError: Decision{Verdict: Continue, Rule: "on_error"},
+		mods: []Module{finalizer{name: "seal", err: errors.New("key unreadable"), ran: &sealRan}, finalizer{name: "forward", ran: &forwardRan}}}
+	ts2 := startServer(t, rt2)
+	s2 := ts2.session(t, nil)
+	envelope(t, s2, "a@example.net", "b@example.org")
+	mods, act = sendMessage(t, s2, nil, "x\r\n")
+	if act.Type != gomilter.ActionAccept || strings.Join(describe(mods), "|") != `insert[2147483647] X-forward "accept"` {
+		t.Errorf("act %+v mods %v", act, describe(mods))
+	}
+}

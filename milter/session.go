@@ -244,15 +244,26 @@ func (c *connection) EndOfMessage(m gomilter.Modifier) (*gomilter.Response, erro
 		})
 	}
 	d = c.discardedRecipients(t, d)
+	if d.Verdict == Continue {
+		d.Verdict = Accept // at end of message, nothing decided means accepted
+	}
 	t.Decision = d
 	for _, mod := range c.sess.runtime.Modules() {
-		c.callModule(StageData, mod, func(mod Module) hook {
+		fd, failed := c.callModule(StageData, mod, func(mod Module) hook {
 			h, ok := mod.(FinalizeHook)
 			if !ok {
 				return nil
 			}
 			return func(ctx context.Context) error { return h.Finalize(ctx, t, d) }
 		})
+		if failed && fd.Final() && (d.Verdict == Accept || d.Verdict == Continue) {
+			// The message would leave without what this module had to add
+			// (an ARC seal, an SRS sender): the failure decides, and later
+			// finalizers must not act on an accept that no longer holds.
+			d = fd
+			t.Decision = d
+			break
+		}
 	}
 	if d.Verdict == Accept || d.Verdict == Continue {
 		if err := t.Mutations.Apply(m, t.Headers, c.leadingSpace); err != nil {
