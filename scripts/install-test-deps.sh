@@ -7,14 +7,26 @@
 #                            dkimpy: an independent ARC signer and verifier (arc/)
 #   libmail-dkim-perl libnet-dns-resolver-mock-perl
 #                            Mail::DKIM: another ARC implementation, with offline DNS (arc/)
-#   postsrsd libmail-srs-perl
-#                            two independent SRS implementations (srs/)
+#   postsrsd libmail-srs-perl srs
+#                            two independent SRS implementations (srs/); the srs
+#                            command of Mail::SRS is in its own package "srs"
+#   nginx libnginx-mod-mail  a private nginx mail proxy that speaks XCLIENT to Postfix
+#   m4                       builds the private Sendmail's sendmail.cf
+# and downloads, without installing, Sendmail's packages into
+# /var/cache/tollgate-tests/sendmail/ (sendmail-bin conflicts with postfix:
+# the e2e tests unpack them into a private prefix, see internal/e2e/sendmail.go).
 # Idempotent; prints one line saying what it did.
 set -euo pipefail
 
 packages=(postfix swaks libio-socket-inet6-perl
 	python3-dkim python3-authres python3-dnspython libmail-dkim-perl libnet-dns-resolver-mock-perl
-	postsrsd libmail-srs-perl)
+	postsrsd libmail-srs-perl srs
+	nginx libnginx-mod-mail m4)
+
+# Downloaded, never installed. Keep in step with sendmailDebs in
+# internal/e2e/sendmail.go.
+sendmail_debs=(sendmail-bin sendmail-base sendmail-cf libwrap0)
+sendmail_cache=/var/cache/tollgate-tests/sendmail
 
 if [ "$(id -u)" -ne 0 ]; then
 	if command -v sudo >/dev/null 2>&1; then
@@ -23,6 +35,9 @@ if [ "$(id -u)" -ne 0 ]; then
 	echo "install-test-deps: must run as root (and sudo is not available)" >&2
 	exit 1
 fi
+
+cleanup=()
+trap 'rm -rf "${cleanup[@]}"' EXIT
 
 missing=()
 for p in "${packages[@]}"; do
@@ -34,7 +49,7 @@ done
 did=()
 if [ "${#missing[@]}" -gt 0 ]; then
 	log=$(mktemp)
-	trap 'rm -f "$log"' EXIT
+	cleanup+=("$log")
 	# Answer the questions postfix would ask: no network-facing setup.
 	debconf-set-selections <<-'EOF'
 		postfix postfix/main_mailer_type select Local only
@@ -55,9 +70,46 @@ if postfix status >/dev/null 2>&1; then
 	postfix stop >/dev/null 2>&1 || service postfix stop >/dev/null 2>&1 || true
 	did+=("stopped the default postfix instance")
 fi
+# Likewise nginx, which holds port 80; the tests run private nginx processes.
+if [ -s /run/nginx.pid ] && kill -0 "$(cat /run/nginx.pid)" 2>/dev/null; then
+	service nginx stop >/dev/null 2>&1 || /usr/sbin/nginx -s quit >/dev/null 2>&1 || true
+	did+=("stopped the default nginx service")
+fi
+
+# One .deb per package in the cache; the tests need no apt at run time. A
+# fresh machine's package lists may be empty: update them once if apt knows
+# no candidate.
+sendmail_stale=()
+for p in "${sendmail_debs[@]}"; do
+	if ! compgen -G "$sendmail_cache/${p}_*.deb" >/dev/null; then
+		sendmail_stale+=("$p")
+	fi
+done
+if [ "${#sendmail_stale[@]}" -gt 0 ]; then
+	log=$(mktemp)
+	tmp=$(mktemp -d)
+	cleanup+=("$log" "$tmp")
+	if ! apt-cache policy sendmail-bin 2>/dev/null | grep -q 'Candidate: [0-9]'; then
+		apt-get update >"$log" 2>&1 || { cat "$log" >&2; echo "install-test-deps: apt-get update failed" >&2; exit 1; }
+	fi
+	# apt-get download writes into the working directory; as root it warns
+	# that the download is unsandboxed unless _apt can write there.
+	chmod 755 "$tmp"
+	chown _apt "$tmp" 2>/dev/null || true
+	if ! (cd "$tmp" && apt-get download "${sendmail_debs[@]}") >"$log" 2>&1; then
+		cat "$log" >&2
+		echo "install-test-deps: downloading ${sendmail_debs[*]} failed" >&2
+		exit 1
+	fi
+	mkdir -p "$sendmail_cache"
+	rm -f "$sendmail_cache"/*.deb
+	mv "$tmp"/*.deb "$sendmail_cache"/
+	chmod 644 "$sendmail_cache"/*.deb
+	did+=("downloaded ${sendmail_debs[*]} into $sendmail_cache")
+fi
 
 if [ "${#did[@]}" -eq 0 ]; then
-	echo "install-test-deps: nothing to do, ${packages[*]} already installed"
+	echo "install-test-deps: nothing to do, ${packages[*]} already installed, Sendmail's packages in $sendmail_cache"
 else
 	msg=$(printf '%s; ' "${did[@]}")
 	echo "install-test-deps: ${msg%; }"
