@@ -96,6 +96,11 @@ func (id *Identity) classify(c *IdentityConfig) {
 	}
 	id.ProxySession = true
 	id.ProxyLocalAddr = c.ProxyAddr
+	if id.ClientName == "" {
+		// Postfix keeps the proxy's own PTR when XCLIENT names no host
+		// (nginx sends NAME=[UNAVAILABLE]): it says nothing of the client.
+		id.ClientPTR = ""
+	}
 	id.ProxyExternalAddr, id.ProxyExternalPort = id.DaemonAddr, id.DaemonPort
 }
 

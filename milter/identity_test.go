@@ -157,6 +157,20 @@ func TestIdentityDialects(t *testing.T) {
 			},
 		},
 		{
+			// As seen behind nginx: NAME=[UNAVAILABLE], no PORT; Postfix keeps
+			// the proxy's PTR and source port.
+			name: "postfix proxied session without NAME keeps no proxy PTR",
+			conn: conn{"[127.0.0.2]", "tcp4", 51000, "127.0.0.2"},
+			macros: []mapMacros{{"{daemon_name}": "proxy-in", "{client_addr}": "127.0.0.2", "{client_port}": "51000",
+				"{client_name}": "unknown", "{client_ptr}": "localhost", "{client_resolve}": "FAIL", "_": "localhost [127.0.0.2] (may be forged)"}},
+			config: proxyConfig(),
+			check: func(t *testing.T, id *Identity) {
+				if !id.ProxySession || id.ClientName != "" || id.ClientPTR != "" || id.ClientAddr.String() != "127.0.0.2" {
+					t.Errorf("%+v", id)
+				}
+			},
+		},
+		{
 			name: "XCLIENT login off the proxy path is not an authentication",
 			conn: conn{"h", "tcp4", 0, "203.0.113.8"},
 			macros: []mapMacros{

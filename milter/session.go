@@ -58,8 +58,12 @@ func (c *connection) Connect(host, family string, port uint16, addr string, m go
 		return func(ctx context.Context) error { return h.Connect(ctx, c.sess) }
 	})
 	if d.Final() {
-		c.srv.log.Info("connection refused", "session", c.sess.ID, "client", c.sess.Identity.Client(),
-			"decision", d.Verdict.String(), "reply", d.Reply.String(), "rule", d.Rule, "reason", d.Reason)
+		attrs := []any{"session", c.sess.ID, "client", c.sess.Identity.Client(), "decision", d.Verdict.String(),
+			"reply", d.Reply.String(), "rule", d.Rule}
+		if d.Reason != "" {
+			attrs = append(attrs, "reason", d.Reason)
+		}
+		c.srv.log.Info("connection refused", attrs...)
 	}
 	return c.reply(StageConnect, d, nil)
 }

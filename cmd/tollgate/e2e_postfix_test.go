@@ -30,13 +30,11 @@ acl:
         add_header: [":at_start:X-Tollgate-Client: $sender_host_address", "X-Tollgate-Queue: $queue_id"]
 `
 
-// startPostfixWithTollgate runs the tollgate binary on a loopback TCP port and a
-// private Postfix whose smtpd_milters points at it (Postfix's smtpd runs as the
-// postfix user, which cannot reach a socket in the test's private directory).
-func startPostfixWithTollgate(t *testing.T, config string) (*e2e.Postfix, *daemonProc) {
+// startTollgateInet runs the tollgate binary with its milter on a loopback TCP
+// port: Postfix's smtpd runs as the postfix user, which cannot reach a socket
+// in the test's private directory.
+func startTollgateInet(t *testing.T, config string) (string, *daemonProc) {
 	t.Helper()
-	e2e.RequireProgram(t, "/usr/sbin/postfix", "postfix")
-	e2e.RequireProgram(t, "/usr/bin/swaks", "swaks")
 	milterAddr := freePort(t)
 	dir := t.TempDir()
 	d := &daemonProc{config: filepath.Join(dir, "tollgate.yaml"), metrics: freePort(t), log: &lockedBuffer{}, exited: make(chan error, 1)}
@@ -55,8 +53,16 @@ func startPostfixWithTollgate(t *testing.T, config string) (*e2e.Postfix, *daemo
 		}
 	})
 	d.waitLog(t, "tollgate started")
-	pf := e2e.StartPostfix(t, e2e.PostfixOptions{Milter: "inet:" + milterAddr})
-	return pf, d
+	return milterAddr, d
+}
+
+// startPostfixWithTollgate is tollgate behind a private Postfix on loopback.
+func startPostfixWithTollgate(t *testing.T, config string) (*e2e.Postfix, *daemonProc) {
+	t.Helper()
+	e2e.RequireProgram(t, "/usr/sbin/postfix", "postfix")
+	e2e.RequireProgram(t, "/usr/bin/swaks", "swaks")
+	milterAddr, d := startTollgateInet(t, config)
+	return e2e.StartPostfix(t, e2e.PostfixOptions{Milter: "inet:" + milterAddr}), d
 }
 
 var queuedAs = regexp.MustCompile(`queued as ([0-9A-Za-z]+)`)

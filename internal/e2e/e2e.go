@@ -1,18 +1,33 @@
 // Package e2e runs real mail software next to the code under test: a private
-// Postfix instance per test, the smtp-sink that Postfix relays to, and swaks
-// as the SMTP client. Everything listens on loopback, on ports and in
-// directories of its own, so parallel tests and test binaries do not meet.
+// Postfix instance per test (with extra smtpd services if asked), a private
+// Sendmail, an nginx mail proxy that speaks XCLIENT to Postfix, the
+// smtp-sink they relay to, and swaks as the SMTP client. Everything listens
+// on loopback, on ports and in directories of its own, so parallel tests and
+// test binaries do not meet.
 //
 //	p := e2e.StartPostfix(t, e2e.PostfixOptions{Milter: "inet:" + milterAddr})
 //	res := p.Swaks(t, "--from", "a@example.org", "--to", "b@example.com")
 //	msgs := p.WaitMessages(t, 1, 30*time.Second)
 //	_ = msgs[0].Header("X-Added-By-Milter")
 //
+// Behind a proxy, from a client address that is not the proxy's:
+//
+//	p := e2e.StartPostfix(t, e2e.PostfixOptions{Milter: m, Services: []e2e.PostfixService{{
+//		Name:    "proxy",
+//		Options: map[string]string{"smtpd_authorized_xclient_hosts": "127.0.0.1"},
+//	}}})
+//	n := e2e.StartNginxMailProxy(t, e2e.NginxOptions{Upstream: p.ServiceAddr["proxy"]})
+//	res := n.Swaks(t, "--from", "a@example.org", "--to", "b@example.com") // from 127.0.0.2
+//
+// And with Sendmail: e2e.StartSendmail(t, e2e.SendmailOptions{Milter: "inet:9901@127.0.0.1"}).
+//
 // Requirements (scripts/install-test-deps.sh installs them on Debian 12):
 // the Debian packages postfix (postfix, smtp-sink), swaks and, for IPv6,
-// libio-socket-inet6-perl. StartPostfix must run as root because the Postfix
-// master refuses to start otherwise. Missing programs fail the test: an
-// end-to-end test that skips silently is a test that never runs.
+// libio-socket-inet6-perl; nginx and libnginx-mod-mail; m4, gcc and
+// Sendmail's packages downloaded (not installed) into SendmailDebCache.
+// StartPostfix must run as root because the Postfix master refuses to start
+// otherwise. Missing programs fail the test: an end-to-end test that skips
+// silently is a test that never runs.
 package e2e
 
 import (

@@ -36,14 +36,39 @@ type PostfixOptions struct {
 	// Listen is the smtpd address: a loopback host ("127.0.0.1", "[::1]")
 	// that gets a free port, or host:port. Default 127.0.0.1 on a free port.
 	Listen string
+	// Services are extra smtpd listeners in master.cf, e.g. the XCLIENT
+	// path behind a proxy. Each has its own address; Postfix.ServiceAddr
+	// says where it listens.
+	Services []PostfixService
+}
+
+// PostfixService is an extra smtpd listener of a private Postfix instance.
+// Its log lines are tagged postfix/NAME/smtpd unless Options sets
+// syslog_name.
+type PostfixService struct {
+	// Name labels the service for the test, e.g. "proxy"; letters,
+	// digits, '.', '_' and '-', unique within the instance.
+	Name string
+	// Listen is like PostfixOptions.Listen: "" means 127.0.0.1 on a free
+	// port. Any loopback address works ("127.0.0.2", "[::1]:2525").
+	Listen string
+	// Options are master.cf -o overrides of main.cf for this service only,
+	// e.g. smtpd_authorized_xclient_hosts=127.0.0.1 or
+	// milter_macro_daemon_name=proxy-in. Values may contain spaces and
+	// balanced braces, as in smtpd_milters={ inet:127.0.0.1:9999,
+	// default_action=accept }; an empty value clears the parameter.
+	Options map[string]string
 }
 
 // Postfix is a running private Postfix instance. Its files live under Dir:
 // etc/ (main.cf, master.cf), queue/, data/ and maillog.
 type Postfix struct {
 	Addr string // host:port of its smtpd, "[::1]:port" style for IPv6
-	Dir  string
-	Sink *Sink // where it relays every accepted message
+	// ServiceAddr maps each PostfixService.Name to the host:port it
+	// listens on.
+	ServiceAddr map[string]string
+	Dir         string
+	Sink        *Sink // where it relays every accepted message
 
 	confDir string
 }
@@ -68,10 +93,10 @@ func StartPostfix(t testing.TB, opts PostfixOptions) *Postfix {
 	if os.Geteuid() != 0 {
 		t.Fatalf("e2e: StartPostfix must run as root: the Postfix master daemon refuses to start otherwise")
 	}
-	ip, fixedPort := parseListen(t, opts.Listen)
+	listeners := parseListeners(t, opts)
 	sink := StartSink(t)
 	dir := privateDir(t, "tollgate-e2e-postfix-")
-	p := &Postfix{Dir: dir, Sink: sink, confDir: filepath.Join(dir, "etc")}
+	p := &Postfix{Dir: dir, Sink: sink, confDir: filepath.Join(dir, "etc"), ServiceAddr: map[string]string{}}
 	p.makeDirs(t)
 	// "postfix stop" waits for the master to release its lock, so it is
 	// safe against a reused PID; it is the right tool when nobody watches.
@@ -83,31 +108,97 @@ func StartPostfix(t testing.TB, opts PostfixOptions) *Postfix {
 
 	begin := time.Now()
 	for attempt := 1; ; attempt++ {
-		port := fixedPort
-		if port == 0 {
-			port = freePort(t, ip.String())
+		anyFree := false
+		for i := range listeners {
+			l := &listeners[i]
+			l.port = l.fixedPort
+			if l.port == 0 {
+				l.port = freePort(t, l.ip.String())
+				anyFree = true
+			}
+			addr := net.JoinHostPort(l.ip.String(), strconv.Itoa(l.port))
+			if i == 0 {
+				p.Addr = addr
+			} else {
+				p.ServiceAddr[l.name] = addr
+			}
 		}
-		p.Addr = net.JoinHostPort(ip.String(), strconv.Itoa(port))
-		p.writeConfig(t, opts, ip)
+		p.writeConfig(t, opts, listeners)
 		logBefore := len(p.Log())
 		out, err := p.startMaster()
 		if err == nil {
-			if err := waitListening(ip, port, nil); err != nil {
-				t.Fatalf("e2e: postfix in %s started but %v\nlog:\n%s", dir, err, p.Log())
+			for _, l := range listeners {
+				if err := waitListening(l.ip, l.port, nil); err != nil {
+					t.Fatalf("e2e: postfix in %s started but %v\nlog:\n%s", dir, err, p.Log())
+				}
 			}
 			break
 		}
-		// Another test process may have taken the port since we probed it.
-		if fixedPort == 0 && attempt < 3 && strings.Contains(p.Log()[logBefore:], "Address already in use") {
+		// Another test process may have taken a port since we probed it.
+		if anyFree && attempt < 3 && strings.Contains(p.Log()[logBefore:], "Address already in use") {
 			continue
 		}
 		t.Fatalf("e2e: starting postfix in %s: %v\n%slog:\n%s", dir, err, out, p.Log())
 	}
-	t.Logf("postfix %s started in %v (sink %s, dir %s)", p.Addr, time.Since(begin).Round(time.Millisecond), sink.Addr, dir)
+	var services strings.Builder
+	for _, name := range slices.Sorted(maps.Keys(p.ServiceAddr)) {
+		fmt.Fprintf(&services, ", %s %s", name, p.ServiceAddr[name])
+	}
+	t.Logf("postfix %s%s started in %v (sink %s, dir %s)", p.Addr, services.String(),
+		time.Since(begin).Round(time.Millisecond), sink.Addr, dir)
 	return p
 }
 
-func parseListen(t testing.TB, listen string) (net.IP, int) {
+// listener is one smtpd line of master.cf: the main one (first, no name)
+// or a PostfixService.
+type listener struct {
+	name      string
+	ip        net.IP
+	fixedPort int // 0: a free port, chosen anew on each attempt
+	port      int
+	options   map[string]string
+}
+
+func parseListeners(t testing.TB, opts PostfixOptions) []listener {
+	t.Helper()
+	ip, port := parseListen(t, "PostfixOptions.Listen", opts.Listen)
+	ls := []listener{{ip: ip, fixedPort: port}}
+	fixed := map[string]bool{}
+	if port != 0 {
+		fixed[net.JoinHostPort(ip.String(), strconv.Itoa(port))] = true
+	}
+	for _, s := range opts.Services {
+		what := fmt.Sprintf("PostfixService %q", s.Name)
+		if s.Name == "" || strings.Trim(s.Name, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-") != "" {
+			t.Fatalf("e2e: %s: want a name of letters, digits, '.', '_' and '-'", what)
+		}
+		for _, l := range ls[1:] {
+			if l.name == s.Name {
+				t.Fatalf("e2e: two services named %q", s.Name)
+			}
+		}
+		ip, port := parseListen(t, what+" Listen", s.Listen)
+		if port != 0 {
+			addr := net.JoinHostPort(ip.String(), strconv.Itoa(port))
+			if fixed[addr] {
+				t.Fatalf("e2e: %s: %s is taken by another listener", what, addr)
+			}
+			fixed[addr] = true
+		}
+		for k, v := range s.Options {
+			if k == "" || strings.Trim(k, "abcdefghijklmnopqrstuvwxyz0123456789_") != "" {
+				t.Fatalf("e2e: %s: option name %q is not a main.cf parameter name", what, k)
+			}
+			if strings.ContainsAny(v, "\r\n") || strings.Count(v, "{") != strings.Count(v, "}") {
+				t.Fatalf("e2e: %s: option %s: line breaks and unbalanced braces are not allowed", what, k)
+			}
+		}
+		ls = append(ls, listener{name: s.Name, ip: ip, fixedPort: port, options: s.Options})
+	}
+	return ls
+}
+
+func parseListen(t testing.TB, what, listen string) (net.IP, int) {
 	t.Helper()
 	host, port := listen, 0
 	if listen == "" {
@@ -115,24 +206,48 @@ func parseListen(t testing.TB, listen string) (net.IP, int) {
 	} else if h, ps, err := net.SplitHostPort(listen); err == nil {
 		p, err := strconv.Atoi(ps)
 		if err != nil || p <= 0 || p > 65535 {
-			t.Fatalf("e2e: PostfixOptions.Listen %q: bad port", listen)
+			t.Fatalf("e2e: %s %q: bad port", what, listen)
 		}
 		host, port = h, p
 	}
 	ip := net.ParseIP(strings.TrimSuffix(strings.TrimPrefix(host, "["), "]"))
 	if ip == nil || !ip.IsLoopback() {
-		t.Fatalf("e2e: PostfixOptions.Listen %q: want a loopback IP address, optionally with a port", listen)
+		t.Fatalf("e2e: %s %q: want a loopback IP address, optionally with a port", what, listen)
 	}
 	return ip, port
 }
 
-func (p *Postfix) writeConfig(t testing.TB, opts PostfixOptions, ip net.IP) {
+// masterLine is the master.cf line of an smtpd listener. A -o value with
+// spaces needs the { name = value } form (Postfix 3.0 and later).
+func (l listener) masterLine() string {
+	var b strings.Builder
+	b.WriteString(net.JoinHostPort(l.ip.String(), strconv.Itoa(l.port)) + " inet n - n - - smtpd")
+	opts := maps.Clone(l.options)
+	if _, ok := opts["syslog_name"]; !ok && l.name != "" {
+		if opts == nil {
+			opts = map[string]string{}
+		}
+		opts["syslog_name"] = "postfix/" + l.name
+	}
+	for _, k := range slices.Sorted(maps.Keys(opts)) {
+		if v := opts[k]; v == "" || strings.ContainsAny(v, " \t") {
+			fmt.Fprintf(&b, "\n  -o { %s = %s }", k, v)
+		} else {
+			fmt.Fprintf(&b, "\n  -o %s=%s", k, v)
+		}
+	}
+	return b.String() + "\n"
+}
+
+func (p *Postfix) writeConfig(t testing.TB, opts PostfixOptions, listeners []listener) {
 	t.Helper()
 	_, sinkPort, _ := net.SplitHostPort(p.Sink.Addr)
 	protocols := "ipv4"
-	if ip.To4() == nil {
-		// IPv4 stays on: the sink listens on 127.0.0.1.
-		protocols = "ipv4, ipv6"
+	for _, l := range listeners {
+		if l.ip.To4() == nil {
+			// IPv4 stays on: the sink listens on 127.0.0.1.
+			protocols = "ipv4, ipv6"
+		}
 	}
 	conf := map[string]string{
 		// Without it Postfix logs backwards-compatibility warnings and
@@ -150,10 +265,12 @@ func (p *Postfix) writeConfig(t testing.TB, opts PostfixOptions, ip net.IP) {
 		"local_recipient_maps":  "",
 		"alias_maps":            "",
 		"alias_database":        "",
-		"inet_interfaces":       "loopback-only",
-		"inet_protocols":        protocols,
-		"mynetworks":            "127.0.0.0/8 [::1]/128",
-		"relayhost":             "[127.0.0.1]:" + sinkPort,
+		// An explicit host in a master.cf service name overrides it:
+		// services on 127.0.0.3 or [::1] listen there all the same.
+		"inet_interfaces": "loopback-only",
+		"inet_protocols":  protocols,
+		"mynetworks":      "127.0.0.0/8 [::1]/128",
+		"relayhost":       "[127.0.0.1]:" + sinkPort,
 		// disable_dns_lookups is deprecated since Postfix 2.11 in favour
 		// of this; with it the client uses getaddrinfo (no DNS for an IP).
 		"smtp_dns_support_level": "disabled",
@@ -192,7 +309,11 @@ func (p *Postfix) writeConfig(t testing.TB, opts PostfixOptions, ip net.IP) {
 	}
 	// Everything runs without chroot: a chroot would need copies of
 	// /etc/hosts, /etc/services and the resolver files in every queue dir.
-	masterCF := p.Addr + " inet n - n - - smtpd\n" + `pickup unix n - n 60 1 pickup
+	var masterCF strings.Builder
+	for _, l := range listeners {
+		masterCF.WriteString(l.masterLine())
+	}
+	masterCF.WriteString(`pickup unix n - n 60 1 pickup
 cleanup unix n - n - 0 cleanup
 qmgr unix n - n 300 1 qmgr
 tlsmgr unix - - n 1000? 1 tlsmgr
@@ -216,14 +337,14 @@ lmtp unix - - n - - lmtp
 anvil unix - - n - 1 anvil
 scache unix - - n - 1 scache
 postlog unix-dgram n - n - 1 postlogd
-`
+`)
 	// Every Postfix program rereads main.cf every 300 ms until its mtime is
 	// more than a second older than the first read began, in case someone
 	// is still writing it (dict_load_file_xt). A fresh file would cost each
 	// program started in its first seconds (the master, the first smtpd)
 	// up to two seconds.
 	past := time.Now().Add(-time.Minute)
-	for name, content := range map[string]string{"main.cf": mainCF.String(), "master.cf": masterCF} {
+	for name, content := range map[string]string{"main.cf": mainCF.String(), "master.cf": masterCF.String()} {
 		path := filepath.Join(p.confDir, name)
 		if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
 			t.Fatalf("e2e: %v", err)
@@ -431,7 +552,10 @@ func (p *Postfix) waitGone(timeout time.Duration) bool {
 // processes lists live processes working inside the instance directory.
 // Zombies have no working directory, so an exited master whose parent (PID 1
 // after daemonizing) has not reaped it yet does not count.
-func (p *Postfix) processes() []int {
+func (p *Postfix) processes() []int { return processesIn(p.Dir) }
+
+// processesIn lists live processes whose working directory is dir or below.
+func processesIn(dir string) []int {
 	entries, err := os.ReadDir("/proc")
 	if err != nil {
 		return nil
@@ -443,7 +567,7 @@ func (p *Postfix) processes() []int {
 			continue
 		}
 		cwd, err := os.Readlink(filepath.Join("/proc", e.Name(), "cwd"))
-		if err == nil && (cwd == p.Dir || strings.HasPrefix(cwd, p.Dir+"/")) {
+		if err == nil && (cwd == dir || strings.HasPrefix(cwd, dir+"/")) {
 			pids = append(pids, pid)
 		}
 	}
