@@ -548,6 +548,9 @@ func (c *connection) finish(d Decision, aborted bool) {
 	if size := t.Size(); size > 0 {
 		attrs = append(attrs, slog.Int64("size", size))
 	}
+	for _, tag := range t.Tags {
+		attrs = append(attrs, slog.String(tag[0], tag[1]))
+	}
 	if len(t.Logs) > 0 {
 		attrs = append(attrs, slog.String("log", strings.Join(t.Logs, "; ")))
 	}

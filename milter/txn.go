@@ -37,6 +37,8 @@ type Txn struct {
 	Controls  map[string]bool   // controls switched on by the policy (arc_sign, srs_forward, ...)
 	Mutations Mutations
 	Logs      []string // log_message texts of rules that fired, for the summary line
+	Tags      [][2]string
+	SRS       SRSFacts
 	Started   time.Time
 	Decision  Decision
 
@@ -49,6 +51,7 @@ type Recipient struct {
 	Args     string
 	Decision Decision // the rcpt-stage decision (Continue or Accept = accepted)
 	Index    int      // position among all RCPT commands of the message
+	SRS      *SRSRcpt // set when the recipient is at the SRS domain
 }
 
 // Accepted reports whether the MTA kept this recipient after the rcpt stage.

@@ -31,6 +31,7 @@ type Policy struct {
 	acls     map[milter.Stage]*acl
 	needs    milter.Needs
 	identity milter.IdentityConfig
+	srs      *srsPolicy
 }
 
 type acl struct {
@@ -90,8 +91,12 @@ const (
 
 // knownControls are the control names a rule may switch on. Features add theirs.
 var knownControls = map[string]milter.Stage{
-	"freeze": milter.StageMail, // quarantine (hold) the message in the MTA's queue
+	"freeze":      milter.StageMail, // quarantine (hold) the message in the MTA's queue
+	"srs_forward": milter.StageMail, // rewrite the envelope sender with SRS once accepted
 }
+
+// controlNeeds names the configuration section a control works through.
+var controlNeeds = map[string]string{"srs_forward": "srs"}
 
 // LoadFile reads, decodes and validates a configuration file. The error, if
 // any, is an ErrorList with every problem as "file:line: message".
@@ -182,6 +187,7 @@ func compile(d *decoder, cfg *Config) *Policy {
 
 	lc := &listCompiler{named: cfg.Lists, d: d}
 	compileIdentity(d, lc, &cfg.Identity, p)
+	p.srs = compileSRS(d, lc, cfg.SRS)
 	stages := []struct {
 		stage milter.Stage
 		rules []Rule
@@ -313,6 +319,13 @@ func compileRule(d *decoder, lc *listCompiler, stage milter.Stage, index int, in
 	if len(b.ProxyHosts) > 0 {
 		r.conds = append(r.conds, proxyHostsCond{lc.hosts(b.ProxyHosts)})
 	}
+	if len(b.SRS) > 0 && onlyAt(where("srs"), b.SRS[0].Line, milter.StageRcpt) {
+		if p.srs == nil {
+			d.errorf(b.SRS[0].Line, "srs: the condition needs a valid srs: section")
+		} else {
+			r.conds = append(r.conds, compileSRSCond(d, b.SRS))
+		}
+	}
 	if len(b.Authenticated) > 0 {
 		r.conds = append(r.conds, authCond{lc.patterns(b.Authenticated)})
 	}
@@ -416,6 +429,10 @@ func compileRule(d *decoder, lc *listCompiler, stage milter.Stage, index int, in
 		}
 		if stageOrder(stage) < stageOrder(from) {
 			d.errorf(c.Line, "control: %s applies to a message; it is not available at %s", c.Value, stage)
+			continue
+		}
+		if section := controlNeeds[c.Value]; section == "srs" && p.srs == nil {
+			d.errorf(c.Line, "control: %s needs a valid %s: section", c.Value, section)
 			continue
 		}
 		if c.Value == "freeze" {

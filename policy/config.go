@@ -14,6 +14,7 @@ type Config struct {
 	OnError       Str            `yaml:"on_error"`
 	DrainTimeout  *Duration      `yaml:"drain_timeout"`
 	Identity      IdentityConfig `yaml:"identity"`
+	SRS           *SRSConfig     `yaml:"srs"`
 	Lists         namedLists     `yaml:"lists"`
 	ACL           ACLConfig      `yaml:"acl"`
 }
@@ -36,6 +37,22 @@ type IdentityConfig struct {
 	XClientHosts        StrList `yaml:"xclient_hosts"`
 	XClientDaemons      StrList `yaml:"xclient_daemons"`
 	ProxyWithoutXClient Str     `yaml:"proxy_without_xclient"`
+}
+
+// SRSConfig is the srs: section (the seed's libsrs_alt options).
+type SRSConfig struct {
+	Pos            Pos       `yaml:"-"`
+	Domain         Str       `yaml:"domain"`
+	SecretsFile    Str       `yaml:"secrets_file"`
+	Secrets        StrList   `yaml:"secrets"`
+	HashLength     *int      `yaml:"hash_length"`
+	HashMin        *int      `yaml:"hash_min"`
+	MaxAge         *Duration `yaml:"max_age"`
+	UseHash        *bool     `yaml:"use_hash"`
+	UseTimestamp   *bool     `yaml:"use_timestamp"`
+	Separator      Str       `yaml:"separator"`
+	LocalDomains   StrList   `yaml:"local_domains"`
+	ExcludeDomains StrList   `yaml:"exclude_domains"`
 }
 
 // ACLConfig holds one ACL per stage, each a list of rules tried in order.
@@ -69,6 +86,7 @@ type RuleBody struct {
 	Authenticated    StrList     `yaml:"authenticated"`
 	Proxied          *bool       `yaml:"proxied"`
 	ProxyHosts       StrList     `yaml:"proxy_hosts"`
+	SRS              StrList     `yaml:"srs"`
 	Header           HeaderConds `yaml:"header"`
 	MessageSize      Str         `yaml:"message_size"`
 

@@ -1,7 +1,11 @@
 package policy
 
 import (
+	"sync"
+
 	"context"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/tollgate/tollgate/srs"
 	"log/slog"
 	"net/netip"
 	"regexp"
@@ -238,9 +242,40 @@ type Runtime struct {
 	metrics *milter.Metrics
 }
 
-// NewRuntime pairs a policy with the modules it configures.
+// Env is what outlives one configuration: the logger, the core metrics and
+// the features' metrics, registered once per process whatever the reloads.
+type Env struct {
+	Log      *slog.Logger
+	Metrics  *milter.Metrics
+	registry prometheus.Registerer
+
+	srsOnce    sync.Once
+	srsMetrics *srs.Metrics
+}
+
+// NewEnv registers the core metrics on reg.
+func NewEnv(log *slog.Logger, reg prometheus.Registerer) *Env {
+	return &Env{Log: log, Metrics: milter.NewMetrics(reg), registry: reg}
+}
+
+// NewRuntime is Env.Runtime for tests and tools that keep no registry: the
+// features' metrics go to a private one.
 func NewRuntime(p *Policy, log *slog.Logger, metrics *milter.Metrics) *Runtime {
-	return &Runtime{Policy: p, log: log, metrics: metrics}
+	env := &Env{Log: log, Metrics: metrics, registry: prometheus.NewRegistry()}
+	return env.Runtime(p)
+}
+
+// Runtime builds the modules a policy configures.
+func (e *Env) Runtime(p *Policy) *Runtime {
+	if e.Log == nil {
+		e.Log = slog.Default()
+	}
+	rt := &Runtime{Policy: p, log: e.Log, metrics: e.Metrics}
+	if p.srs != nil {
+		e.srsOnce.Do(func() { e.srsMetrics = srs.NewMetrics(e.registry) })
+		rt.modules = append(rt.modules, srs.NewModule(srs.ModuleOptions{SRS: p.srs.srs, Local: p.srs.local, Metrics: e.srsMetrics, Log: e.Log}))
+	}
+	return rt
 }
 
 func (rt *Runtime) Modules() []milter.Module { return rt.modules }

@@ -304,3 +304,5 @@ func TestSetRejectsDuplicates(t *testing.T) {
 		t.Errorf("%v", err)
 	}
 }
+
+func newRegistry() *prometheus.Registry { return prometheus.NewRegistry() }

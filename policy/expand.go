@@ -74,6 +74,20 @@ var variables = map[string]variable{
 	"recipients_count": {milter.StageRcpt, func(e *evalCtx) string {
 		return strconv.Itoa(len(e.t.AcceptedRcpts()))
 	}},
+	"srs_status":    {milter.StageRcpt, func(e *evalCtx) string { return srsRcpt(e).Status }},
+	"srs_recipient": {milter.StageRcpt, func(e *evalCtx) string { return srsRcpt(e).Recipient }},
+	"srs_orig_recipient": {milter.StageRcpt, func(e *evalCtx) string {
+		if e.r.SRS == nil {
+			return ""
+		}
+		return e.r.Addr
+	}},
+	"srs_orig_sender": {milter.StageMail, func(e *evalCtx) string {
+		if e.t.SRS.OrigSender != "" {
+			return e.t.SRS.OrigSender
+		}
+		return e.t.Sender
+	}},
 	"message_size": {milter.StageData, func(e *evalCtx) string { return strconv.FormatInt(e.t.Size(), 10) }},
 }
 

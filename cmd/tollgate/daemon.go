@@ -57,6 +57,7 @@ type daemon struct {
 	log      *slog.Logger
 	level    *slog.LevelVar
 	registry *prometheus.Registry
+	env      *policy.Env
 	metrics  *milter.Metrics
 	server   *milter.Server
 	listener net.Listener
@@ -78,9 +79,10 @@ func (d *daemon) start(p *policy.Policy) error {
 		Help: "Version of the running tollgate."}, []string{"version", "goversion"})
 	buildInfo.WithLabelValues(version, runtime.Version()).Set(1)
 	d.registry.MustRegister(buildInfo)
-	d.metrics = milter.NewMetrics(d.registry)
+	d.env = policy.NewEnv(d.log, d.registry)
+	d.metrics = d.env.Metrics
 	d.policy = p
-	d.server = milter.NewServer(policy.NewRuntime(p, d.log, d.metrics), milter.ServerOptions{Logger: d.log, Metrics: d.metrics})
+	d.server = milter.NewServer(d.env.Runtime(p), milter.ServerOptions{Logger: d.log, Metrics: d.metrics})
 	d.metrics.ConfigLastReload.SetToCurrentTime()
 	d.metrics.ConfigLastOK.Set(1)
 
@@ -194,7 +196,7 @@ func (d *daemon) reload() {
 		d.log.Warn("listen addresses changed in the configuration; they take effect on restart")
 	}
 	d.level.Set(parseLevel(p.LogLevel))
-	d.server.SetRuntime(policy.NewRuntime(p, d.log, d.metrics))
+	d.server.SetRuntime(d.env.Runtime(p))
 	d.metrics.ConfigReloads.WithLabelValues("success").Inc()
 	d.metrics.ConfigLastOK.Set(1)
 	d.log.Info("configuration reloaded", "config", d.configPath)

@@ -18,6 +18,7 @@ usage:
   tollgate run     --config FILE [--listen ADDR] [--metrics-listen ADDR]
   tollgate check   --config FILE
   tollgate test    --config FILE --client IP --from ADDR --rcpt ADDR [--rcpt ADDR ...] [options] MESSAGE_FILE
+  tollgate srs     forward|reverse [--config FILE] ADDRESS
   tollgate version
 
 Run "tollgate COMMAND --help" for the options of a command.
@@ -39,6 +40,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return cmdCheck(args[1:], stdout, stderr)
 	case "test":
 		return cmdTest(args[1:], stdout, stderr)
+	case "srs":
+		return cmdSRS(args[1:], stdout, stderr)
 	case "version", "--version", "-version":
 		fmt.Fprintln(stdout, versionString())
 		return 0

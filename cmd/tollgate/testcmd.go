@@ -207,8 +207,8 @@ func runTest(p *policy.Policy, in testInput) (*testReport, []byte, error) {
 	defer os.RemoveAll(dir)
 	capture := &captureHandler{}
 	logger := slog.New(capture)
-	metrics := milter.NewMetrics(prometheus.NewRegistry())
-	srv := milter.NewServer(policy.NewRuntime(p, logger, metrics), milter.ServerOptions{Logger: logger, Metrics: metrics})
+	env := policy.NewEnv(logger, prometheus.NewRegistry())
+	srv := milter.NewServer(env.Runtime(p), milter.ServerOptions{Logger: logger, Metrics: env.Metrics})
 	sock := filepath.Join(dir, "milter.sock")
 	ln, err := milter.Listen(milter.Address{Network: "unix", Addr: sock}, milter.SocketOptions{Mode: 0o600})
 	if err != nil {

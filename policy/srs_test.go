@@ -1,0 +1,84 @@
+package policy
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/tollgate/tollgate/milter"
+)
+
+func secretsFile(t *testing.T, mode os.FileMode, lines ...string) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "srs.secrets")
+	if err := os.WriteFile(path, []byte(strings.Join(lines, "\n")+"\n"), mode); err != nil {
+		t.Fatal(err)
+	}
+	os.Chmod(path, mode)
+	return path
+}
+
+func TestSRSConfig(t *testing.T) {
+	secrets := secretsFile(t, 0o600, "new-secret", "old-secret")
+	p := mustParse(t, `
+srs: {domain: fwd.example.org, secrets_file: `+secrets+`, hash_length: 6, max_age: 21d, local_domains: [example.org], exclude_domains: ["*.lists.example"]}
+acl:
+  rcpt:
+    - deny:   {srs: [invalid, expired], message: "550 5.1.1 bad bounce address"}
+    - accept: {srs: [valid], add_header: "X-SRS: $srs_status $srs_orig_recipient -> $srs_recipient"}
+    - accept: {control: [srs_forward]}
+`)
+	s, err := p.SRS()
+	if err != nil || s.Domain() != "fwd.example.org" {
+		t.Fatal(err)
+	}
+	if !p.srs.local("example.org") || !p.srs.local("x.lists.example") || p.srs.local("example.net") {
+		t.Error("local/exclude domains")
+	}
+	rt := NewRuntime(p, nil, milter.NewMetrics(newRegistry()))
+	if len(rt.Modules()) != 1 || rt.Modules()[0].Name() != "srs" {
+		t.Fatalf("modules %v", rt.Modules())
+	}
+	fwd, _ := s.Forward("alice@example.net")
+	sess := &milter.Session{Vars: map[string]string{}}
+	for _, tc := range []struct {
+		r    *milter.Recipient
+		rule string
+	}{
+		{&milter.Recipient{Addr: fwd, SRS: &milter.SRSRcpt{Status: "valid", Recipient: "alice@example.net"}}, "rcpt/2"},
+		{&milter.Recipient{Addr: "SRS0=x@fwd.example.org", SRS: &milter.SRSRcpt{Status: "invalid"}}, "rcpt/1"},
+		{&milter.Recipient{Addr: "bob@example.org"}, "rcpt/3"},
+	} {
+		tx := &milter.Txn{Session: sess, Rcpts: []*milter.Recipient{tc.r}}
+		d, _ := rt.Evaluate(t.Context(), milter.StageRcpt, sess, tx, tc.r)
+		if d.Rule != tc.rule {
+			t.Errorf("%s: rule %s want %s", tc.r.Addr, d.Rule, tc.rule)
+		}
+		if tc.rule == "rcpt/2" && (len(tx.Mutations.Append) != 1 || tx.Mutations.Append[0].Value != "valid "+fwd+" -> alice@example.net") {
+			t.Errorf("variables: %+v", tx.Mutations.Append)
+		}
+		if tc.rule == "rcpt/3" && !tx.Controls["srs_forward"] {
+			t.Error("control not set")
+		}
+	}
+}
+
+func TestSRSConfigErrors(t *testing.T) {
+	loose := secretsFile(t, 0o644, "s")
+	for _, tc := range []struct{ yml, want string }{
+		{"srs: {secrets: [a]}\n", "t.yaml:1: srs.domain is required"},
+		{"srs: {domain: fwd.example.org}\n", "t.yaml:1: srs needs secrets_file"},
+		{"srs: {domain: fwd.example.org, secrets_file: " + loose + "}\n", "t.yaml:1: srs.secrets_file:"},
+		{"srs: {domain: fwd.example.org, secrets: [a], separator: \"#\"}\n", "srs.separator"},
+		{"srs: {domain: fwd.example.org, secrets: [a], hash_length: 2}\n", "t.yaml:1: "},
+		{"acl:\n  rcpt:\n    - accept: {control: [srs_forward]}\n", "t.yaml:3: control: srs_forward needs a valid srs: section"},
+		{"srs: {domain: f.example, secrets: [a]}\nacl:\n  mail:\n    - accept: {srs: [valid]}\n", "t.yaml:4: acl.mail: srs is not available at mail"},
+		{"srs: {domain: f.example, secrets: [a]}\nacl:\n  rcpt:\n    - accept: {srs: [bogus]}\n", `t.yaml:4: srs: "bogus" is not valid`},
+	} {
+		_, err := Parse("t.yaml", []byte(tc.yml))
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%q: %v, want %q", tc.yml, err, tc.want)
+		}
+	}
+}

@@ -1,0 +1,121 @@
+package srs
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/tollgate/tollgate/milter"
+)
+
+func testModule(t *testing.T, now time.Time) (*Module, *SRS, *Metrics) {
+	t.Helper()
+	s, err := New(Options{Domain: "fwd.example.org", Secrets: []string{"new-secret", "old-secret"}, HashLength: 6, Now: func() time.Time { return now }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := NewMetrics(prometheus.NewRegistry())
+	return NewModule(ModuleOptions{SRS: s, Metrics: m, Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Local: func(d string) bool { return d == "example.org" }}), s, m
+}
+
+func TestModuleReverse(t *testing.T) {
+	now := time.Date(2026, 11, 21, 12, 0, 0, 0, time.UTC)
+	mod, s, metrics := testModule(t, now)
+	valid, _ := s.Forward("alice@example.net")
+	old, _ := New(Options{Domain: "fwd.example.org", Secrets: []string{"new-secret"}, HashLength: 6, Now: func() time.Time { return now.Add(-40 * Day) }})
+	expired, _ := old.Forward("bob@example.net")
+	forged := strings.Replace(valid, valid[5:11], "AAAAAA", 1)
+	tx := &milter.Txn{Session: &milter.Session{}}
+	for _, tc := range []struct {
+		addr   string
+		status string
+		reject bool
+	}{
+		{valid, "valid", false},
+		{strings.ToLower(valid), "valid", false},
+		{expired, "expired", true},
+		{forged, "invalid", true},
+		{"postmaster@fwd.example.org", "none", false},
+		{"SRS0=abc@elsewhere.test", "", false}, // not our domain: not looked at
+	} {
+		r := &milter.Recipient{Addr: tc.addr}
+		err := mod.Rcpt(context.Background(), tx, r)
+		var rej *milter.Rejection
+		if got := errors.As(err, &rej); got != tc.reject {
+			t.Errorf("%s: rejection %v (%v)", tc.addr, got, err)
+		}
+		if rej != nil && (rej.Decision.Reply.Code != 550 || rej.Decision.Reply.Enhanced != "5.1.1") {
+			t.Errorf("%s: reply %+v", tc.addr, rej.Decision.Reply)
+		}
+		switch {
+		case tc.status == "" && r.SRS != nil:
+			t.Errorf("%s: facts for a foreign address: %+v", tc.addr, r.SRS)
+		case tc.status != "" && (r.SRS == nil || r.SRS.Status != tc.status):
+			t.Errorf("%s: facts %+v, want %s", tc.addr, r.SRS, tc.status)
+		}
+		if tc.status == "valid" && r.SRS.Recipient != "alice@example.net" {
+			t.Errorf("%s reversed to %q", tc.addr, r.SRS.Recipient)
+		}
+	}
+	if testutil.ToFloat64(metrics.Reverse.WithLabelValues("valid")) != 2 || testutil.ToFloat64(metrics.Reverse.WithLabelValues("expired")) != 1 ||
+		testutil.ToFloat64(metrics.Reverse.WithLabelValues("bad_hash")) != 1 {
+		t.Error("reverse metrics")
+	}
+}
+
+func TestModuleFinalize(t *testing.T) {
+	now := time.Date(2026, 11, 21, 12, 0, 0, 0, time.UTC)
+	mod, s, metrics := testModule(t, now)
+	bounce, _ := s.Forward("alice@example.net")
+	run := func(sender string, control bool, d milter.Verdict) *milter.Txn {
+		tx := &milter.Txn{Session: &milter.Session{}, Sender: sender}
+		if control {
+			tx.SetControl(ControlForward)
+		}
+		r := &milter.Recipient{Addr: bounce}
+		mod.Rcpt(context.Background(), tx, r)
+		tx.Rcpts = []*milter.Recipient{r, {Addr: "bob@example.org"}}
+		mod.Finalize(context.Background(), tx, milter.Decision{Verdict: d})
+		return tx
+	}
+	tx := run("carol@example.net", true, milter.Accept)
+	if tx.Mutations.ChangeFrom == nil || !strings.HasPrefix(tx.Mutations.ChangeFrom.Addr, "SRS0=") ||
+		!strings.HasSuffix(tx.Mutations.ChangeFrom.Addr, "=example.net=carol@fwd.example.org") || tx.SRS.OrigSender != "carol@example.net" ||
+		len(tx.Tags) != 1 || tx.Tags[0][0] != "SRS" {
+		t.Errorf("forward: %+v %+v %v", tx.Mutations.ChangeFrom, tx.SRS, tx.Tags)
+	}
+	if len(tx.Mutations.DelRcpts) != 1 || tx.Mutations.DelRcpts[0] != bounce || tx.Mutations.AddRcpts[0].Addr != "alice@example.net" {
+		t.Errorf("reverse: %+v", tx.Mutations)
+	}
+	for _, tc := range []struct {
+		sender  string
+		control bool
+		d       milter.Verdict
+		result  string
+	}{
+		{"", true, milter.Accept, "skipped_null_sender"},
+		{"dave@example.org", true, milter.Accept, "skipped_local"},
+		{bounce, true, milter.Accept, "skipped_ours"},
+		{"erin@example.net", false, milter.Accept, ""},
+		{"erin@example.net", true, milter.Reject, ""},
+	} {
+		tx := run(tc.sender, tc.control, tc.d)
+		if tx.Mutations.ChangeFrom != nil {
+			t.Errorf("%+v: rewritten", tc)
+		}
+		if tc.d == milter.Reject && len(tx.Mutations.AddRcpts) != 0 {
+			t.Errorf("%+v: recipients changed for a refused message", tc)
+		}
+		if tc.result != "" && testutil.ToFloat64(metrics.Forward.WithLabelValues(tc.result)) != 1 {
+			t.Errorf("%+v: metric %s not counted", tc, tc.result)
+		}
+	}
+}
