@@ -41,18 +41,37 @@ type IdentityConfig struct {
 
 // SRSConfig is the srs: section (the seed's libsrs_alt options).
 type SRSConfig struct {
-	Pos            Pos       `yaml:"-"`
-	Domain         Str       `yaml:"domain"`
-	SecretsFile    Str       `yaml:"secrets_file"`
-	Secrets        StrList   `yaml:"secrets"`
-	HashLength     *int      `yaml:"hash_length"`
-	HashMin        *int      `yaml:"hash_min"`
-	MaxAge         *Duration `yaml:"max_age"`
-	UseHash        *bool     `yaml:"use_hash"`
-	UseTimestamp   *bool     `yaml:"use_timestamp"`
-	Separator      Str       `yaml:"separator"`
-	LocalDomains   StrList   `yaml:"local_domains"`
-	ExcludeDomains StrList   `yaml:"exclude_domains"`
+	Pos            Pos                `yaml:"-"`
+	Domain         Str                `yaml:"domain"`
+	SecretsFile    Str                `yaml:"secrets_file"`
+	Secrets        StrList            `yaml:"secrets"`
+	HashLength     *int               `yaml:"hash_length"`
+	HashMin        *int               `yaml:"hash_min"`
+	MaxAge         *Duration          `yaml:"max_age"`
+	UseHash        *bool              `yaml:"use_hash"`
+	UseTimestamp   *bool              `yaml:"use_timestamp"`
+	Separator      Str                `yaml:"separator"`
+	LocalDomains   StrList            `yaml:"local_domains"`
+	ExcludeDomains StrList            `yaml:"exclude_domains"`
+	Database       *SRSDatabaseConfig `yaml:"database"`
+}
+
+// SRSDatabaseConfig is SRS database mode (the seed's srs_dbinsert/srs_dbselect).
+type SRSDatabaseConfig struct {
+	Pos   Pos          `yaml:"-"`
+	Use   Str          `yaml:"use"` // long (default) or always
+	Bolt  Str          `yaml:"bolt"`
+	Redis *RedisConfig `yaml:"redis"`
+}
+
+// RedisConfig is a Redis server shared by several tollgate daemons.
+type RedisConfig struct {
+	Address      Str       `yaml:"address"`
+	Username     Str       `yaml:"username"`
+	PasswordFile Str       `yaml:"password_file"`
+	DB           *int      `yaml:"db"`
+	Prefix       Str       `yaml:"prefix"`
+	Timeout      *Duration `yaml:"timeout"`
 }
 
 // ACLConfig holds one ACL per stage, each a list of rules tried in order.

@@ -1,11 +1,13 @@
 package policy
 
 import (
+	"fmt"
 	"sync"
 
 	"context"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/tollgate/tollgate/srs"
+	"github.com/tollgate/tollgate/srs/store"
 	"log/slog"
 	"net/netip"
 	"regexp"
@@ -251,6 +253,9 @@ type Env struct {
 
 	srsOnce    sync.Once
 	srsMetrics *srs.Metrics
+
+	mu     sync.Mutex
+	stores map[string]store.Store // SRS database stores, kept across reloads
 }
 
 // NewEnv registers the core metrics on reg.
@@ -258,24 +263,76 @@ func NewEnv(log *slog.Logger, reg prometheus.Registerer) *Env {
 	return &Env{Log: log, Metrics: milter.NewMetrics(reg), registry: reg}
 }
 
-// NewRuntime is Env.Runtime for tests and tools that keep no registry: the
-// features' metrics go to a private one.
+// NewRuntime is Env.Runtime for tests and tools that keep no registry (the
+// features' metrics go to a private one) and open no store: it panics on a
+// configuration whose stores cannot be opened.
 func NewRuntime(p *Policy, log *slog.Logger, metrics *milter.Metrics) *Runtime {
 	env := &Env{Log: log, Metrics: metrics, registry: prometheus.NewRegistry()}
-	return env.Runtime(p)
+	rt, err := env.Runtime(p)
+	if err != nil {
+		panic(err)
+	}
+	return rt
 }
 
-// Runtime builds the modules a policy configures.
-func (e *Env) Runtime(p *Policy) *Runtime {
+// Runtime builds the modules a policy configures. It fails only when a store
+// cannot be opened; a daemon then keeps its previous configuration.
+func (e *Env) Runtime(p *Policy) (*Runtime, error) {
 	if e.Log == nil {
 		e.Log = slog.Default()
 	}
 	rt := &Runtime{Policy: p, log: e.Log, metrics: e.Metrics}
 	if p.srs != nil {
 		e.srsOnce.Do(func() { e.srsMetrics = srs.NewMetrics(e.registry) })
-		rt.modules = append(rt.modules, srs.NewModule(srs.ModuleOptions{SRS: p.srs.srs, Local: p.srs.local, Metrics: e.srsMetrics, Log: e.Log}))
+		o := srs.ModuleOptions{SRS: p.srs.srs, Local: p.srs.local, Metrics: e.srsMetrics, Log: e.Log}
+		if p.srs.db != nil {
+			st, err := e.srsStore(p.srs.db)
+			if err != nil {
+				return nil, err
+			}
+			o.DB, o.Always = store.NewDB(p.srs.srs, st, p.srs.maxAge), p.srs.db.always
+			o.DBErrors = srs.DBErrors{NotDB: store.ErrNotDB, NotFound: store.ErrNotFound, Unavailable: store.ErrUnavailable, Reason: store.Reason}
+		}
+		rt.modules = append(rt.modules, srs.NewModule(o))
 	}
-	return rt
+	return rt, nil
+}
+
+// srsStore opens a database-mode store once and hands the same one to every
+// later configuration naming it (bolt's file lock forbids a second open). A
+// Redis store connects lazily, so a Redis that is down delays bounces (4xx)
+// but not the daemon.
+func (e *Env) srsStore(db *srsDB) (store.Store, error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if st, ok := e.stores[db.key()]; ok {
+		return st, nil
+	}
+	var st store.Store
+	var err error
+	if db.bolt != "" {
+		st, err = store.OpenBolt(db.bolt)
+	} else {
+		st, err = store.NewRedis(*db.redis)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("srs database: %w", err)
+	}
+	if e.stores == nil {
+		e.stores = map[string]store.Store{}
+	}
+	e.stores[db.key()] = st
+	return st, nil
+}
+
+// Close closes the stores; the daemon calls it once no session is left.
+func (e *Env) Close() {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for k, st := range e.stores {
+		st.Close()
+		delete(e.stores, k)
+	}
 }
 
 func (rt *Runtime) Modules() []milter.Module { return rt.modules }

@@ -2,17 +2,38 @@ package policy
 
 import (
 	"errors"
+	"fmt"
+	"path/filepath"
 	"strings"
 	"time"
 
 	"github.com/tollgate/tollgate/milter"
 	"github.com/tollgate/tollgate/srs"
+	"github.com/tollgate/tollgate/srs/store"
 )
 
 // srsPolicy is the compiled srs: section.
 type srsPolicy struct {
-	srs   *srs.SRS
-	local func(domain string) bool
+	srs    *srs.SRS
+	local  func(domain string) bool
+	maxAge time.Duration
+	db     *srsDB
+}
+
+// srsDB is database mode as configured; the store itself is opened by the
+// Env, so that tollgate check never touches it.
+type srsDB struct {
+	always bool
+	bolt   string
+	redis  *store.RedisOptions
+}
+
+// key identifies the store: the same one is reused across reloads.
+func (d *srsDB) key() string {
+	if d.bolt != "" {
+		return "bolt:" + d.bolt
+	}
+	return fmt.Sprintf("redis:%s/%d/%s/%s", d.redis.Addr, d.redis.DB, d.redis.Prefix, d.redis.Username)
 }
 
 func compileSRS(d *decoder, lc *listCompiler, in *SRSConfig) *srsPolicy {
@@ -64,7 +85,64 @@ func compileSRS(d *decoder, lc *listCompiler, in *SRSConfig) *srsPolicy {
 	}
 	local := lc.domains(in.LocalDomains)
 	exclude := lc.domains(in.ExcludeDomains)
-	return &srsPolicy{srs: s, local: func(dom string) bool { return local.Match(dom) || exclude.Match(dom) }}
+	maxAge := o.MaxAge
+	if maxAge == 0 {
+		maxAge = srs.DefaultMaxAge
+	}
+	return &srsPolicy{srs: s, maxAge: maxAge, db: compileSRSDB(d, in.Database),
+		local: func(dom string) bool { return local.Match(dom) || exclude.Match(dom) }}
+}
+
+func compileSRSDB(d *decoder, in *SRSDatabaseConfig) *srsDB {
+	if in == nil {
+		return nil
+	}
+	db := &srsDB{}
+	switch in.Use.Value {
+	case "", "long":
+	case "always":
+		db.always = true
+	default:
+		d.errorf(in.Use.Line, "srs.database.use: %q is not long or always", in.Use.Value)
+	}
+	switch {
+	case in.Bolt.Value != "" && in.Redis != nil:
+		d.errorf(in.Pos.Line, "srs.database: give bolt or redis, not both")
+	case in.Bolt.Value != "":
+		if !filepath.IsAbs(in.Bolt.Value) {
+			d.errorf(in.Bolt.Line, "srs.database.bolt: %q must be an absolute path", in.Bolt.Value)
+		}
+		db.bolt = in.Bolt.Value
+	case in.Redis != nil:
+		r := in.Redis
+		o := &store.RedisOptions{Addr: r.Address.Value, Username: r.Username.Value, Prefix: r.Prefix.Value}
+		if o.Addr == "" {
+			d.errorf(in.Pos.Line, "srs.database.redis.address is required (host:port or unix:/path)")
+		}
+		if r.DB != nil {
+			o.DB = *r.DB
+		}
+		if r.Timeout != nil {
+			t := time.Duration(*r.Timeout)
+			o.DialTimeout, o.ReadTimeout, o.WriteTimeout = t, t, t
+		}
+		if r.PasswordFile.Value != "" {
+			pw, err := srs.ReadSecretsFile(r.PasswordFile.Value)
+			if err != nil || len(pw) != 1 {
+				d.errorf(r.PasswordFile.Line, "srs.database.redis.password_file: want one line, mode 0600: %v", err)
+			} else {
+				o.Password = pw[0]
+			}
+		}
+		if _, err := store.NewRedis(*o); err != nil {
+			d.errorf(in.Pos.Line, "srs.database.redis: %v", err)
+		}
+		db.redis = o
+	default:
+		d.errorf(in.Pos.Line, "srs.database needs bolt: /path (one machine) or redis: {address: ...} (shared)")
+		return nil
+	}
+	return db
 }
 
 // srsCond is true when the current recipient's SRS status is one listed. A

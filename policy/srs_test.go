@@ -82,3 +82,37 @@ func TestSRSConfigErrors(t *testing.T) {
 		}
 	}
 }
+
+func TestSRSDatabaseConfig(t *testing.T) {
+	dir := t.TempDir()
+	yml := "srs: {domain: fwd.example.org, secrets: [k], database: {use: always, bolt: " + filepath.Join(dir, "srs.db") + "}}\n"
+	p := mustParse(t, yml)
+	env := NewEnv(nil, newRegistry())
+	defer env.Close()
+	if _, err := env.Runtime(p); err != nil {
+		t.Fatal(err)
+	}
+	// A reload naming the same file reuses the open store (bolt locks it).
+	if _, err := env.Runtime(mustParse(t, yml)); err != nil {
+		t.Fatalf("second runtime: %v", err)
+	}
+	// tollgate check parses without opening the store.
+	if _, err := os.Stat(filepath.Join(dir, "never.db")); !os.IsNotExist(err) {
+		t.Fatal("setup")
+	}
+	mustParse(t, "srs: {domain: f.example, secrets: [k], database: {bolt: "+filepath.Join(dir, "never.db")+"}}\n")
+	if _, err := os.Stat(filepath.Join(dir, "never.db")); !os.IsNotExist(err) {
+		t.Error("parsing opened the store")
+	}
+	for _, tc := range []struct{ yml, want string }{
+		{"srs: {domain: f.example, secrets: [k], database: {}}\n", "srs.database needs bolt"},
+		{"srs: {domain: f.example, secrets: [k], database: {bolt: rel.db}}\n", "must be an absolute path"},
+		{"srs: {domain: f.example, secrets: [k], database: {use: sometimes, bolt: /x.db}}\n", "srs.database.use"},
+		{"srs: {domain: f.example, secrets: [k], database: {bolt: /x.db, redis: {address: 127.0.0.1:6379}}}\n", "not both"},
+		{"srs: {domain: f.example, secrets: [k], database: {redis: {db: 2}}}\n", "redis.address is required"},
+	} {
+		if _, err := Parse("t.yaml", []byte(tc.yml)); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%q: %v", tc.yml, err)
+		}
+	}
+}

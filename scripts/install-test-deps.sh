@@ -7,8 +7,9 @@
 #                            dkimpy: an independent ARC signer and verifier (arc/)
 #   libmail-dkim-perl libnet-dns-resolver-mock-perl
 #                            Mail::DKIM: another ARC implementation, with offline DNS (arc/)
-#   postsrsd libmail-srs-perl srs
-#                            two independent SRS implementations (srs/); the srs
+#   postsrsd libmail-srs-perl srs redis-server
+#                            two independent SRS implementations (srs/) and the Redis
+#                            of SRS database mode; the srs
 #                            command of Mail::SRS is in its own package "srs"
 #   nginx libnginx-mod-mail  a private nginx mail proxy that speaks XCLIENT to Postfix
 #   m4                       builds the private Sendmail's sendmail.cf
@@ -20,7 +21,7 @@ set -euo pipefail
 
 packages=(postfix swaks libio-socket-inet6-perl
 	python3-dkim python3-authres python3-dnspython libmail-dkim-perl libnet-dns-resolver-mock-perl
-	postsrsd libmail-srs-perl srs
+	postsrsd libmail-srs-perl srs redis-server
 	nginx libnginx-mod-mail m4)
 
 # Downloaded, never installed. Keep in step with sendmailDebs in

@@ -2,6 +2,7 @@ package srs
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -32,11 +33,33 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 // ModuleOptions configures the milter hooks.
 type ModuleOptions struct {
 	SRS *SRS
+	// DB, when set, is database mode: reverse tries it first, and forward
+	// uses it for every sender (Always) or for those whose SRS address would
+	// not fit in a 64-character local part.
+	DB     Database
+	Always bool
 	// Local reports the sender domains never rewritten: our own domains and
 	// exclude_domains.
-	Local   func(domain string) bool
-	Metrics *Metrics
-	Log     *slog.Logger
+	Local    func(domain string) bool
+	Metrics  *Metrics
+	Log      *slog.Logger
+	DBErrors DBErrors
+}
+
+// Database is database mode (package srs/store implements it): the original
+// address is kept under a short signed key.
+type Database interface {
+	Forward(ctx context.Context, sender string) (addr, key string, err error)
+	// Reverse returns ErrNotDB (matched with errors.Is against NotDB) for an
+	// address that is not a database one.
+	Reverse(ctx context.Context, addr string) (orig, key string, err error)
+}
+
+// DBErrors tells the module how to read database mode's errors without this
+// package importing its store (which imports this package).
+type DBErrors struct {
+	NotDB, NotFound, Unavailable error
+	Reason                       func(error) string
 }
 
 // Module reverses SRS recipients at RCPT and forwards senders after an
@@ -62,7 +85,7 @@ func (m *Module) Actions() milter.Actions {
 // Rcpt checks a recipient at the SRS domain. A forged, damaged or expired SRS
 // address is refused here, for that recipient only, so nothing is accepted
 // that would later bounce to a stranger (backscatter).
-func (m *Module) Rcpt(_ context.Context, t *milter.Txn, r *milter.Recipient) error {
+func (m *Module) Rcpt(ctx context.Context, t *milter.Txn, r *milter.Recipient) error {
 	if !m.o.SRS.IsOurs(r.Addr) {
 		return nil
 	}
@@ -70,9 +93,9 @@ func (m *Module) Rcpt(_ context.Context, t *milter.Txn, r *milter.Recipient) err
 		r.SRS = &milter.SRSRcpt{Status: string(StatusNone)}
 		return nil
 	}
-	orig, err := m.o.SRS.Reverse(r.Addr)
-	status, reason := StatusOf(err), Reason(err)
-	r.SRS = &milter.SRSRcpt{Status: string(status), Reason: reason, Recipient: orig}
+	orig, key, err := m.reverse(ctx, r.Addr)
+	status, reason := StatusOf(err), m.reason(err)
+	r.SRS = &milter.SRSRcpt{Status: string(status), Reason: reason, Recipient: orig, DBKey: key}
 	if err == nil {
 		m.o.Metrics.Reverse.WithLabelValues("valid").Inc()
 		return nil
@@ -81,19 +104,51 @@ func (m *Module) Rcpt(_ context.Context, t *milter.Txn, r *milter.Recipient) err
 	if status == StatusNone {
 		return nil
 	}
-	m.o.Log.Info("SRS recipient refused", "queue_id", t.QueueID, "client", t.Session.Identity.Client(),
-		"recipient", r.Addr, "status", string(status), "reason", reason)
-	text := "no such address: invalid SRS address"
-	if status == StatusExpired {
-		text = "no such address: the SRS address has expired"
+	log := []any{"queue_id", t.QueueID, "client", t.Session.Identity.Client(), "recipient", r.Addr, "reason", reason}
+	if key != "" {
+		log = append(log, "db_key", key)
 	}
-	return &milter.Rejection{Decision: milter.Decision{Verdict: milter.Reject, Rule: "srs",
-		Reason: "srs " + string(status) + ": " + reason, Reply: milter.Reply{Code: 550, Enhanced: "5.1.1", Text: text}}}
+	reply := milter.Reply{Code: 550, Enhanced: "5.1.1", Text: "no such address: invalid SRS address"}
+	verdict := milter.Reject
+	switch {
+	case m.o.DB != nil && errors.Is(err, m.o.DBErrors.Unavailable):
+		// The store is down: the bounce may be genuine, so let it come back.
+		r.SRS.Status = "unavailable"
+		verdict, reply = milter.TempFail, milter.Reply{Code: 451, Enhanced: "4.3.0", Text: "SRS database unavailable, try again later"}
+		m.o.Log.Warn("SRS database unavailable", append(log, "err", err)...)
+	case m.o.DB != nil && errors.Is(err, m.o.DBErrors.NotFound):
+		reply.Text = "no such address: unknown SRS address"
+		m.o.Log.Info("SRS recipient refused", append(log, "status", string(status))...)
+	case status == StatusExpired:
+		reply.Text = "no such address: the SRS address has expired"
+		m.o.Log.Info("SRS recipient refused", append(log, "status", string(status))...)
+	default:
+		m.o.Log.Info("SRS recipient refused", append(log, "status", string(status))...)
+	}
+	return &milter.Rejection{Decision: milter.Decision{Verdict: verdict, Rule: "srs", Reason: "srs " + r.SRS.Status + ": " + reason, Reply: reply}}
+}
+
+func (m *Module) reverse(ctx context.Context, addr string) (orig, key string, err error) {
+	if m.o.DB != nil {
+		orig, key, err = m.o.DB.Reverse(ctx, addr)
+		if !errors.Is(err, m.o.DBErrors.NotDB) {
+			return orig, key, err
+		}
+	}
+	orig, err = m.o.SRS.Reverse(addr)
+	return orig, "", err
+}
+
+func (m *Module) reason(err error) string {
+	if m.o.DB != nil && m.o.DBErrors.Reason != nil {
+		return m.o.DBErrors.Reason(err)
+	}
+	return Reason(err)
 }
 
 // Finalize replaces reversed recipients and, when asked, rewrites the sender,
 // only once the message is accepted.
-func (m *Module) Finalize(_ context.Context, t *milter.Txn, d milter.Decision) error {
+func (m *Module) Finalize(ctx context.Context, t *milter.Txn, d milter.Decision) error {
 	if d.Verdict != milter.Accept {
 		return nil
 	}
@@ -107,12 +162,12 @@ func (m *Module) Finalize(_ context.Context, t *milter.Txn, d milter.Decision) e
 	if !t.Controls[ControlForward] {
 		return nil
 	}
-	result := m.forward(t)
+	result := m.forward(ctx, t)
 	m.o.Metrics.Forward.WithLabelValues(result).Inc()
 	return nil
 }
 
-func (m *Module) forward(t *milter.Txn) string {
+func (m *Module) forward(ctx context.Context, t *milter.Txn) string {
 	switch {
 	case t.Sender == "":
 		return "skipped_null_sender"
@@ -122,14 +177,22 @@ func (m *Module) forward(t *milter.Txn) string {
 		return "skipped_local"
 	}
 	addr, err := m.o.SRS.Forward(t.Sender)
+	var key string
+	if m.o.DB != nil && (m.o.Always || err != nil || len(milter.LocalPart(addr)) > maxLocalPart) {
+		addr, key, err = m.o.DB.Forward(ctx, t.Sender)
+	}
 	if err != nil {
 		// The sender stays as it is: forwarding it unrewritten may fail SPF
 		// downstream, refusing it would lose the message.
 		m.o.Log.Warn("SRS forward not possible; sender left unchanged", "queue_id", t.QueueID, "sender", t.Sender, "err", err)
-		return Reason(err)
+		return m.reason(err)
 	}
-	t.SRS.OrigSender, t.SRS.NewSender = t.Sender, addr
+	t.SRS.OrigSender, t.SRS.NewSender, t.SRS.DBKey = t.Sender, addr, key
 	t.Mutations.ChangeFrom = &milter.Envelope{Addr: addr}
 	t.Tag("SRS", addr)
 	return "rewritten"
 }
+
+// maxLocalPart is RFC 5321's limit; longer SRS addresses are refused by some
+// receivers, which is what database mode is for.
+const maxLocalPart = 64

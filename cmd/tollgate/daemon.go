@@ -82,7 +82,11 @@ func (d *daemon) start(p *policy.Policy) error {
 	d.env = policy.NewEnv(d.log, d.registry)
 	d.metrics = d.env.Metrics
 	d.policy = p
-	d.server = milter.NewServer(d.env.Runtime(p), milter.ServerOptions{Logger: d.log, Metrics: d.metrics})
+	rt, err := d.env.Runtime(p)
+	if err != nil {
+		return err
+	}
+	d.server = milter.NewServer(rt, milter.ServerOptions{Logger: d.log, Metrics: d.metrics})
 	d.metrics.ConfigLastReload.SetToCurrentTime()
 	d.metrics.ConfigLastOK.Set(1)
 
@@ -188,6 +192,13 @@ func (d *daemon) reload() {
 		d.log.Error("configuration reload refused; the previous configuration stays in use", "config", d.configPath, "errors", errs)
 		return
 	}
+	rt, err := d.env.Runtime(p)
+	if err != nil {
+		d.metrics.ConfigReloads.WithLabelValues("failure").Inc()
+		d.metrics.ConfigLastOK.Set(0)
+		d.log.Error("configuration reload refused; the previous configuration stays in use", "config", d.configPath, "errors", []string{err.Error()})
+		return
+	}
 	d.mu.Lock()
 	old := d.policy
 	d.policy = p
@@ -196,7 +207,7 @@ func (d *daemon) reload() {
 		d.log.Warn("listen addresses changed in the configuration; they take effect on restart")
 	}
 	d.level.Set(parseLevel(p.LogLevel))
-	d.server.SetRuntime(d.env.Runtime(p))
+	d.server.SetRuntime(rt)
 	d.metrics.ConfigReloads.WithLabelValues("success").Inc()
 	d.metrics.ConfigLastOK.Set(1)
 	d.log.Info("configuration reloaded", "config", d.configPath)
@@ -220,13 +231,13 @@ func (d *daemon) shutdown(sigs <-chan os.Signal) int {
 		}
 	}()
 	err := d.server.Shutdown(ctx)
-	code := 0
 	if err != nil {
 		d.log.Warn("drain time over; remaining sessions were closed", "err", err)
 	}
 	d.cleanup()
+	d.env.Close()
 	d.log.Info("stopped")
-	return code
+	return 0
 }
 
 func (d *daemon) cleanup() {

@@ -208,7 +208,12 @@ func runTest(p *policy.Policy, in testInput) (*testReport, []byte, error) {
 	capture := &captureHandler{}
 	logger := slog.New(capture)
 	env := policy.NewEnv(logger, prometheus.NewRegistry())
-	srv := milter.NewServer(env.Runtime(p), milter.ServerOptions{Logger: logger, Metrics: env.Metrics})
+	defer env.Close()
+	rt, err := env.Runtime(p)
+	if err != nil {
+		return nil, nil, err
+	}
+	srv := milter.NewServer(rt, milter.ServerOptions{Logger: logger, Metrics: env.Metrics})
 	sock := filepath.Join(dir, "milter.sock")
 	ln, err := milter.Listen(milter.Address{Network: "unix", Addr: sock}, milter.SocketOptions{Mode: 0o600})
 	if err != nil {

@@ -1,0 +1,123 @@
+package srs_test
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/tollgate/tollgate/milter"
+	"github.com/tollgate/tollgate/srs"
+	"github.com/tollgate/tollgate/srs/store"
+)
+
+func dbModule(t *testing.T, st store.Store, always bool) (*srs.Module, *srs.SRS) {
+	t.Helper()
+	s, err := srs.New(srs.Options{Domain: "fwd.example.org", Secrets: []string{"k1"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return srs.NewModule(srs.ModuleOptions{SRS: s, DB: store.NewDB(s, st, srs.DefaultMaxAge), Always: always,
+		DBErrors: srs.DBErrors{NotDB: store.ErrNotDB, NotFound: store.ErrNotFound, Unavailable: store.ErrUnavailable, Reason: store.Reason},
+		Metrics:  srs.NewMetrics(prometheus.NewRegistry()), Log: slog.New(slog.NewTextHandler(io.Discard, nil))}), s
+}
+
+func forward(t *testing.T, m *srs.Module, sender string) *milter.Txn {
+	t.Helper()
+	tx := &milter.Txn{Session: &milter.Session{}, Sender: sender}
+	tx.SetControl(srs.ControlForward)
+	if err := m.Finalize(context.Background(), tx, milter.Decision{Verdict: milter.Accept}); err != nil {
+		t.Fatal(err)
+	}
+	return tx
+}
+
+func rcpt(m *srs.Module, addr string) (*milter.Recipient, *milter.Rejection) {
+	r := &milter.Recipient{Addr: addr}
+	err := m.Rcpt(context.Background(), &milter.Txn{Session: &milter.Session{}}, r)
+	var rej *milter.Rejection
+	errors.As(err, &rej)
+	return r, rej
+}
+
+func TestDatabaseModeThroughTheModule(t *testing.T) {
+	bolt, err := store.OpenBolt(filepath.Join(t.TempDir(), "srs.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bolt.Close()
+	long, _ := dbModule(t, bolt, false)
+
+	// A short sender keeps ordinary SRS; a long one goes to the database.
+	if tx := forward(t, long, "alice@example.net"); strings.Contains(tx.SRS.NewSender, "=_db=") || tx.SRS.DBKey != "" {
+		t.Errorf("short sender: %+v", tx.SRS)
+	}
+	longSender := strings.Repeat("very-long-local-part.", 6) + "@example.net"
+	tx := forward(t, long, longSender)
+	if !strings.Contains(tx.SRS.NewSender, "=_db=") || tx.SRS.DBKey == "" || len(milter.LocalPart(tx.SRS.NewSender)) > 64 {
+		t.Fatalf("long sender: %+v", tx.SRS)
+	}
+	r, rej := rcpt(long, tx.SRS.NewSender)
+	if rej != nil || r.SRS.Status != "valid" || r.SRS.Recipient != longSender || r.SRS.DBKey != tx.SRS.DBKey {
+		t.Errorf("reverse: %+v %v", r.SRS, rej)
+	}
+	// Ordinary SRS addresses still reverse with a database configured.
+	plain := forward(t, long, "bob@example.net").SRS.NewSender
+	if r, rej := rcpt(long, plain); rej != nil || r.SRS.Recipient != "bob@example.net" {
+		t.Errorf("plain reverse: %+v %v", r.SRS, rej)
+	}
+
+	// A signed key the store does not have: 5xx unknown.
+	always, _ := dbModule(t, bolt, true)
+	other, err := store.OpenBolt(filepath.Join(t.TempDir(), "other.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	elsewhere, _ := dbModule(t, other, true)
+	addr := forward(t, elsewhere, "carol@example.net").SRS.NewSender
+	if _, rej := rcpt(always, addr); rej == nil || rej.Decision.Reply.Code != 550 || !strings.Contains(rej.Decision.Reply.Text, "unknown") {
+		t.Errorf("unknown key: %+v", rej)
+	}
+}
+
+func TestDatabaseModeStoreDown(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close() // nothing listens there now
+	redis, err := store.NewRedis(store.RedisOptions{Addr: addr, DialTimeout: 200 * time.Millisecond, ReadTimeout: 200 * time.Millisecond, WriteTimeout: 200 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, s := dbModule(t, redis, true)
+	// Forwarding cannot store: the sender stays as it is and the message goes on.
+	if tx := forward(t, m, "alice@example.net"); tx.Mutations.ChangeFrom != nil {
+		t.Errorf("rewritten without a store: %+v", tx.Mutations.ChangeFrom)
+	}
+	// A genuine database address while the store is down: 4xx, try later.
+	bolt, _ := store.OpenBolt(filepath.Join(t.TempDir(), "srs.db"))
+	defer bolt.Close()
+	db := store.NewDB(s, bolt, srs.DefaultMaxAge)
+	genuine, _, err := db.Forward(context.Background(), "alice@example.net")
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	r, rej := rcpt(m, genuine)
+	if rej == nil || rej.Decision.Verdict != milter.TempFail || rej.Decision.Reply.Code != 451 || r.SRS.Status != "unavailable" {
+		t.Errorf("store down: %+v %+v", rej, r.SRS)
+	}
+	if time.Since(start) > 3*time.Second {
+		t.Errorf("took %v with the store down", time.Since(start))
+	}
+}
