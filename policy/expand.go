@@ -82,6 +82,13 @@ var variables = map[string]variable{
 		}
 		return e.r.Addr
 	}},
+	"srs_db_key": {milter.StageRcpt, func(e *evalCtx) string { return srsRcpt(e).DBKey }},
+	"srs_db_address": {milter.StageRcpt, func(e *evalCtx) string {
+		if r := srsRcpt(e); r.DBKey != "" {
+			return r.Recipient
+		}
+		return ""
+	}},
 	"srs_orig_sender": {milter.StageMail, func(e *evalCtx) string {
 		if e.t.SRS.OrigSender != "" {
 			return e.t.SRS.OrigSender
