@@ -55,6 +55,12 @@ type FinalizeHook interface {
 	Finalize(ctx context.Context, t *Txn, d Decision) error
 }
 
+// TxnEndHook runs whenever a message ends, however it ends (accepted,
+// refused, aborted, connection lost): modules release what they hold for it.
+type TxnEndHook interface {
+	TxnEnd(t *Txn)
+}
+
 // ActionNeeder tells which changes a module may propose, to negotiate them.
 type ActionNeeder interface {
 	Actions() Actions

@@ -8,6 +8,7 @@ import (
 	"net"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	gomilter "github.com/d--j/go-milter"
 )
@@ -23,6 +24,8 @@ type Server struct {
 	current  Runtime
 	previous Runtime // kept for connections negotiated just before a reload
 
+	progressInterval time.Duration
+
 	nextID   atomic.Uint64
 	active   atomic.Int64
 	draining atomic.Bool
@@ -32,11 +35,18 @@ type Server struct {
 type ServerOptions struct {
 	Logger  *slog.Logger
 	Metrics *Metrics
+	// ProgressInterval is how often the MTA hears from tollgate while
+	// end-of-message work waits on a backend (dccifd, a scanner); default
+	// 10 s, well inside the MTAs' command timeouts.
+	ProgressInterval time.Duration
 }
 
 // NewServer creates a server that starts with rt.
 func NewServer(rt Runtime, opts ServerOptions) *Server {
-	s := &Server{log: opts.Logger, metrics: opts.Metrics, current: rt}
+	s := &Server{log: opts.Logger, metrics: opts.Metrics, current: rt, progressInterval: opts.ProgressInterval}
+	if s.progressInterval <= 0 {
+		s.progressInterval = 10 * time.Second
+	}
 	if s.log == nil {
 		s.log = slog.Default()
 	}

@@ -650,3 +650,37 @@ func TestFinalizeFailureDecides(t *testing.T) {
 		t.Errorf("act %+v mods %v", act, describe(mods))
 	}
 }
+
+type slowModule struct{ delay time.Duration }
+
+func (slowModule) Name() string { return "slow" }
+func (s slowModule) EndOfMessage(ctx context.Context, t *Txn) error {
+	time.Sleep(s.delay)
+	return nil
+}
+
+// Progress packets while a backend is slow keep the MTA waiting, and the
+// reply still comes after them.
+func TestProgressWhileWaiting(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "m.sock")
+	metrics := NewMetrics(prometheus.NewRegistry())
+	srv := NewServer(&fakeRuntime{mods: []Module{slowModule{300 * time.Millisecond}}},
+		ServerOptions{Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Metrics: metrics, ProgressInterval: 20 * time.Millisecond})
+	ln, err := Listen(Address{Network: "unix", Addr: sock}, SocketOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve(ln)
+	defer srv.Shutdown(context.Background())
+	// A read timeout shorter than the module's delay: only progress packets keep the session alive.
+	c := gomilter.NewClient("unix", sock, gomilter.WithAction(gomilter.AllClientSupportedActionMasks), gomilter.WithReadTimeout(150*time.Millisecond))
+	s, err := c.Session(gomilter.NewMacroBag())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	envelope(t, s, "a@example.net", "b@example.org")
+	if _, act := sendMessage(t, s, nil, "x\r\n"); act.Type != gomilter.ActionAccept {
+		t.Errorf("%+v", act)
+	}
+}

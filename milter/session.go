@@ -235,6 +235,7 @@ func (c *connection) EndOfMessage(m gomilter.Modifier) (*gomilter.Response, erro
 	}
 	c.srv.metrics.MessageBytes.Observe(float64(t.Size()))
 	start := time.Now()
+	stopProgress := c.keepAlive(m)
 	var d Decision
 	if c.pending != nil && c.pending.Final() {
 		d = *c.pending
@@ -269,6 +270,7 @@ func (c *connection) EndOfMessage(m gomilter.Modifier) (*gomilter.Response, erro
 			break
 		}
 	}
+	stopProgress()
 	if d.Verdict == Accept || d.Verdict == Continue {
 		if err := t.Mutations.Apply(m, t.Headers, c.leadingSpace); err != nil {
 			// The MTA connection is unusable or refused a change it had granted:
@@ -285,6 +287,35 @@ func (c *connection) EndOfMessage(m gomilter.Modifier) (*gomilter.Response, erro
 	resp, err := c.reply(StageData, d, nil)
 	c.finish(d, false)
 	return resp, err
+}
+
+// keepAlive sends progress packets until the returned function is called,
+// which must happen before anything else is written to the MTA.
+func (c *connection) keepAlive(m gomilter.Modifier) func() {
+	stop, done := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(done)
+		tick := time.NewTicker(c.srv.progressInterval)
+		defer tick.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-tick.C:
+				if err := m.Progress(); err != nil && !errors.Is(err, gomilter.ErrVersionTooLow) {
+					return
+				}
+			}
+		}
+	}()
+	return func() {
+		select {
+		case <-stop:
+		default:
+			close(stop)
+			<-done
+		}
+	}
 }
 
 // discardedRecipients applies rcpt-stage discards: those recipients are
@@ -486,6 +517,19 @@ func (c *connection) finish(d Decision, aborted bool) {
 	c.pending = nil
 	if t == nil {
 		return
+	}
+	for _, mod := range c.sess.runtime.Modules() {
+		if h, ok := mod.(TxnEndHook); ok {
+			func() {
+				defer func() {
+					if p := recover(); p != nil {
+						c.srv.metrics.ModuleErrors.WithLabelValues(mod.Name(), "panic").Inc()
+						c.srv.log.Error("module panic at end of message", "module", mod.Name(), "panic", fmt.Sprint(p))
+					}
+				}()
+				h.TxnEnd(t)
+			}()
+		}
 	}
 	if aborted {
 		d = abortedDecision(t)

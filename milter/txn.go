@@ -39,10 +39,23 @@ type Txn struct {
 	Logs      []string // log_message texts of rules that fired, for the summary line
 	Tags      [][2]string
 	SRS       SRSFacts
+	DCC       DCCFacts
 	Started   time.Time
 	Decision  Decision
 
 	leadingSpace bool
+	state        map[string]any
+}
+
+// State returns what a module keeps for this message (nil if nothing).
+func (t *Txn) State(module string) any { return t.state[module] }
+
+// SetState keeps a module's per-message state, dropped with the message.
+func (t *Txn) SetState(module string, v any) {
+	if t.state == nil {
+		t.state = make(map[string]any)
+	}
+	t.state[module] = v
 }
 
 // Recipient is one RCPT TO and what the stages decided for it.

@@ -32,6 +32,7 @@ type Policy struct {
 	needs    milter.Needs
 	identity milter.IdentityConfig
 	srs      *srsPolicy
+	dcc      *dccPolicy
 }
 
 type acl struct {
@@ -93,10 +94,18 @@ const (
 var knownControls = map[string]milter.Stage{
 	"freeze":      milter.StageMail, // quarantine (hold) the message in the MTA's queue
 	"srs_forward": milter.StageMail, // rewrite the envelope sender with SRS once accepted
+	// One message's dccifd request; it starts with the headers, so these
+	// are set at mail or rcpt.
+	"dcc_grey_off":  milter.StageMail,
+	"dcc_query":     milter.StageMail,
+	"dcc_no_reject": milter.StageMail,
 }
 
+// controlUntil is the last stage a control can be set at.
+var controlUntil = map[string]milter.Stage{"dcc_grey_off": milter.StageRcpt, "dcc_query": milter.StageRcpt, "dcc_no_reject": milter.StageRcpt}
+
 // controlNeeds names the configuration section a control works through.
-var controlNeeds = map[string]string{"srs_forward": "srs"}
+var controlNeeds = map[string]string{"srs_forward": "srs", "dcc_grey_off": "dcc", "dcc_query": "dcc", "dcc_no_reject": "dcc"}
 
 // LoadFile reads, decodes and validates a configuration file. The error, if
 // any, is an ErrorList with every problem as "file:line: message".
@@ -188,6 +197,7 @@ func compile(d *decoder, cfg *Config) *Policy {
 	lc := &listCompiler{named: cfg.Lists, d: d}
 	compileIdentity(d, lc, &cfg.Identity, p)
 	p.srs = compileSRS(d, lc, cfg.SRS)
+	p.dcc = compileDCC(d, cfg.DCC)
 	stages := []struct {
 		stage milter.Stage
 		rules []Rule
@@ -326,6 +336,13 @@ func compileRule(d *decoder, lc *listCompiler, stage milter.Stage, index int, in
 			r.conds = append(r.conds, compileSRSCond(d, b.SRS))
 		}
 	}
+	if b.DCC.Value != "" && onlyAt(where("dcc"), b.DCC.Line, milter.StageData) {
+		if p.dcc == nil {
+			d.errorf(b.DCC.Line, "dcc: the condition needs a valid dcc: section")
+		} else {
+			r.conds = append(r.conds, compileDCCCond(d, b.DCC))
+		}
+	}
 	if len(b.Authenticated) > 0 {
 		r.conds = append(r.conds, authCond{lc.patterns(b.Authenticated)})
 	}
@@ -431,7 +448,11 @@ func compileRule(d *decoder, lc *listCompiler, stage milter.Stage, index int, in
 			d.errorf(c.Line, "control: %s applies to a message; it is not available at %s", c.Value, stage)
 			continue
 		}
-		if section := controlNeeds[c.Value]; section == "srs" && p.srs == nil {
+		if until, ok := controlUntil[c.Value]; ok && stageOrder(stage) > stageOrder(until) {
+			d.errorf(c.Line, "control: %s must be set by %s: the request has started by %s", c.Value, until, stage)
+			continue
+		}
+		if section := controlNeeds[c.Value]; section == "srs" && p.srs == nil || section == "dcc" && p.dcc == nil {
 			d.errorf(c.Line, "control: %s needs a valid %s: section", c.Value, section)
 			continue
 		}

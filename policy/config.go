@@ -15,6 +15,7 @@ type Config struct {
 	DrainTimeout  *Duration      `yaml:"drain_timeout"`
 	Identity      IdentityConfig `yaml:"identity"`
 	SRS           *SRSConfig     `yaml:"srs"`
+	DCC           *DCCConfig     `yaml:"dcc"`
 	Lists         namedLists     `yaml:"lists"`
 	ACL           ACLConfig      `yaml:"acl"`
 }
@@ -74,6 +75,17 @@ type RedisConfig struct {
 	Timeout      *Duration `yaml:"timeout"`
 }
 
+// DCCConfig is the dcc: section (the seed's dccifd_address, dccifd_options,
+// dcc_direct_add_header).
+type DCCConfig struct {
+	Pos             Pos       `yaml:"-"`
+	Address         Str       `yaml:"address"`
+	Options         StrList   `yaml:"options"`
+	Timeout         *Duration `yaml:"timeout"`
+	DirectAddHeader bool      `yaml:"direct_add_header"`
+	ClientIPMap     Str       `yaml:"client_ip_map"`
+}
+
 // ACLConfig holds one ACL per stage, each a list of rules tried in order.
 type ACLConfig struct {
 	Connect []Rule `yaml:"connect"`
@@ -106,6 +118,7 @@ type RuleBody struct {
 	Proxied          *bool       `yaml:"proxied"`
 	ProxyHosts       StrList     `yaml:"proxy_hosts"`
 	SRS              StrList     `yaml:"srs"`
+	DCC              Str         `yaml:"dcc"`
 	Header           HeaderConds `yaml:"header"`
 	MessageSize      Str         `yaml:"message_size"`
 

@@ -6,6 +6,7 @@ import (
 
 	"context"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/tollgate/tollgate/dcc"
 	"github.com/tollgate/tollgate/srs"
 	"github.com/tollgate/tollgate/srs/store"
 	"log/slog"
@@ -138,12 +139,24 @@ func (p *Policy) evaluate(log *slog.Logger, metrics *milter.Metrics, stage milte
 	}
 	e := &evalCtx{stage: stage, s: s, t: t, r: r}
 	for _, ru := range a.rules {
-		matched := true
+		matched, deferred := true, false
 		for _, c := range ru.conds {
-			if !c.match(e) {
-				matched = false
+			if dc, ok := c.(deferring); ok {
+				matched, deferred = dc.eval(e)
+			} else {
+				matched = c.match(e)
+			}
+			if !matched {
 				break
 			}
+		}
+		if deferred && ru.verb == verbWarn {
+			continue // Exim ignores a warn it cannot decide
+		}
+		if deferred {
+			// Exim: a condition that cannot be decided defers the ACL.
+			metrics.PolicyDecisions.WithLabelValues(stage.String(), ru.name, "defer").Inc()
+			return dccDefer(e, ru.name)
 		}
 		var d milter.Decision
 		switch ru.verb {
@@ -253,6 +266,8 @@ type Env struct {
 
 	srsOnce    sync.Once
 	srsMetrics *srs.Metrics
+	dccOnce    sync.Once
+	dccMetrics *dcc.Metrics
 
 	mu     sync.Mutex
 	stores map[string]store.Store // SRS database stores, kept across reloads
@@ -294,6 +309,11 @@ func (e *Env) Runtime(p *Policy) (*Runtime, error) {
 			o.DBErrors = srs.DBErrors{NotDB: store.ErrNotDB, NotFound: store.ErrNotFound, Unavailable: store.ErrUnavailable, Reason: store.Reason}
 		}
 		rt.modules = append(rt.modules, srs.NewModule(o))
+	}
+	if p.dcc != nil {
+		e.dccOnce.Do(func() { e.dccMetrics = dcc.NewMetrics(e.registry) })
+		rt.modules = append(rt.modules, dcc.NewModule(dcc.ModuleOptions{Options: p.dcc.options, HeloMap: p.dcc.heloMap,
+			AddHeader: p.dcc.addHeader, Metrics: e.dccMetrics, Log: e.Log}))
 	}
 	return rt, nil
 }

@@ -95,6 +95,8 @@ var variables = map[string]variable{
 		}
 		return e.t.Sender
 	}},
+	"dcc_result":   {milter.StageData, func(e *evalCtx) string { return e.t.DCC.Result }},
+	"dcc_header":   {milter.StageData, func(e *evalCtx) string { return e.t.DCC.Header }},
 	"message_size": {milter.StageData, func(e *evalCtx) string { return strconv.FormatInt(e.t.Size(), 10) }},
 }
 

@@ -1,0 +1,186 @@
+package dcc
+
+import (
+	"context"
+	"log/slog"
+	"net/netip"
+	"strings"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/tollgate/tollgate/milter"
+)
+
+// Metrics count dccifd requests; labels come from closed sets.
+type Metrics struct {
+	Requests *prometheus.CounterVec // result: accept, fail, defer
+	Errors   *prometheus.CounterVec // kind: dial, timeout, closed, garbage, too_big, io, bad_request, canceled
+	Duration prometheus.Histogram
+}
+
+// NewMetrics registers the DCC metrics on reg.
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	m := &Metrics{
+		Requests: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "tollgate", Subsystem: "dcc", Name: "requests_total",
+			Help: "dccifd checks by result (accept, fail, defer)."}, []string{"result"}),
+		Errors: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "tollgate", Subsystem: "dcc", Name: "errors_total",
+			Help: "dccifd checks that got no usable answer, by kind."}, []string{"kind"}),
+		Duration: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: "tollgate", Subsystem: "dcc", Name: "wait_seconds",
+			Help:    "Time spent waiting on dccifd per message (connect, blocked writes, the reply).",
+			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30}}),
+	}
+	reg.MustRegister(m.Requests, m.Errors, m.Duration)
+	for _, r := range []string{string(VerdictAccept), string(VerdictFail), string(VerdictDefer)} {
+		m.Requests.WithLabelValues(r)
+	}
+	return m
+}
+
+// Controls the policy sets at mail or rcpt to change one message's request.
+var Controls = map[string]string{"dcc_grey_off": "grey-off", "dcc_query": "query", "dcc_no_reject": "no-reject"}
+
+// Variables from the seed: set in the rcpt ACL, read when the request starts
+// (override) or once the message is accepted (extra header).
+const (
+	VarOverrideClientIP = "acl_m_dcc_override_client_ip"
+	VarAddHeader        = "acl_m_dcc_add_header"
+)
+
+// ModuleOptions configures the milter hooks.
+type ModuleOptions struct {
+	Options Options
+	// HeloMap gives the address to report for clients of a sending cluster,
+	// by HELO name (the seed's multiple-IP example).
+	HeloMap   map[string]netip.Addr
+	AddHeader bool // direct_add_header: put dccifd's X-DCC header in accepted messages
+	Metrics   *Metrics
+	Log       *slog.Logger
+}
+
+// Module streams each message to dccifd as the MTA sends it and reads the
+// verdict at end of message, before the data ACL.
+type Module struct{ o ModuleOptions }
+
+func NewModule(o ModuleOptions) *Module {
+	if o.Log == nil {
+		o.Log = slog.Default()
+	}
+	return &Module{o: o}
+}
+
+func (m *Module) Name() string { return "dcc" }
+
+func (m *Module) Actions() milter.Actions { return milter.ActAddHeader }
+
+type state struct {
+	req *Request
+	err error
+}
+
+// request opens the dccifd connection once the envelope is complete (at the
+// first header), so the message streams through without being held.
+func (m *Module) request(ctx context.Context, t *milter.Txn) *state {
+	if st, ok := t.State("dcc").(*state); ok {
+		return st
+	}
+	st := &state{}
+	t.SetState("dcc", st)
+	id := &t.Session.Identity
+	env := Envelope{ClientIP: id.ClientAddr, ClientName: id.ClientName, Helo: id.Helo, Sender: t.Sender}
+	if a, ok := LookupHelo(m.o.HeloMap, id.Helo); ok {
+		env.ClientIP, env.ClientName = a, ""
+	}
+	if v := strings.TrimSpace(t.Vars[VarOverrideClientIP]); v != "" {
+		if a, err := netip.ParseAddr(v); err == nil {
+			env.ClientIP, env.ClientName = a, ""
+		} else {
+			m.o.Log.Warn("ignoring a bad DCC client address override", "queue_id", t.QueueID, "value", v)
+		}
+	}
+	for _, r := range t.AcceptedRcpts() {
+		env.Rcpts = append(env.Rcpts, Rcpt{Addr: r.Addr})
+	}
+	var extra []string
+	for control, word := range Controls {
+		if t.Controls[control] {
+			extra = append(extra, word)
+		}
+	}
+	st.req, st.err = Start(ctx, m.o.Options, env, extra...)
+	return st
+}
+
+func (m *Module) Header(ctx context.Context, t *milter.Txn, h milter.Header) error {
+	if st := m.request(ctx, t); st.req != nil {
+		value := h.Value
+		if !t.RawHeaderValue() {
+			value = " " + value
+		}
+		st.req.Header(h.Name, value) // errors stick; Finish reports them
+	}
+	return nil
+}
+
+func (m *Module) Body(ctx context.Context, t *milter.Txn, chunk []byte) error {
+	if st := m.request(ctx, t); st.req != nil {
+		st.req.Body(chunk)
+	}
+	return nil
+}
+
+// EndOfMessage reads the verdict. A dccifd that is down, slow or confused
+// yields defer with a reason; the policy decides (defer, or accept with
+// /defer_ok), never a module failure.
+func (m *Module) EndOfMessage(ctx context.Context, t *milter.Txn) error {
+	st := m.request(ctx, t)
+	f := &t.DCC
+	f.Checked = true
+	err := st.err
+	var res *Result
+	if err == nil {
+		res, err = st.req.Finish()
+		m.o.Metrics.Duration.Observe(st.req.Waited().Seconds())
+	}
+	if err != nil {
+		kind := Kind(err)
+		f.Result, f.Reason = string(VerdictDefer), kind
+		m.o.Metrics.Errors.WithLabelValues(kind).Inc()
+		m.o.Metrics.Requests.WithLabelValues(f.Result).Inc()
+		m.o.Log.Warn("dccifd gave no answer", "queue_id", t.QueueID, "kind", kind, "err", err)
+		t.Tag("DCC", "defer:"+kind)
+		return nil
+	}
+	f.Result, f.Overall, f.Rcpts, f.Header = string(res.Verdict), string(res.Overall), string(res.Rcpts), res.Header
+	m.o.Metrics.Requests.WithLabelValues(f.Result).Inc()
+	t.Tag("DCC", f.Overall)
+	return nil
+}
+
+// Finalize adds the headers once the message is accepted.
+func (m *Module) Finalize(_ context.Context, t *milter.Txn, d milter.Decision) error {
+	if d.Verdict != milter.Accept {
+		return nil
+	}
+	if m.o.AddHeader && t.DCC.Header != "" {
+		if name, value, ok := strings.Cut(t.DCC.Header, ":"); ok {
+			t.Mutations.Append = append(t.Mutations.Append, milter.HeaderField{Name: name, Value: FoldHeader(name, strings.TrimSpace(value), 78)})
+		}
+	}
+	if extra := strings.TrimSpace(t.Vars[VarAddHeader]); extra != "" {
+		name, value, ok := strings.Cut(extra, ":")
+		value = strings.TrimSpace(value)
+		if !ok || milter.CheckHeaderField(name, value) != nil || strings.ContainsAny(value, "\r\n") {
+			m.o.Log.Warn("ignoring a malformed "+VarAddHeader, "queue_id", t.QueueID, "value", extra)
+		} else {
+			t.Mutations.Append = append(t.Mutations.Append, milter.HeaderField{Name: name, Value: value})
+		}
+	}
+	return nil
+}
+
+// TxnEnd closes a request the message never finished (abort, refusal).
+func (m *Module) TxnEnd(t *milter.Txn) {
+	if st, ok := t.State("dcc").(*state); ok && st.req != nil {
+		st.req.Abort()
+	}
+}

@@ -1,0 +1,255 @@
+package milter_test
+
+// Benchmarks of a whole milter session, driven as an MTA does with
+// go-milter's client over a unix socket: one connection per message (as
+// Postfix opens one per SMTP connection), connect, helo, mail, rcpt, data,
+// headers, body, end of message. Client and server share the process, so
+// ns/op and B/op include the client's part: compare with the null milter
+// sub-benchmarks, which run the same client against go-milter's NoOpMilter.
+//
+//	go test -run '^$' -bench Session -benchmem ./milter/
+//
+// See docs/performance.md for the figures.
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	gomilter "github.com/d--j/go-milter"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/tollgate/tollgate/milter"
+	"github.com/tollgate/tollgate/policy"
+)
+
+type benchHeader struct{ name, value string }
+
+// benchMessage is a message with n headers (a typical set, then Received
+// lines) and a body that brings it to about size bytes.
+func benchMessage(size, n int) ([]benchHeader, []byte) {
+	base := []benchHeader{
+		{"Received", "from [192.168.1.20] (dsl-20.example.net [198.51.100.20])\n\tby mail.example.net (Postfix) with ESMTPSA id 4XkT2c0Zz3z9t\n\tfor <user1@example.org>; Tue, 03 Mar 2026 10:15:02 +0100 (CET)"},
+		{"DKIM-Signature", "v=1; a=rsa-sha256; c=relaxed/relaxed; d=example.net;\n\ts=mail2026; t=1772529302;\n\th=from:to:subject:date:message-id:mime-version:content-type;\n\tbh=47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=;\n\tb=dzdVyOfAKCdLXdJOc9G2q8LoXSlEniSbav+yuU4zGeeruD00lszZVoG4ZHRNiYzR"},
+		{"From", "Alice Sender <sender@example.net>"},
+		{"To", "Bob Recipient <user1@example.org>"},
+		{"Subject", "Quarterly figures, draft for review"},
+		{"Date", "Tue, 03 Mar 2026 10:15:01 +0100"},
+		{"Message-ID", "<20260303091501.4XkT2c0Zz3z9t@mail.example.net>"},
+		{"MIME-Version", "1.0"},
+		{"Content-Type", "text/plain; charset=utf-8; format=flowed"},
+		{"Content-Transfer-Encoding", "8bit"},
+	}
+	var hdrs []benchHeader
+	for i := len(base); i < n; i++ {
+		hdrs = append(hdrs, benchHeader{"Received", fmt.Sprintf("from relay%d.example.com (relay%d.example.com [192.0.2.%d])\n\tby relay%d.example.com (Postfix) with ESMTPS id 4XkT2c%07d", i, i, i%250+1, i+1, i)})
+	}
+	hdrs = append(hdrs, base[:min(n, len(base))]...)
+	hb := 2
+	for _, h := range hdrs {
+		hb += len(h.name) + len(h.value) + 4
+	}
+	var body strings.Builder
+	for i := 0; body.Len() < size-hb; i++ {
+		fmt.Fprintf(&body, "%03d The quick brown fox jumps over the lazy dog, and the figures add up again\r\n", i%1000)
+	}
+	return hdrs, []byte(body.String())
+}
+
+// benchRuntime is a configuration of modules without a policy.
+type benchRuntime struct {
+	mods  []milter.Module
+	needs milter.Needs
+}
+
+func (r *benchRuntime) Modules() []milter.Module         { return r.mods }
+func (r *benchRuntime) PolicyNeeds() milter.Needs        { return r.needs }
+func (r *benchRuntime) OnError() milter.Decision         { return milter.Decision{Verdict: milter.TempFail} }
+func (r *benchRuntime) Identity() *milter.IdentityConfig { return &milter.IdentityConfig{} }
+func (r *benchRuntime) Evaluate(context.Context, milter.Stage, *milter.Session, *milter.Txn, *milter.Recipient) (milter.Decision, error) {
+	return milter.Decision{}, nil
+}
+
+// streamModule has header and body hooks that do nothing: the cost of
+// streaming through the pipeline with one module that needs the content.
+type streamModule struct{}
+
+func (streamModule) Name() string                                             { return "stream" }
+func (streamModule) Header(context.Context, *milter.Txn, milter.Header) error { return nil }
+func (streamModule) Body(context.Context, *milter.Txn, []byte) error          { return nil }
+
+// serveBench serves a tollgate server (rt) or, with rt nil, go-milter's
+// NoOpMilter negotiating protocol, on a fresh unix socket.
+func serveBench(b *testing.B, rt milter.Runtime, protocol gomilter.OptProtocol) string {
+	b.Helper()
+	sock := filepath.Join(b.TempDir(), "m.sock")
+	ln, err := net.Listen("unix", sock)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if rt == nil {
+		srv := gomilter.NewServer(gomilter.WithMilter(func() gomilter.Milter { return gomilter.NoOpMilter{} }), gomilter.WithProtocols(protocol))
+		go srv.Serve(ln)
+		b.Cleanup(func() { srv.Close() })
+		return sock
+	}
+	log := slog.New(slog.NewTextHandler(io.Discard, nil)) // the summary line is formatted, as in production
+	srv := milter.NewServer(rt, milter.ServerOptions{Logger: log, Metrics: milter.NewMetrics(prometheus.NewRegistry())})
+	go srv.Serve(ln)
+	b.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		srv.Shutdown(ctx)
+	})
+	return sock
+}
+
+func policyRuntime(b *testing.B, file, yml string) milter.Runtime {
+	b.Helper()
+	var p *policy.Policy
+	var err error
+	if file != "" {
+		p, err = policy.LoadFile(file)
+	} else {
+		p, err = policy.Parse("bench.yaml", []byte(yml))
+	}
+	if err != nil {
+		b.Fatal(err)
+	}
+	return policy.NewRuntime(p, slog.New(slog.NewTextHandler(io.Discard, nil)), milter.NewMetrics(prometheus.NewRegistry()))
+}
+
+// sendBenchMessage is one SMTP connection with one message, as Postfix sends it.
+func sendBenchMessage(b *testing.B, c *gomilter.Client, macros *gomilter.MacroBag, hdrs []benchHeader, body []byte, rcpts int) {
+	s, err := c.Session(macros)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	check := func(act *gomilter.Action, err error) {
+		if err != nil {
+			b.Fatal(err)
+		}
+		if act.Type != gomilter.ActionContinue && act.Type != gomilter.ActionAccept {
+			b.Fatalf("action %v", act)
+		}
+	}
+	check(s.Conn("mail.example.net", gomilter.FamilyInet, 40000, "203.0.113.5"))
+	check(s.Helo("mail.example.net"))
+	check(s.Mail("sender@example.net", ""))
+	for i := 1; i <= rcpts; i++ {
+		check(s.Rcpt(fmt.Sprintf("user%d@example.org", i), ""))
+	}
+	check(s.DataStart())
+	lead := s.ProtocolOption(gomilter.OptHeaderLeadingSpace)
+	for _, h := range hdrs {
+		v := h.value
+		if lead {
+			v = " " + v
+		}
+		check(s.HeaderField(h.name, v, nil))
+	}
+	check(s.HeaderEnd())
+	for rest := body; ; {
+		chunk := rest[:min(len(rest), 65535)]
+		rest = rest[len(chunk):]
+		check(s.BodyChunk(chunk)) // go-milter's client needs one, even empty
+		if len(rest) == 0 {
+			break
+		}
+	}
+	_, act, err := s.End()
+	check(act, err)
+}
+
+func benchClient(sock string) (*gomilter.Client, *gomilter.MacroBag) {
+	c := gomilter.NewClient("unix", sock, gomilter.WithActions(gomilter.AllClientSupportedActionMasks))
+	m := gomilter.NewMacroBag()
+	for k, v := range map[string]string{"j": "mx.example.org", "{daemon_name}": "mx.example.org", "v": "Postfix 3.7.11",
+		"{client_addr}": "203.0.113.5", "{client_port}": "40000", "{client_name}": "mail.example.net", "i": "4XkT2c0Zz3z9t",
+		"{mail_addr}": "sender@example.net", "{rcpt_addr}": "user1@example.org"} {
+		m.Set(k, v)
+	}
+	return c, m
+}
+
+// negotiated is the protocol a tollgate server with rt negotiates with go-milter's client.
+func negotiated(b *testing.B, rt milter.Runtime) gomilter.OptProtocol {
+	sock := serveBench(b, rt, 0)
+	c, macros := benchClient(sock)
+	s, err := c.Session(macros)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	var p gomilter.OptProtocol
+	for bit := 0; bit < 32; bit++ {
+		if s.ProtocolOption(gomilter.OptProtocol(1 << bit)) {
+			p |= gomilter.OptProtocol(1 << bit)
+		}
+	}
+	return p
+}
+
+// leanProtocol is what tollgate negotiates for a pass-through configuration.
+const leanProtocol = gomilter.OptNoData | gomilter.OptNoHeaders | gomilter.OptNoEOH | gomilter.OptNoBody |
+	gomilter.OptNoUnknown | gomilter.OptNoReplies
+
+// BenchmarkSession is one message per connection through the whole stack.
+func BenchmarkSession(b *testing.B) {
+	type config struct {
+		name     string
+		rt       func(b *testing.B) milter.Runtime
+		protocol gomilter.OptProtocol // for the null milter (rt nil)
+	}
+	null := func(string) func(*testing.B) milter.Runtime { return func(*testing.B) milter.Runtime { return nil } }
+	configs := []config{
+		// go-milter's NoOpMilter, asking for every event and reply (the "null milter").
+		{"null-full", null("full"), 0},
+		// NoOpMilter negotiating what tollgate pass-through negotiates: the floor for it.
+		{"null-lean", null("lean"), leanProtocol},
+		// NoOpMilter negotiating what the example configuration negotiates.
+		{"null-example", null("example"), negotiated(b, policyRuntime(b, "../deploy/examples/tollgate.yaml", ""))},
+		{"pass-through", func(b *testing.B) milter.Runtime { return policyRuntime(b, "", "acl: {}\n") }, 0},
+		{"example", func(b *testing.B) milter.Runtime { return policyRuntime(b, "../deploy/examples/tollgate.yaml", "") }, 0},
+		// Headers and body streamed to one module's hooks (no policy).
+		{"streaming", func(*testing.B) milter.Runtime { return &benchRuntime{mods: []milter.Module{streamModule{}}} }, 0},
+	}
+	for _, shape := range []struct {
+		name           string
+		size, headers  int
+		rcpts          int
+		onlyWithBodies bool
+	}{
+		{"4K-10h-1r", 4 << 10, 10, 1, false},
+		{"20K-100h-1r", 20 << 10, 100, 1, true}, // 100 headers of about 160 bytes, and the same 4K body
+		{"4K-10h-10r", 4 << 10, 10, 10, false},
+		{"64K-10h-1r", 64 << 10, 10, 1, true},
+		{"1M-10h-1r", 1 << 20, 10, 1, true},
+	} {
+		hdrs, body := benchMessage(shape.size, shape.headers)
+		for _, cfg := range configs {
+			if shape.onlyWithBodies && (cfg.name == "pass-through" || cfg.name == "null-lean") {
+				continue // neither receives headers or body: the same as 4K
+			}
+			b.Run(shape.name+"/"+cfg.name, func(b *testing.B) {
+				sock := serveBench(b, cfg.rt(b), cfg.protocol)
+				c, macros := benchClient(sock)
+				sendBenchMessage(b, c, macros, hdrs, body, shape.rcpts) // warm up
+				b.SetBytes(int64(len(body)))
+				cpu := processCPU()
+				for b.Loop() {
+					sendBenchMessage(b, c, macros, hdrs, body, shape.rcpts)
+				}
+				// CPU of client and server together: steadier than ns/op on a busy machine.
+				b.ReportMetric(float64(processCPU()-cpu)/float64(b.N), "cpu-ns/op")
+			})
+		}
+	}
+}
