@@ -1,0 +1,201 @@
+package arc
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+)
+
+// ErrAuthResSyntax is wrapped by the Authentication-Results parse errors.
+var ErrAuthResSyntax = errors.New("arc: Authentication-Results syntax")
+
+// AuthServID returns the authserv-id of an Authentication-Results value
+// (RFC 8601 §2.2), unquoted, as written: compare it with strings.EqualFold.
+// Only the part up to the first ";" is parsed, so a header whose results
+// are malformed still yields its id: the milter uses this to delete
+// headers that claim to be ours, whatever follows.
+func AuthServID(value string) (string, error) {
+	id, _, err := splitAuthRes(value)
+	return id, err
+}
+
+// splitAuthRes returns the authserv-id and the text after the ";" that
+// ends it (the version, if any, is skipped). A value with only an id (no
+// ";") is an error: RFC 8601 requires "none" or results.
+func splitAuthRes(value string) (id, rest string, err error) {
+	i, err := skipCFWS(value, 0)
+	if err != nil {
+		return "", "", err
+	}
+	if i == len(value) {
+		return "", "", fmt.Errorf("%w: empty", ErrAuthResSyntax)
+	}
+	if value[i] == '"' {
+		id, i, err = quotedString(value, i)
+		if err != nil {
+			return "", "", err
+		}
+	} else {
+		start := i
+		for i < len(value) && isTokenChar(value[i]) {
+			i++
+		}
+		id = value[start:i]
+	}
+	if id == "" {
+		return "", "", fmt.Errorf("%w: no authserv-id", ErrAuthResSyntax)
+	}
+	if i, err = skipCFWS(value, i); err != nil {
+		return "", "", err
+	}
+	if i < len(value) && isDigit(value[i]) { // authres-version
+		for i < len(value) && isDigit(value[i]) {
+			i++
+		}
+		if i, err = skipCFWS(value, i); err != nil {
+			return "", "", err
+		}
+	}
+	if i == len(value) || value[i] != ';' {
+		return "", "", fmt.Errorf("%w: no ';' after authserv-id", ErrAuthResSyntax)
+	}
+	return id, value[i+1:], nil
+}
+
+// isTokenChar reports RFC 2045 token characters, with '@', '/' and '='
+// tolerated because authserv-ids seen in the wild contain them.
+func isTokenChar(c byte) bool {
+	if c <= ' ' || c >= 0x7f {
+		return false
+	}
+	switch c {
+	case '(', ')', '<', '>', ',', ';', ':', '\\', '"', '[', ']', '?':
+		return false
+	}
+	return true
+}
+
+// skipCFWS skips whitespace, folds and (nested) comments.
+func skipCFWS(s string, i int) (int, error) {
+	depth := 0
+	for i < len(s) {
+		c := s[i]
+		switch {
+		case c == ' ' || c == '\t' || c == '\r' || c == '\n':
+			i++
+		case c == '(':
+			depth++
+			i++
+		case c == ')' && depth > 0:
+			depth--
+			i++
+		case c == '\\' && depth > 0:
+			i += 2
+		case depth > 0:
+			i++
+		default:
+			return i, nil
+		}
+	}
+	if depth > 0 {
+		return 0, fmt.Errorf("%w: unterminated comment", ErrAuthResSyntax)
+	}
+	return min(i, len(s)), nil
+}
+
+func quotedString(s string, i int) (string, int, error) {
+	var b strings.Builder
+	for i++; i < len(s); i++ {
+		switch s[i] {
+		case '\\':
+			i++
+			if i < len(s) {
+				b.WriteByte(s[i])
+			}
+		case '"':
+			return b.String(), i + 1, nil
+		default:
+			b.WriteByte(s[i])
+		}
+	}
+	return "", 0, fmt.Errorf("%w: unterminated quoted string", ErrAuthResSyntax)
+}
+
+// splitResults splits the results part of an Authentication-Results value
+// at the ";" that are outside comments and quoted strings, trims each
+// result, and drops empty ones and "none" (RFC 8601 no-result).
+func splitResults(rest string) ([]string, error) {
+	var out []string
+	depth, quoted, start := 0, false, 0
+	add := func(r string) {
+		r = strings.Trim(r, " \t\r\n")
+		if r != "" && !strings.EqualFold(r, "none") {
+			out = append(out, r)
+		}
+	}
+	for i := 0; i < len(rest); i++ {
+		c := rest[i]
+		switch {
+		case c == '\\' && (quoted || depth > 0):
+			i++
+		case quoted:
+			if c == '"' {
+				quoted = false
+			}
+		case c == '"':
+			quoted = true
+		case c == '(':
+			depth++
+		case c == ')' && depth > 0:
+			depth--
+		case c == ';' && depth == 0:
+			add(rest[start:i])
+			start = i + 1
+		}
+	}
+	if quoted || depth > 0 {
+		return nil, fmt.Errorf("%w: unterminated comment or quoted string", ErrAuthResSyntax)
+	}
+	add(rest[start:])
+	return out, nil
+}
+
+// parseAAR parses the "i=N;" prefix of an ARC-Authentication-Results value
+// (RFC 8617 §4.1.1: arc-info = instance [CFWS] ";" authres-payload) and
+// checks that an authserv-id follows.
+func parseAAR(value string) (int, error) {
+	i, err := skipCFWS(value, 0)
+	if err != nil {
+		return 0, err
+	}
+	if i == len(value) || value[i] != 'i' {
+		return 0, errors.New("does not start with i=")
+	}
+	if i, err = skipCFWS(value, i+1); err != nil {
+		return 0, err
+	}
+	if i == len(value) || value[i] != '=' {
+		return 0, errors.New("does not start with i=")
+	}
+	if i, err = skipCFWS(value, i+1); err != nil {
+		return 0, err
+	}
+	start := i
+	for i < len(value) && isDigit(value[i]) {
+		i++
+	}
+	inst, ok := parseInstance(value[start:i])
+	if !ok {
+		return 0, fmt.Errorf("bad instance %q", value[start:i])
+	}
+	if i, err = skipCFWS(value, i); err != nil {
+		return 0, err
+	}
+	if i == len(value) || value[i] != ';' {
+		return inst, errors.New("no ';' after i=")
+	}
+	if _, _, err := splitAuthRes(value[i+1:]); err != nil {
+		return inst, err
+	}
+	return inst, nil
+}

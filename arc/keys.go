@@ -1,0 +1,263 @@
+package arc
+
+import (
+	"crypto"
+	"crypto/ed25519"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+)
+
+// Algorithms this package signs and verifies (RFC 8617 §4.1.3 allows only
+// rsa-sha256; RFC 8463 adds ed25519-sha256 to DKIM, which ARC inherits).
+const (
+	AlgRSASHA256     = "rsa-sha256"
+	AlgEd25519SHA256 = "ed25519-sha256"
+)
+
+// ErrKey is wrapped by key loading and parsing errors.
+var ErrKey = errors.New("arc: key")
+
+// publicKey is a parsed DKIM key record (RFC 6376 §3.6.1).
+type publicKey struct {
+	rsa     *rsa.PublicKey
+	ed      ed25519.PublicKey
+	bits    int
+	revoked bool
+}
+
+// parseKeyRecord parses one TXT record as a DKIM key record.
+// Line breaks count as plain whitespace: in DNS data they are not header
+// folds, and dkimpy and Mail::DKIM accept them.
+func parseKeyRecord(txt string) (*publicKey, error) {
+	txt = strings.NewReplacer("\r", " ", "\n", " ").Replace(txt)
+	tags, err := parseTagList(txt)
+	if err != nil {
+		return nil, err
+	}
+	// RFC 6376 wants v= first when present; dkimpy and OpenARC do not
+	// insist, and neither does this.
+	if v, ok := tags.get("v"); ok && v != "DKIM1" {
+		return nil, errors.New("v= is not DKIM1")
+	}
+	if h, ok := tags.get("h"); ok && !listHas(h, "sha256") {
+		return nil, errors.New("h= excludes sha256")
+	}
+	if s, ok := tags.get("s"); ok && !listHas(s, "*") && !listHas(s, "email") {
+		return nil, errors.New("s= excludes email")
+	}
+	p, ok := tags.get("p")
+	if !ok {
+		return nil, errors.New("no p=")
+	}
+	k, ok := tags.get("k")
+	if !ok {
+		k = "rsa"
+	}
+	if stripFWS(p) == "" {
+		return &publicKey{revoked: true}, nil
+	}
+	raw, err := decodeB64(p)
+	if err != nil {
+		return nil, fmt.Errorf("p= is not base64: %v", err)
+	}
+	switch k {
+	case "rsa":
+		pub, err := x509.ParsePKIXPublicKey(raw)
+		if err != nil {
+			// some publishers put a bare PKCS#1 RSAPublicKey in p=
+			pk1, err1 := x509.ParsePKCS1PublicKey(raw)
+			if err1 != nil {
+				return nil, fmt.Errorf("p= is not an RSA key: %v", err)
+			}
+			pub = pk1
+		}
+		rk, ok := pub.(*rsa.PublicKey)
+		if !ok {
+			return nil, errors.New("p= is not an RSA key")
+		}
+		return &publicKey{rsa: rk, bits: rk.N.BitLen()}, nil
+	case "ed25519":
+		if len(raw) != ed25519.PublicKeySize {
+			return nil, errors.New("p= is not an ed25519 key")
+		}
+		return &publicKey{ed: ed25519.PublicKey(raw), bits: 256}, nil
+	}
+	return nil, fmt.Errorf("unknown k=%s", k)
+}
+
+// listHas reports whether a colon-separated tag value lists want.
+func listHas(v, want string) bool {
+	for _, e := range strings.Split(stripFWS(v), ":") {
+		if e == want {
+			return true
+		}
+	}
+	return false
+}
+
+// verifySig checks sig over the SHA-256 digest with the key for alg.
+func (k *publicKey) verifySig(alg string, digest, sig []byte) bool {
+	switch alg {
+	case AlgRSASHA256:
+		return k.rsa != nil && rsa.VerifyPKCS1v15(k.rsa, crypto.SHA256, digest, sig) == nil
+	case AlgEd25519SHA256:
+		// RFC 8463 §3: Ed25519 signs the SHA-256 hash, not the data
+		return k.ed != nil && ed25519.Verify(k.ed, digest, sig)
+	}
+	return false
+}
+
+// signerAlg returns the ARC algorithm for a signer's public key.
+func signerAlg(s crypto.Signer) (string, error) {
+	if s == nil {
+		return "", fmt.Errorf("%w: no signing key", ErrKey)
+	}
+	switch pub := s.Public().(type) {
+	case *rsa.PublicKey:
+		if pub.N.BitLen() < 1024 {
+			return "", fmt.Errorf("%w: RSA key of %d bits is too small to sign (min 1024)", ErrKey, pub.N.BitLen())
+		}
+		return AlgRSASHA256, nil
+	case ed25519.PublicKey:
+		return AlgEd25519SHA256, nil
+	}
+	return "", fmt.Errorf("%w: unsupported key type %T", ErrKey, s.Public())
+}
+
+func sign(s crypto.Signer, alg string, digest []byte) ([]byte, error) {
+	if alg == AlgEd25519SHA256 {
+		return s.Sign(rand.Reader, digest, crypto.Hash(0))
+	}
+	return s.Sign(rand.Reader, digest, crypto.SHA256)
+}
+
+// LoadKeyFile reads a private signing key: PEM PKCS#1 ("RSA PRIVATE KEY")
+// or PKCS#8 ("PRIVATE KEY", RSA or Ed25519), or a bare base64 Ed25519
+// seed as RFC 8463 and dkimpy's dknewkey write it. A file that group or
+// others may access is refused: a signing key lets anyone vouch for mail
+// as the domain.
+func LoadKeyFile(path string) (crypto.Signer, error) {
+	st, err := os.Stat(path)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrKey, err)
+	}
+	if perm := st.Mode().Perm(); perm&0o077 != 0 {
+		return nil, fmt.Errorf("%w: %s is accessible by group or others (mode %04o); chmod 600 it", ErrKey, path, perm)
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrKey, err)
+	}
+	k, err := parsePrivateKey(data)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s: %v", ErrKey, path, err)
+	}
+	return k, nil
+}
+
+// ParsePrivateKey parses the formats LoadKeyFile accepts.
+func ParsePrivateKey(data []byte) (crypto.Signer, error) {
+	k, err := parsePrivateKey(data)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrKey, err)
+	}
+	return k, nil
+}
+
+func parsePrivateKey(data []byte) (crypto.Signer, error) {
+	block, _ := pem.Decode(data)
+	if block == nil {
+		seed, err := base64.StdEncoding.DecodeString(strings.TrimSpace(string(data)))
+		if err != nil || len(seed) != ed25519.SeedSize {
+			return nil, errors.New("neither PEM nor a base64 ed25519 seed")
+		}
+		return ed25519.NewKeyFromSeed(seed), nil
+	}
+	var key any
+	var err error
+	switch block.Type {
+	case "RSA PRIVATE KEY":
+		key, err = x509.ParsePKCS1PrivateKey(block.Bytes)
+	case "PRIVATE KEY":
+		key, err = x509.ParsePKCS8PrivateKey(block.Bytes)
+	default:
+		return nil, fmt.Errorf("unsupported PEM block %q", block.Type)
+	}
+	if err != nil {
+		return nil, err
+	}
+	switch k := key.(type) {
+	case *rsa.PrivateKey:
+		if k.N.BitLen() < 1024 {
+			return nil, fmt.Errorf("RSA key of %d bits is too small to sign (min 1024)", k.N.BitLen())
+		}
+		return k, nil
+	case ed25519.PrivateKey:
+		return k, nil
+	}
+	return nil, fmt.Errorf("unsupported key type %T", key)
+}
+
+// GenerateKey makes a signing key for `tollgate arc keygen`: kind "rsa"
+// (bits, default 2048, at least 1024) or "ed25519". It returns the key,
+// its PKCS#8 PEM, and the DNS TXT record value to publish at
+// <selector>._domainkey.<domain> (use ZoneTXT for a zone-file line).
+func GenerateKey(kind string, bits int) (crypto.Signer, []byte, string, error) {
+	var key crypto.Signer
+	var p string
+	switch kind {
+	case "rsa", "":
+		kind = "rsa"
+		if bits == 0 {
+			bits = 2048
+		}
+		if bits < 1024 || bits > 8192 {
+			return nil, nil, "", fmt.Errorf("%w: RSA size %d out of range 1024..8192", ErrKey, bits)
+		}
+		k, err := rsa.GenerateKey(rand.Reader, bits)
+		if err != nil {
+			return nil, nil, "", fmt.Errorf("%w: %v", ErrKey, err)
+		}
+		der, err := x509.MarshalPKIXPublicKey(&k.PublicKey)
+		if err != nil {
+			return nil, nil, "", fmt.Errorf("%w: %v", ErrKey, err)
+		}
+		key, p = k, base64.StdEncoding.EncodeToString(der)
+	case "ed25519":
+		pub, k, err := ed25519.GenerateKey(rand.Reader)
+		if err != nil {
+			return nil, nil, "", fmt.Errorf("%w: %v", ErrKey, err)
+		}
+		key, p = k, base64.StdEncoding.EncodeToString(pub)
+	default:
+		return nil, nil, "", fmt.Errorf("%w: unknown key type %q (rsa or ed25519)", ErrKey, kind)
+	}
+	der, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		return nil, nil, "", fmt.Errorf("%w: %v", ErrKey, err)
+	}
+	pemBytes := pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})
+	return key, pemBytes, "v=DKIM1; k=" + kind + "; p=" + p, nil
+}
+
+// ZoneTXT formats a TXT record for a zone file, split into the 255-byte
+// character-strings DNS requires, e.g.
+// `sel._domainkey.example.org. IN TXT ( "v=DKIM1; k=rsa; p=MIIB..." "..." )`.
+func ZoneTXT(owner, value string) string {
+	var b strings.Builder
+	b.WriteString(strings.TrimSuffix(owner, ".") + ". IN TXT (")
+	for len(value) > 0 {
+		n := min(len(value), 255)
+		b.WriteString(` "` + value[:n] + `"`)
+		value = value[n:]
+	}
+	b.WriteString(" )")
+	return b.String()
+}

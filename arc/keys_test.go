@@ -1,0 +1,122 @@
+package arc
+
+import (
+	"crypto/ed25519"
+	"crypto/rsa"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/pem"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func TestLoadKeyFile(t *testing.T) {
+	dir := t.TempDir()
+	rsaKey := testKeys()["hop1"].(*rsa.PrivateKey)
+	edKey := testKeys()["ed1"].(ed25519.PrivateKey)
+	pkcs8RSA, _ := x509.MarshalPKCS8PrivateKey(rsaKey)
+	pkcs8Ed, _ := x509.MarshalPKCS8PrivateKey(edKey)
+	files := map[string][]byte{
+		"pkcs1.pem":  pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(rsaKey)}),
+		"pkcs8.pem":  pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: pkcs8RSA}),
+		"ed8.pem":    pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: pkcs8Ed}),
+		"ed.seed":    []byte(base64.StdEncoding.EncodeToString(edKey.Seed()) + "\n"),
+		"junk.pem":   []byte("-----BEGIN EC PRIVATE KEY-----\nAAAA\n-----END EC PRIVATE KEY-----\n"),
+		"empty.pem":  nil,
+		"broken.pem": pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: []byte("nope")}),
+	}
+	for name, data := range files {
+		if err := os.WriteFile(filepath.Join(dir, name), data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, name := range []string{"pkcs1.pem", "pkcs8.pem"} {
+		k, err := LoadKeyFile(filepath.Join(dir, name))
+		if err != nil || !k.(*rsa.PrivateKey).Equal(rsaKey) {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
+	for _, name := range []string{"ed8.pem", "ed.seed"} {
+		k, err := LoadKeyFile(filepath.Join(dir, name))
+		if err != nil || !k.(ed25519.PrivateKey).Equal(edKey) {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
+	for _, name := range []string{"junk.pem", "empty.pem", "broken.pem", "missing.pem"} {
+		if _, err := LoadKeyFile(filepath.Join(dir, name)); !errors.Is(err, ErrKey) {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
+	// permissions: a key that group or others can read is refused
+	for _, mode := range []os.FileMode{0o640, 0o604, 0o660, 0o644} {
+		p := filepath.Join(dir, "pkcs1.pem")
+		os.Chmod(p, mode)
+		_, err := LoadKeyFile(p)
+		if !errors.Is(err, ErrKey) || !strings.Contains(err.Error(), "chmod 600") {
+			t.Errorf("mode %o: %v", mode, err)
+		}
+	}
+	os.Chmod(filepath.Join(dir, "pkcs1.pem"), 0o400)
+	if _, err := LoadKeyFile(filepath.Join(dir, "pkcs1.pem")); err != nil {
+		t.Errorf("0400: %v", err)
+	}
+}
+
+// a 512-bit RSA key, made with openssl genrsa 512
+const rsa512PEM = `-----BEGIN RSA PRIVATE KEY-----
+MIIBOgIBAAJBALS+iXZ/rAMPgCUtxKg35gAQA6hjV0lYB4ey8ZsB8v7ciiNIZQLt
+/VgUsOfMgGLh51euGouJAvGEAWIsNO556akCAwEAAQJBAJXgCYzBgZloGRK7SP9U
+mtwia2YOOisPW+8ia0Xl7+F1CTEfJaZR7LfNSdAv66bGPSuWFMXIVpi//OGDa/HQ
+YIECIQDoGJ06lQVYmir+DHbDNFE4fYXNQLnLTRKUN0ggq5yfnQIhAMdb/jssfPXy
+XLVReM5yut9iCYxvfcuXhgOaNqkrx8J9AiBPIyVpNiqufVKvcPyFrq8K/fHDfJBd
+O5hcJUVYrmsnGQIgZOBt0m9+g80xkCY7pOt1F9e50TARTVXM4EHGau/WUtkCIG0G
+aeDI6+6M96pqphTY0cXn3KzkxN4wowuJHqbkEFJo
+-----END RSA PRIVATE KEY-----
+`
+
+func TestSmallRSAKeyRefused(t *testing.T) {
+	if _, err := ParsePrivateKey([]byte(rsa512PEM)); !errors.Is(err, ErrKey) {
+		t.Fatalf("512-bit key accepted: %v", err)
+	}
+}
+
+func TestGenerateKey(t *testing.T) {
+	for _, c := range []struct {
+		kind string
+		bits int
+	}{{"rsa", 1024}, {"ed25519", 0}} {
+		k, pemBytes, txt, err := GenerateKey(c.kind, c.bits)
+		if err != nil {
+			t.Fatal(err)
+		}
+		back, err := ParsePrivateKey(pemBytes)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pub, err := parseKeyRecord(txt)
+		if err != nil || (pub.rsa == nil) != (c.kind == "ed25519") {
+			t.Fatalf("%s record %q: %v", c.kind, txt, err)
+		}
+		if c.kind == "rsa" && !back.(*rsa.PrivateKey).Equal(k) {
+			t.Fatal("rsa round trip")
+		}
+		z := ZoneTXT("sel._domainkey.example.org", txt)
+		if !strings.HasPrefix(z, `sel._domainkey.example.org. IN TXT ( "v=DKIM1; k=`+c.kind) {
+			t.Errorf("zone line %q", z)
+		}
+	}
+	if _, _, _, err := GenerateKey("dsa", 0); err == nil {
+		t.Error("dsa accepted")
+	}
+	if _, _, _, err := GenerateKey("rsa", 512); err == nil {
+		t.Error("512 bits accepted")
+	}
+	// long records are split into 255-byte strings
+	z := ZoneTXT("x.", strings.Repeat("a", 300))
+	if !strings.Contains(z, `"`+strings.Repeat("a", 255)+`" "`+strings.Repeat("a", 45)+`"`) {
+		t.Errorf("%q", z)
+	}
+}
