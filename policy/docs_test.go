@@ -19,8 +19,10 @@ func TestDocumentationExamplesLoad(t *testing.T) {
 	docs = append(docs, more...)
 	// Examples name files under /etc/tollgate/; give them real ones.
 	etc := t.TempDir()
-	if err := os.WriteFile(filepath.Join(etc, "srs.secrets"), []byte("example-secret\n"), 0o600); err != nil {
-		t.Fatal(err)
+	for name, content := range map[string]string{"srs.secrets": "example-secret\n", "dcc-helo-map": "out1.example.org 192.0.2.10\n"} {
+		if err := os.WriteFile(filepath.Join(etc, name), []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
 	}
 	total := 0
 	for _, doc := range docs {
