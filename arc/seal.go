@@ -141,6 +141,18 @@ func ParseExpire(s string) (relative bool, n int64, err error) {
 // both ErrNoSeal and ErrTempDNS rather than brand the chain failed for
 // good; the caller may defer.
 func (v *Verifier) Seal(opts SealOptions, headers []Header, authResults []string) ([]Header, error) {
+	// MTAs hand folded values to milters with bare LF (Postfix does); the
+	// verifier saw them as CRLF, and so must the cross-check and the AMS.
+	normalized := make([]Header, len(headers))
+	for i, h := range headers {
+		normalized[i] = Header{Name: h.Name, Value: fixLF(h.Value)}
+	}
+	headers = normalized
+	ars := make([]string, len(authResults))
+	for i, a := range authResults {
+		ars[i] = fixLF(a)
+	}
+	authResults = ars
 	r := v.result
 	if r == nil || v.sealBody == nil {
 		return nil, ErrNotPrepared

@@ -253,3 +253,48 @@ func AddAngle(s string) string {
 	}
 	return "<" + s + ">"
 }
+
+// FinalHeaders is the header list as the next hop will see it once Apply has
+// run, values as on the wire after the colon (leading space included): what
+// an ARC seal must sign. The ARC set itself is not included, and neither is
+// the MTA's own Received line, which milters never see.
+func (m *Mutations) FinalHeaders(received []Header, leadingSpace bool) []Header {
+	wire := func(v string) string {
+		if v != "" && v[0] != ' ' && v[0] != '\t' {
+			return " " + v
+		}
+		return v
+	}
+	removed := m.removals(received)
+	changed := make(map[HeaderRef]string, len(m.Changes))
+	for _, c := range m.Changes {
+		changed[lowerRef(c.HeaderRef)] = c.Value
+	}
+	out := make([]Header, 0, len(received)+len(m.AuthResults)+len(m.Prepend)+len(m.Append))
+	for _, group := range [][]HeaderField{m.AuthResults, m.Prepend} {
+		for _, f := range group {
+			out = append(out, Header{Name: f.Name, Value: wire(f.Value)})
+		}
+	}
+	count := make(map[string]int)
+	for _, h := range received {
+		name := strings.ToLower(h.Name)
+		count[name]++
+		ref := HeaderRef{Name: name, Index: count[name]}
+		if _, gone := removed[ref]; gone {
+			continue
+		}
+		v := h.Value
+		if nv, ok := changed[ref]; ok {
+			v = nv
+		}
+		if !leadingSpace {
+			v = " " + v // the MTA swallowed it
+		}
+		out = append(out, Header{Name: h.Name, Value: wire(v)})
+	}
+	for _, f := range m.Append {
+		out = append(out, Header{Name: f.Name, Value: wire(f.Value)})
+	}
+	return out
+}

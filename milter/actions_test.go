@@ -193,3 +193,25 @@ func TestIdentityNormalisation(t *testing.T) {
 type mapMacros map[string]string
 
 func (m mapMacros) GetEx(n string) (string, bool) { v, ok := m[n]; return v, ok }
+
+func TestFinalHeadersMatchApply(t *testing.T) {
+	received := []Header{{"Received", " from a"}, {"Authentication-Results", " mx.example.org; forged"}, {"Subject", " hi"}, {"X-Spam", " yes"}}
+	m := Mutations{
+		Changes:       []HeaderChange{{HeaderRef{"subject", 1}, "[ext] hi"}},
+		RemoveHeaders: []HeaderRef{{"Authentication-Results", 1}},
+		RemoveAll:     []string{"x-spam"},
+		AuthResults:   []HeaderField{{"Authentication-Results", "mx.example.org; arc=none"}},
+		Prepend:       []HeaderField{{"X-Top", "1"}},
+		Append:        []HeaderField{{"X-Last", "z"}},
+	}
+	got := m.FinalHeaders(received, true)
+	want := []Header{{"Authentication-Results", " mx.example.org; arc=none"}, {"X-Top", " 1"}, {"Received", " from a"},
+		{"Subject", " [ext] hi"}, {"X-Last", " z"}}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("got %q\nwant %q", got, want)
+	}
+	// Without the leading-space option the MTA dropped one space; it is back on the wire.
+	if got := (&Mutations{}).FinalHeaders([]Header{{"Subject", "hi"}}, false); got[0].Value != " hi" {
+		t.Errorf("%q", got)
+	}
+}

@@ -41,3 +41,15 @@ type DCCFacts struct {
 	Header  string // the X-DCC header field, "X-DCC-...: value", unfolded
 	Reason  string // why the result is defer without an answer (an error kind)
 }
+
+// ARCFacts is the ARC validation of a message (the seed's arc_* variables).
+type ARCFacts struct {
+	Checked    bool
+	State      string   // pass, fail, none
+	Reason     string   // why, when fail
+	Domains    []string // chain domains in instance order, "" for a problematic set
+	OldestPass int      // lowest instance whose AMS still validates; 0 if none
+	Instances  int      // highest instance seen
+	AuthResult string   // the Authentication-Results value tollgate adds
+	Sealed     string   // the signing domain when tollgate sealed the message
+}

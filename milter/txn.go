@@ -40,6 +40,7 @@ type Txn struct {
 	Tags      [][2]string
 	SRS       SRSFacts
 	DCC       DCCFacts
+	ARC       ARCFacts
 	Started   time.Time
 	Decision  Decision
 

@@ -33,6 +33,7 @@ type Policy struct {
 	identity milter.IdentityConfig
 	srs      *srsPolicy
 	dcc      *dccPolicy
+	arc      *arcPolicy
 }
 
 type acl struct {
@@ -94,6 +95,7 @@ const (
 var knownControls = map[string]milter.Stage{
 	"freeze":      milter.StageMail, // quarantine (hold) the message in the MTA's queue
 	"srs_forward": milter.StageMail, // rewrite the envelope sender with SRS once accepted
+	"arc_sign":    milter.StageMail, // seal the message with ARC once accepted
 	// One message's dccifd request; it starts with the headers, so these
 	// are set at mail or rcpt.
 	"dcc_grey_off":  milter.StageMail,
@@ -105,7 +107,7 @@ var knownControls = map[string]milter.Stage{
 var controlUntil = map[string]milter.Stage{"dcc_grey_off": milter.StageRcpt, "dcc_query": milter.StageRcpt, "dcc_no_reject": milter.StageRcpt}
 
 // controlNeeds names the configuration section a control works through.
-var controlNeeds = map[string]string{"srs_forward": "srs", "dcc_grey_off": "dcc", "dcc_query": "dcc", "dcc_no_reject": "dcc"}
+var controlNeeds = map[string]string{"srs_forward": "srs", "arc_sign": "arc", "dcc_grey_off": "dcc", "dcc_query": "dcc", "dcc_no_reject": "dcc"}
 
 // LoadFile reads, decodes and validates a configuration file. The error, if
 // any, is an ErrorList with every problem as "file:line: message".
@@ -198,6 +200,7 @@ func compile(d *decoder, cfg *Config) *Policy {
 	compileIdentity(d, lc, &cfg.Identity, p)
 	p.srs = compileSRS(d, lc, cfg.SRS)
 	p.dcc = compileDCC(d, cfg.DCC)
+	p.arc = compileARC(d, cfg.ARC)
 	stages := []struct {
 		stage milter.Stage
 		rules []Rule
@@ -336,6 +339,13 @@ func compileRule(d *decoder, lc *listCompiler, stage milter.Stage, index int, in
 			r.conds = append(r.conds, compileSRSCond(d, b.SRS))
 		}
 	}
+	if len(b.ARC) > 0 && onlyAt(where("arc"), b.ARC[0].Line, milter.StageData) {
+		if p.arc == nil {
+			d.errorf(b.ARC[0].Line, "arc: the condition needs a valid arc: section")
+		} else {
+			r.conds = append(r.conds, compileARCCond(d, b.ARC))
+		}
+	}
 	if b.DCC.Value != "" && onlyAt(where("dcc"), b.DCC.Line, milter.StageData) {
 		if p.dcc == nil {
 			d.errorf(b.DCC.Line, "dcc: the condition needs a valid dcc: section")
@@ -452,7 +462,7 @@ func compileRule(d *decoder, lc *listCompiler, stage milter.Stage, index int, in
 			d.errorf(c.Line, "control: %s must be set by %s: the request has started by %s", c.Value, until, stage)
 			continue
 		}
-		if section := controlNeeds[c.Value]; section == "srs" && p.srs == nil || section == "dcc" && p.dcc == nil {
+		if section := controlNeeds[c.Value]; section == "srs" && p.srs == nil || section == "dcc" && p.dcc == nil || section == "arc" && (p.arc == nil || len(p.arc.seal) == 0) {
 			d.errorf(c.Line, "control: %s needs a valid %s: section", c.Value, section)
 			continue
 		}

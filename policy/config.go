@@ -16,6 +16,7 @@ type Config struct {
 	Identity      IdentityConfig `yaml:"identity"`
 	SRS           *SRSConfig     `yaml:"srs"`
 	DCC           *DCCConfig     `yaml:"dcc"`
+	ARC           *ARCConfig     `yaml:"arc"`
 	Lists         namedLists     `yaml:"lists"`
 	ACL           ACLConfig      `yaml:"acl"`
 }
@@ -86,6 +87,36 @@ type DCCConfig struct {
 	ClientIPMap     Str       `yaml:"client_ip_map"`
 }
 
+// ARCConfig is the arc: section (the seed's verify = arc and arc_sign).
+type ARCConfig struct {
+	Pos                     Pos             `yaml:"-"`
+	AuthServID              Str             `yaml:"authserv_id"`
+	RemoveForgedAuthResults *bool           `yaml:"remove_forged_authresults"`
+	AddAuthResults          *bool           `yaml:"add_authresults"`
+	RemoteIP                bool            `yaml:"remote_ip"`
+	MinRSABits              *int            `yaml:"min_rsa_bits"`
+	Timeout                 *Duration       `yaml:"timeout"`
+	DNS                     ARCDNSConfig    `yaml:"dns"`
+	Sign                    []ARCSignConfig `yaml:"sign"`
+	Headers                 StrList         `yaml:"headers"`
+	Oversign                *StrList        `yaml:"oversign"`
+}
+
+// ARCDNSConfig points key lookups at a resolver.
+type ARCDNSConfig struct {
+	Server  Str       `yaml:"server"`
+	Timeout *Duration `yaml:"timeout"`
+}
+
+// ARCSignConfig is one signing key (the seed's arc_sign = domain : selector : key : options).
+type ARCSignConfig struct {
+	Pos      Pos     `yaml:"-"`
+	Domain   Str     `yaml:"domain"`
+	Selector Str     `yaml:"selector"`
+	Key      Str     `yaml:"key"`
+	Options  StrList `yaml:"options"`
+}
+
 // ACLConfig holds one ACL per stage, each a list of rules tried in order.
 type ACLConfig struct {
 	Connect []Rule `yaml:"connect"`
@@ -119,6 +150,7 @@ type RuleBody struct {
 	ProxyHosts       StrList     `yaml:"proxy_hosts"`
 	SRS              StrList     `yaml:"srs"`
 	DCC              Str         `yaml:"dcc"`
+	ARC              StrList     `yaml:"arc"`
 	Header           HeaderConds `yaml:"header"`
 	MessageSize      Str         `yaml:"message_size"`
 

@@ -2,6 +2,7 @@ package policy
 
 import (
 	"fmt"
+	"github.com/tollgate/tollgate/arc"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -19,7 +20,11 @@ func TestDocumentationExamplesLoad(t *testing.T) {
 	docs = append(docs, more...)
 	// Examples name files under /etc/tollgate/; give them real ones.
 	etc := t.TempDir()
-	for name, content := range map[string]string{"srs.secrets": "example-secret\n", "dcc-helo-map": "out1.example.org 192.0.2.10\n"} {
+	_, key, _, err := arc.GenerateKey("ed25519", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, content := range map[string]string{"arc2026.key": string(key), "srs.secrets": "example-secret\n", "dcc-helo-map": "out1.example.org 192.0.2.10\n"} {
 		if err := os.WriteFile(filepath.Join(etc, name), []byte(content), 0o600); err != nil {
 			t.Fatal(err)
 		}

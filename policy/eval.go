@@ -6,6 +6,7 @@ import (
 
 	"context"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/tollgate/tollgate/arc"
 	"github.com/tollgate/tollgate/dcc"
 	"github.com/tollgate/tollgate/srs"
 	"github.com/tollgate/tollgate/srs/store"
@@ -268,6 +269,9 @@ type Env struct {
 	srsMetrics *srs.Metrics
 	dccOnce    sync.Once
 	dccMetrics *dcc.Metrics
+	arcOnce    sync.Once
+	arcMetrics *arc.Metrics
+	resolvers  map[string]*arc.DNSResolver // kept across reloads for their caches
 
 	mu     sync.Mutex
 	stores map[string]store.Store // SRS database stores, kept across reloads
@@ -310,12 +314,35 @@ func (e *Env) Runtime(p *Policy) (*Runtime, error) {
 		}
 		rt.modules = append(rt.modules, srs.NewModule(o))
 	}
+	if p.arc != nil {
+		e.arcOnce.Do(func() { e.arcMetrics = arc.NewMetrics(e.registry) })
+		rt.modules = append(rt.modules, arc.NewModule(arc.ModuleOptions{AuthServID: p.arc.authServID, Resolver: e.resolver(p.arc.dns),
+			MinRSABits: p.arc.minRSABits, Timeout: p.arc.timeout, RemoveForged: p.arc.removeForged, AddAuthResults: p.arc.addAR,
+			RemoteIP: p.arc.remoteIP, Seal: p.arc.seal, Metrics: e.arcMetrics, Log: e.Log}))
+	}
 	if p.dcc != nil {
 		e.dccOnce.Do(func() { e.dccMetrics = dcc.NewMetrics(e.registry) })
 		rt.modules = append(rt.modules, dcc.NewModule(dcc.ModuleOptions{Options: p.dcc.options, HeloMap: p.dcc.heloMap,
 			AddHeader: p.dcc.addHeader, Metrics: e.dccMetrics, Log: e.Log}))
 	}
 	return rt, nil
+}
+
+// resolver returns the DNS resolver for these options, the same one across
+// reloads so its cache survives them.
+func (e *Env) resolver(o arc.DNSOptions) *arc.DNSResolver {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	key := o.Server + "|" + o.Timeout.String()
+	if r, ok := e.resolvers[key]; ok {
+		return r
+	}
+	if e.resolvers == nil {
+		e.resolvers = map[string]*arc.DNSResolver{}
+	}
+	r := arc.NewDNSResolver(o)
+	e.resolvers[key] = r
+	return r
 }
 
 // srsStore opens a database-mode store once and hands the same one to every

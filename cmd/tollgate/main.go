@@ -19,6 +19,7 @@ usage:
   tollgate check   --config FILE
   tollgate test    --config FILE --client IP --from ADDR --rcpt ADDR [--rcpt ADDR ...] [options] MESSAGE_FILE
   tollgate srs     forward|reverse [--config FILE] ADDRESS
+  tollgate arc     keygen --domain D --selector S [--type rsa|ed25519] [--bits N] [--out FILE]
   tollgate version
 
 Run "tollgate COMMAND --help" for the options of a command.
@@ -42,6 +43,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return cmdTest(args[1:], stdout, stderr)
 	case "srs":
 		return cmdSRS(args[1:], stdout, stderr)
+	case "arc":
+		return cmdARC(args[1:], stdout, stderr)
 	case "version", "--version", "-version":
 		fmt.Fprintln(stdout, versionString())
 		return 0

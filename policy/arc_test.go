@@ -1,0 +1,87 @@
+package policy
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/tollgate/tollgate/arc"
+	"github.com/tollgate/tollgate/milter"
+)
+
+func arcKey(t *testing.T, mode os.FileMode) string {
+	t.Helper()
+	_, pemBytes, _, err := arc.GenerateKey("ed25519", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "arc.key")
+	os.WriteFile(path, pemBytes, 0o600)
+	os.Chmod(path, mode)
+	return path
+}
+
+func TestARCConfigAndCondition(t *testing.T) {
+	key := arcKey(t, 0o600)
+	p := mustParse(t, `
+arc:
+  authserv_id: mx.example.org
+  dns: {server: "127.0.0.1:53", timeout: 2s}
+  sign:
+    - {domain: example.org, selector: s1, key: `+key+`, options: [timestamps, "expire=+86400"]}
+    - {domain: example.net, selector: s1, key: `+key+`}
+acl:
+  data:
+    - deny:   {name: broken, arc: [fail], sender_domains: [bank.example], message: "550 5.7.1 ARC chain broken"}
+    - accept: {name: ok, arc: ["!fail"], add_header: "X-ARC: $arc_state $arc_oldest_pass $arc_domains", control: [arc_sign]}
+    - accept: {}
+`)
+	if len(p.arc.seal) != 2 || !p.arc.seal[0].Timestamps || p.arc.seal[0].Expire != "+86400" || p.arc.dns.Server != "127.0.0.1:53" || !p.arc.removeForged {
+		t.Errorf("%+v", p.arc)
+	}
+	rt := NewRuntime(p, nil, milter.NewMetrics(newRegistry()))
+	if len(rt.Modules()) != 1 || rt.Modules()[0].Name() != "arc" {
+		t.Errorf("modules %v", rt.Modules())
+	}
+	s := &milter.Session{Vars: map[string]string{}}
+	for _, tc := range []struct {
+		facts  milter.ARCFacts
+		sender string
+		rule   string
+	}{
+		{milter.ARCFacts{State: "fail"}, "x@bank.example", "broken"},
+		{milter.ARCFacts{State: "fail"}, "x@other.example", "data/3"},
+		{milter.ARCFacts{State: "pass", OldestPass: 2, Domains: []string{"a.example", "b.example"}}, "x@bank.example", "ok"},
+		{milter.ARCFacts{State: "none"}, "x@bank.example", "ok"},
+	} {
+		tx := &milter.Txn{Session: s, Sender: tc.sender, ARC: tc.facts}
+		d, _ := rt.Evaluate(t.Context(), milter.StageData, s, tx, nil)
+		if d.Rule != tc.rule {
+			t.Errorf("%+v: rule %s want %s", tc.facts, d.Rule, tc.rule)
+		}
+		if tc.rule == "ok" && tc.facts.State == "pass" && (len(tx.Mutations.Append) != 1 || tx.Mutations.Append[0].Value != "pass 2 a.example:b.example" || !tx.Controls["arc_sign"]) {
+			t.Errorf("modifiers %+v %v", tx.Mutations.Append, tx.Controls)
+		}
+	}
+}
+
+func TestARCConfigErrors(t *testing.T) {
+	loose := arcKey(t, 0o644)
+	good := arcKey(t, 0o600)
+	for _, tc := range []struct{ yml, want string }{
+		{"arc: {sign: []}\n", "t.yaml:1: arc.authserv_id is required"},
+		{"arc: {authserv_id: mx.example.org, sign: [{domain: example.org, selector: s, key: " + loose + "}]}\n", "t.yaml:1: arc.sign.key:"},
+		{"arc: {authserv_id: mx.example.org, sign: [{domain: example.org, selector: s}]}\n", "key: is required"},
+		{"arc: {authserv_id: mx.example.org, sign: [{domain: example.org, selector: s, key: " + good + ", options: [sometimes]}]}\n", `"sometimes"`},
+		{"arc: {authserv_id: mx.example.org, sign: [{domain: \"bad domain\", selector: s, key: " + good + "}]}\n", "bad signing domain"},
+		{"arc: {authserv_id: mx.example.org, headers: [from, arc-seal], sign: [{domain: example.org, selector: s, key: " + good + "}]}\n", "ARC-Seal must not be signed"},
+		{"arc: {authserv_id: mx.example.org}\nacl:\n  data:\n    - accept: {control: [arc_sign]}\n", "control: arc_sign needs a valid arc: section"},
+		{"arc: {authserv_id: mx.example.org}\nacl:\n  rcpt:\n    - accept: {arc: [pass]}\n", "acl.rcpt: arc is not available at rcpt"},
+		{"arc: {authserv_id: mx.example.org}\nacl:\n  data:\n    - accept: {arc: [passed]}\n", `"passed" is not pass, fail or none`},
+	} {
+		if _, err := Parse("t.yaml", []byte(tc.yml)); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%q: %v, want %q", tc.yml, err, tc.want)
+		}
+	}
+}
