@@ -13,6 +13,8 @@
 #                            command of Mail::SRS is in its own package "srs"
 #   nginx libnginx-mod-mail  a private nginx mail proxy that speaks XCLIENT to Postfix
 #   m4                       builds the private Sendmail's sendmail.cf
+#   spamassassin spamd spamc rspamd
+#                            the real scanners behind per-recipient verdicts (bmi/)
 # and downloads, without installing, Sendmail's packages into
 # /var/cache/tollgate-tests/sendmail/ (sendmail-bin conflicts with postfix:
 # the e2e tests unpack them into a private prefix, see internal/e2e/sendmail.go).
@@ -22,7 +24,8 @@ set -euo pipefail
 packages=(postfix swaks libio-socket-inet6-perl
 	python3-dkim python3-authres python3-dnspython libmail-dkim-perl libnet-dns-resolver-mock-perl
 	postsrsd libmail-srs-perl srs redis-server
-	nginx libnginx-mod-mail m4)
+	nginx libnginx-mod-mail m4
+	spamassassin spamd spamc rspamd)
 
 # Downloaded, never installed. Keep in step with sendmailDebs in
 # internal/e2e/sendmail.go.
@@ -76,6 +79,12 @@ if [ -s /run/nginx.pid ] && kill -0 "$(cat /run/nginx.pid)" 2>/dev/null; then
 	service nginx stop >/dev/null 2>&1 || /usr/sbin/nginx -s quit >/dev/null 2>&1 || true
 	did+=("stopped the default nginx service")
 fi
+
+# The scanners' own services are of no use either: the tests start private
+# spamd and rspamd processes on free ports.
+for svc in spamd spamassassin rspamd; do
+	service "$svc" stop >/dev/null 2>&1 || true
+done
 
 # One .deb per package in the cache; the tests need no apt at run time. A
 # fresh machine's package lists may be empty: update them once if apt knows
