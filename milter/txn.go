@@ -41,6 +41,7 @@ type Txn struct {
 	SRS       SRSFacts
 	DCC       DCCFacts
 	ARC       ARCFacts
+	BMI       BMIFacts
 	Started   time.Time
 	Decision  Decision
 
@@ -66,6 +67,7 @@ type Recipient struct {
 	Decision Decision // the rcpt-stage decision (Continue or Accept = accepted)
 	Index    int      // position among all RCPT commands of the message
 	SRS      *SRSRcpt // set when the recipient is at the SRS domain
+	BMI      *BMIRcpt // set when bmi is configured
 }
 
 // Accepted reports whether the MTA kept this recipient after the rcpt stage.

@@ -34,6 +34,7 @@ type Policy struct {
 	srs      *srsPolicy
 	dcc      *dccPolicy
 	arc      *arcPolicy
+	bmi      *bmiPolicy
 }
 
 type acl struct {
@@ -72,6 +73,7 @@ type rule struct {
 	remove     []string
 	set        []setVar
 	controls   []string
+	bmiOptin   *template
 }
 
 type headerTemplate struct {
@@ -96,6 +98,7 @@ var knownControls = map[string]milter.Stage{
 	"freeze":      milter.StageMail, // quarantine (hold) the message in the MTA's queue
 	"srs_forward": milter.StageMail, // rewrite the envelope sender with SRS once accepted
 	"arc_sign":    milter.StageMail, // seal the message with ARC once accepted
+	"bmi_run":     milter.StageMail, // scan the message (for every recipient) once the body is in
 	// One message's dccifd request; it starts with the headers, so these
 	// are set at mail or rcpt.
 	"dcc_grey_off":  milter.StageMail,
@@ -104,10 +107,10 @@ var knownControls = map[string]milter.Stage{
 }
 
 // controlUntil is the last stage a control can be set at.
-var controlUntil = map[string]milter.Stage{"dcc_grey_off": milter.StageRcpt, "dcc_query": milter.StageRcpt, "dcc_no_reject": milter.StageRcpt}
+var controlUntil = map[string]milter.Stage{"bmi_run": milter.StageRcpt, "dcc_grey_off": milter.StageRcpt, "dcc_query": milter.StageRcpt, "dcc_no_reject": milter.StageRcpt}
 
 // controlNeeds names the configuration section a control works through.
-var controlNeeds = map[string]string{"srs_forward": "srs", "arc_sign": "arc", "dcc_grey_off": "dcc", "dcc_query": "dcc", "dcc_no_reject": "dcc"}
+var controlNeeds = map[string]string{"srs_forward": "srs", "arc_sign": "arc", "bmi_run": "bmi", "dcc_grey_off": "dcc", "dcc_query": "dcc", "dcc_no_reject": "dcc"}
 
 // LoadFile reads, decodes and validates a configuration file. The error, if
 // any, is an ErrorList with every problem as "file:line: message".
@@ -201,6 +204,7 @@ func compile(d *decoder, cfg *Config) *Policy {
 	p.srs = compileSRS(d, lc, cfg.SRS)
 	p.dcc = compileDCC(d, cfg.DCC)
 	p.arc = compileARC(d, cfg.ARC)
+	p.bmi = compileBMI(d, cfg.BMI)
 	stages := []struct {
 		stage milter.Stage
 		rules []Rule
@@ -339,6 +343,20 @@ func compileRule(d *decoder, lc *listCompiler, stage milter.Stage, index int, in
 			r.conds = append(r.conds, compileSRSCond(d, b.SRS))
 		}
 	}
+	if bc := compileBMIConds(d, b, in.Verb.Line); len(bc) > 0 && onlyAt(where("bmi conditions"), in.Verb.Line, milter.StageRcpt, milter.StageData) {
+		if p.bmi == nil {
+			d.errorf(in.Verb.Line, "bmi conditions need a valid bmi: section")
+		} else {
+			r.conds = append(r.conds, bc...)
+		}
+	}
+	if b.BMIOptin.Value != "" && onlyAt(where("bmi_optin"), b.BMIOptin.Line, milter.StageRcpt) {
+		if p.bmi == nil {
+			d.errorf(b.BMIOptin.Line, "bmi_optin needs a valid bmi: section")
+		} else {
+			r.bmiOptin = compileTemplate(d, b.BMIOptin, stage, "bmi_optin")
+		}
+	}
 	if len(b.ARC) > 0 && onlyAt(where("arc"), b.ARC[0].Line, milter.StageData) {
 		if p.arc == nil {
 			d.errorf(b.ARC[0].Line, "arc: the condition needs a valid arc: section")
@@ -462,7 +480,7 @@ func compileRule(d *decoder, lc *listCompiler, stage milter.Stage, index int, in
 			d.errorf(c.Line, "control: %s must be set by %s: the request has started by %s", c.Value, until, stage)
 			continue
 		}
-		if section := controlNeeds[c.Value]; section == "srs" && p.srs == nil || section == "dcc" && p.dcc == nil || section == "arc" && (p.arc == nil || len(p.arc.seal) == 0) {
+		if section := controlNeeds[c.Value]; section == "srs" && p.srs == nil || section == "dcc" && p.dcc == nil || section == "arc" && (p.arc == nil || len(p.arc.seal) == 0) || section == "bmi" && p.bmi == nil {
 			d.errorf(c.Line, "control: %s needs a valid %s: section", c.Value, section)
 			continue
 		}

@@ -24,7 +24,7 @@ func TestDocumentationExamplesLoad(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for name, content := range map[string]string{"arc2026.key": string(key), "srs.secrets": "example-secret\n", "dcc-helo-map": "out1.example.org 192.0.2.10\n"} {
+	for name, content := range map[string]string{"arc2026.key": string(key), "srs.secrets": "example-secret\n", "dcc-helo-map": "out1.example.org 192.0.2.10\n", "bmi-optins": "ceo@example.org: strict\n"} {
 		if err := os.WriteFile(filepath.Join(etc, name), []byte(content), 0o600); err != nil {
 			t.Fatal(err)
 		}

@@ -7,6 +7,7 @@ import (
 	"context"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/tollgate/tollgate/arc"
+	"github.com/tollgate/tollgate/bmi"
 	"github.com/tollgate/tollgate/dcc"
 	"github.com/tollgate/tollgate/srs"
 	"github.com/tollgate/tollgate/srs/store"
@@ -230,6 +231,9 @@ func (ru *rule) fire(log *slog.Logger, metrics *milter.Metrics, e *evalCtx) {
 	if e.t == nil {
 		return
 	}
+	if ru.bmiOptin != nil && e.r != nil && e.r.BMI != nil {
+		e.r.BMI.Optins = append(e.r.BMI.Optins, bmi.SplitOptins(ru.bmiOptin.expand(e))...)
+	}
 	m := &e.t.Mutations
 	for _, h := range ru.prepend {
 		m.Prepend = append(m.Prepend, milter.HeaderField{Name: h.name, Value: h.value.expand(e)})
@@ -271,6 +275,8 @@ type Env struct {
 	dccMetrics *dcc.Metrics
 	arcOnce    sync.Once
 	arcMetrics *arc.Metrics
+	bmiOnce    sync.Once
+	bmiMetrics *bmi.Metrics
 	resolvers  map[string]*arc.DNSResolver // kept across reloads for their caches
 
 	mu     sync.Mutex
@@ -324,6 +330,14 @@ func (e *Env) Runtime(p *Policy) (*Runtime, error) {
 		e.dccOnce.Do(func() { e.dccMetrics = dcc.NewMetrics(e.registry) })
 		rt.modules = append(rt.modules, dcc.NewModule(dcc.ModuleOptions{Options: p.dcc.options, HeloMap: p.dcc.heloMap,
 			AddHeader: p.dcc.addHeader, Metrics: e.dccMetrics, Log: e.Log}))
+	}
+	if p.bmi != nil {
+		// Last: the scan sees the headers as the other checks left them.
+		e.bmiOnce.Do(func() { e.bmiMetrics = bmi.NewMetrics(e.registry) })
+		b := p.bmi
+		rt.modules = append(rt.modules, bmi.NewModule(bmi.ModuleOptions{Backend: b.backend, Rules: b.rules, Profiles: b.profiles,
+			Optins: b.optins, SpoolMemory: b.spoolMemory, SpoolDir: b.spoolDir, DeferOnError: b.deferOnError,
+			SpamHeaders: b.spamHeaders, Metrics: e.bmiMetrics, Log: e.Log}))
 	}
 	return rt, nil
 }
