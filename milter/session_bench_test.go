@@ -6,6 +6,8 @@ package milter_test
 // headers, body, end of message. Client and server share the process, so
 // ns/op and B/op include the client's part: compare with the null milter
 // sub-benchmarks, which run the same client against go-milter's NoOpMilter.
+// The configurations here are made of test modules (no policy);
+// policy/session_bench_test.go runs the same with the real example policy.
 //
 //	go test -run '^$' -bench Session -benchmem ./milter/
 //
@@ -26,7 +28,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/tollgate/tollgate/milter"
-	"github.com/tollgate/tollgate/policy"
 )
 
 type benchHeader struct{ name, value string }
@@ -110,20 +111,18 @@ func serveBench(b *testing.B, rt milter.Runtime, protocol gomilter.OptProtocol) 
 	return sock
 }
 
-func policyRuntime(b *testing.B, file, yml string) milter.Runtime {
-	b.Helper()
-	var p *policy.Policy
-	var err error
-	if file != "" {
-		p, err = policy.LoadFile(file)
-	} else {
-		p, err = policy.Parse("bench.yaml", []byte(yml))
-	}
-	if err != nil {
-		b.Fatal(err)
-	}
-	return policy.NewRuntime(p, slog.New(slog.NewTextHandler(io.Discard, nil)), milter.NewMetrics(prometheus.NewRegistry()))
+// stampModule does at end of message what the example configuration's
+// data ACL does for an accepted message: remove a received header and add one
+// at the top.
+type stampModule struct{}
+
+func (stampModule) Name() string { return "stamp" }
+func (stampModule) EndOfMessage(_ context.Context, t *milter.Txn) error {
+	t.Mutations.RemoveAll = append(t.Mutations.RemoveAll, "X-Tollgate-Checked")
+	t.Mutations.Prepend = append(t.Mutations.Prepend, milter.HeaderField{Name: "X-Tollgate-Checked", Value: "mx.example.org for [203.0.113.5]"})
+	return nil
 }
+func (stampModule) Actions() milter.Actions { return milter.ActAddHeader | milter.ActChangeHeader }
 
 // sendBenchMessage is one SMTP connection with one message, as Postfix sends it.
 func sendBenchMessage(b *testing.B, c *gomilter.Client, macros *gomilter.MacroBag, hdrs []benchHeader, body []byte, rcpts int) {
@@ -209,16 +208,21 @@ func BenchmarkSession(b *testing.B) {
 		protocol gomilter.OptProtocol // for the null milter (rt nil)
 	}
 	null := func(string) func(*testing.B) milter.Runtime { return func(*testing.B) milter.Runtime { return nil } }
+	keepHeaders := func(*testing.B) milter.Runtime {
+		return &benchRuntime{needs: milter.Needs{Headers: true}, mods: []milter.Module{stampModule{}}}
+	}
 	configs := []config{
 		// go-milter's NoOpMilter, asking for every event and reply (the "null milter").
 		{"null-full", null("full"), 0},
 		// NoOpMilter negotiating what tollgate pass-through negotiates: the floor for it.
 		{"null-lean", null("lean"), leanProtocol},
-		// NoOpMilter negotiating what the example configuration negotiates.
-		{"null-example", null("example"), negotiated(b, policyRuntime(b, "../deploy/examples/tollgate.yaml", ""))},
-		{"pass-through", func(b *testing.B) milter.Runtime { return policyRuntime(b, "", "acl: {}\n") }, 0},
-		{"example", func(b *testing.B) milter.Runtime { return policyRuntime(b, "../deploy/examples/tollgate.yaml", "") }, 0},
-		// Headers and body streamed to one module's hooks (no policy).
+		// NoOpMilter negotiating what keep-headers negotiates.
+		{"null-headers", null("headers"), negotiated(b, keepHeaders(b))},
+		// Nothing to do: identity, stage metrics and the summary line only.
+		{"pass-through", func(*testing.B) milter.Runtime { return &benchRuntime{} }, 0},
+		// Headers kept for the policy, one header removed and one added at end of message.
+		{"keep-headers", keepHeaders, 0},
+		// Headers and body streamed to one module's hooks.
 		{"streaming", func(*testing.B) milter.Runtime { return &benchRuntime{mods: []milter.Module{streamModule{}}} }, 0},
 	}
 	for _, shape := range []struct {
