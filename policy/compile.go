@@ -9,6 +9,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/tollgate/tollgate/milter"
@@ -74,6 +75,8 @@ type rule struct {
 	set        []setVar
 	controls   []string
 	bmiOptin   *template
+
+	counter atomic.Pointer[ruleCounter] // tollgate_policy_decisions_total for this rule
 }
 
 type headerTemplate struct {

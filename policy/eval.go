@@ -176,14 +176,32 @@ func (p *Policy) evaluate(log *slog.Logger, metrics *milter.Metrics, stage milte
 			if !matched {
 				continue
 			}
-			d = ru.decision(e, map[verb]milter.Verdict{verbAccept: milter.Accept, verbDeny: milter.Reject,
-				verbDefer: milter.TempFail, verbDiscard: milter.Discard, verbDrop: milter.Drop}[ru.verb])
+			d = ru.decision(e, verbVerdict[ru.verb])
 		}
 		ru.fire(log, metrics, e)
 		return d
 	}
 	metrics.PolicyDecisions.WithLabelValues(stage.String(), stage.String()+"/end", "deny").Inc()
 	return milter.Decision{Verdict: milter.Reject, Rule: stage.String() + "/end", Reason: "end of ACL reached (implicit deny)"}
+}
+
+var verbVerdict = [...]milter.Verdict{verbAccept: milter.Accept, verbDeny: milter.Reject,
+	verbDefer: milter.TempFail, verbDiscard: milter.Discard, verbDrop: milter.Drop}
+
+// ruleCounter caches a rule's tollgate_policy_decisions_total series: the
+// label lookup showed in profiles of every message.
+type ruleCounter struct {
+	metrics *milter.Metrics
+	c       prometheus.Counter
+}
+
+func (ru *rule) decisions(metrics *milter.Metrics, stage milter.Stage) prometheus.Counter {
+	if rc := ru.counter.Load(); rc != nil && rc.metrics == metrics {
+		return rc.c
+	}
+	c := metrics.PolicyDecisions.WithLabelValues(stage.String(), ru.name, ru.verb.String())
+	ru.counter.Store(&ruleCounter{metrics, c})
+	return c
 }
 
 func (ru *rule) decision(e *evalCtx, v milter.Verdict) milter.Decision {
@@ -205,7 +223,7 @@ func (ru *rule) decision(e *evalCtx, v milter.Verdict) milter.Decision {
 // fire applies a rule's modifiers once its verb takes effect (or, for warn,
 // once its conditions hold).
 func (ru *rule) fire(log *slog.Logger, metrics *milter.Metrics, e *evalCtx) {
-	metrics.PolicyDecisions.WithLabelValues(e.stage.String(), ru.name, ru.verb.String()).Inc()
+	ru.decisions(metrics, e.stage).Inc()
 	for _, sv := range ru.set {
 		val := sv.value.expand(e)
 		if sv.name[4] == 'c' {
@@ -224,7 +242,9 @@ func (ru *rule) fire(log *slog.Logger, metrics *milter.Metrics, e *evalCtx) {
 			e.t.Logs = append(e.t.Logs, logText)
 		}
 	}
-	log.Debug("rule fired", "stage", e.stage.String(), "rule", ru.name, "verb", ru.verb.String(), "session", e.s.ID)
+	if log.Enabled(context.Background(), slog.LevelDebug) {
+		log.Debug("rule fired", "stage", e.stage.String(), "rule", ru.name, "verb", ru.verb.String(), "session", e.s.ID)
+	}
 	if logText != "" && e.t == nil {
 		log.Info("acl log", "stage", e.stage.String(), "rule", ru.name, "client", e.s.Identity.Client(), "log", logText)
 	}
