@@ -104,6 +104,7 @@ func (d *daemonProc) waitLog(t *testing.T, s string) {
 	for !strings.Contains(d.log.String(), s) {
 		select {
 		case err := <-d.exited:
+			d.exited <- err // the cleanup waits for it too
 			t.Fatalf("daemon exited (%v) before logging %q:\n%s", err, s, d.log.String())
 		default:
 		}
