@@ -2,6 +2,7 @@ package policy
 
 import (
 	"fmt"
+	"strings"
 	"sync"
 
 	"context"
@@ -85,7 +86,7 @@ type headerCond struct {
 
 func (c headerCond) match(e *evalCtx) bool {
 	for _, h := range e.t.Headers {
-		if equalFold(h.Name, c.name) && c.re.MatchString(e.t.HeaderValue(h)) {
+		if strings.EqualFold(h.Name, c.name) && c.re.MatchString(e.t.HeaderValue(h)) {
 			return !c.negate
 		}
 	}
@@ -110,25 +111,6 @@ func (c sizeCond) match(e *evalCtx) bool {
 		return size <= c.n
 	}
 	return size == c.n
-}
-
-func equalFold(a, b string) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := 0; i < len(a); i++ {
-		x, y := a[i], b[i]
-		if 'A' <= x && x <= 'Z' {
-			x += 'a' - 'A'
-		}
-		if 'A' <= y && y <= 'Z' {
-			y += 'a' - 'A'
-		}
-		if x != y {
-			return false
-		}
-	}
-	return true
 }
 
 // Evaluate runs a stage's ACL with Exim's semantics: the first rule whose verb

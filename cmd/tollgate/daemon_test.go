@@ -75,13 +75,22 @@ func freePort(t *testing.T) string {
 
 func startDaemon(t *testing.T, config string) *daemonProc {
 	t.Helper()
-	dir := t.TempDir()
-	d := &daemonProc{sock: filepath.Join(dir, "tollgate.sock"), metrics: freePort(t), config: filepath.Join(dir, "tollgate.yaml"),
+	sock := filepath.Join(t.TempDir(), "tollgate.sock")
+	d := launchDaemon(t, config, "unix:"+sock)
+	d.sock = sock
+	return d
+}
+
+// launchDaemon runs the tollgate binary with config on the given milter
+// socket and a free metrics port, and waits until it serves.
+func launchDaemon(t *testing.T, config, listen string) *daemonProc {
+	t.Helper()
+	d := &daemonProc{metrics: freePort(t), config: filepath.Join(t.TempDir(), "tollgate.yaml"),
 		log: &lockedBuffer{}, exited: make(chan error, 1)}
 	if err := os.WriteFile(d.config, []byte(config), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	d.cmd = exec.Command(binary, "run", "--config", d.config, "--listen", "unix:"+d.sock, "--metrics-listen", d.metrics)
+	d.cmd = exec.Command(binary, "run", "--config", d.config, "--listen", listen, "--metrics-listen", d.metrics)
 	d.cmd.Stdout, d.cmd.Stderr = d.log, d.log
 	if err := d.cmd.Start(); err != nil {
 		t.Fatal(err)

@@ -1,9 +1,6 @@
 package main
 
 import (
-	"os"
-	"os/exec"
-	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -36,24 +33,7 @@ acl:
 func startTollgateInet(t *testing.T, config string) (string, *daemonProc) {
 	t.Helper()
 	milterAddr := freePort(t)
-	dir := t.TempDir()
-	d := &daemonProc{config: filepath.Join(dir, "tollgate.yaml"), metrics: freePort(t), log: &lockedBuffer{}, exited: make(chan error, 1)}
-	os.WriteFile(d.config, []byte(config), 0o644)
-	d.cmd = exec.Command(binary, "run", "--config", d.config, "--listen", "inet:"+milterAddr, "--metrics-listen", d.metrics)
-	d.cmd.Stdout, d.cmd.Stderr = d.log, d.log
-	if err := d.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() { d.exited <- d.cmd.Wait() }()
-	t.Cleanup(func() {
-		d.cmd.Process.Kill()
-		<-d.exited
-		if t.Failed() {
-			t.Logf("tollgate log:\n%s", d.log.String())
-		}
-	})
-	d.waitLog(t, "tollgate started")
-	return milterAddr, d
+	return milterAddr, launchDaemon(t, config, "inet:"+milterAddr)
 }
 
 // startPostfixWithTollgate is tollgate behind a private Postfix on loopback.
