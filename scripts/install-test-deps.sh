@@ -15,6 +15,11 @@
 #   m4                       builds the private Sendmail's sendmail.cf
 #   spamassassin spamd spamc rspamd
 #                            the real scanners behind per-recipient verdicts (bmi/)
+#   prometheus               promtool: checks and unit-tests the alert rules (deploy/);
+#                            Debian packs it with the server (19 MB, about 20 s)
+#   systemd strace file      systemd-analyze checks the unit (no systemd needs to run),
+#                            strace the system calls its filter must allow, file the
+#                            static binary (deploy/)
 # and downloads, without installing, Sendmail's packages into
 # /var/cache/tollgate-tests/sendmail/ (sendmail-bin conflicts with postfix:
 # the e2e tests unpack them into a private prefix, see internal/e2e/sendmail.go).
@@ -25,7 +30,8 @@ packages=(postfix swaks libio-socket-inet6-perl
 	python3-dkim python3-authres python3-dnspython libmail-dkim-perl libnet-dns-resolver-mock-perl
 	postsrsd libmail-srs-perl srs redis-server
 	nginx libnginx-mod-mail m4
-	spamassassin spamd spamc rspamd)
+	spamassassin spamd spamc rspamd
+	prometheus systemd strace file)
 
 # Downloaded, never installed. Keep in step with sendmailDebs in
 # internal/e2e/sendmail.go.
@@ -81,8 +87,9 @@ if [ -s /run/nginx.pid ] && kill -0 "$(cat /run/nginx.pid)" 2>/dev/null; then
 fi
 
 # The scanners' own services are of no use either: the tests start private
-# spamd and rspamd processes on free ports.
-for svc in spamd spamassassin rspamd; do
+# spamd and rspamd processes on free ports. Nor is Prometheus' server: the
+# tests use only promtool.
+for svc in spamd spamassassin rspamd prometheus; do
 	service "$svc" stop >/dev/null 2>&1 || true
 done
 

@@ -1,0 +1,464 @@
+package deploy_test
+
+import (
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"os/user"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+const debVersion = "0.0.0~deploytest1"
+
+// The Debian package from scripts/build-deb.sh, on this machine: installed
+// (twice: the second is an upgrade), its files, user and permissions
+// checked, the daemon started as the unit starts it, the guide's quick start
+// followed up to a sealed message, and the package purged — also when the
+// test fails.
+func TestDebianPackage(t *testing.T) {
+	requireRoot(t)
+	for _, p := range [][2]string{{"dpkg-deb", "dpkg"}, {"dpkg", "dpkg"}, {"adduser", "adduser"},
+		{"setpriv", "util-linux"}, {"systemd-analyze", "systemd"}, {"perl", "perl-base"}, {"postconf", "postfix"}} {
+		requireProgram(t, p[0], p[1])
+	}
+	if _, err := user.LookupGroup("postfix"); err != nil {
+		t.Fatal("the package test needs Postfix's user and group: install postfix (scripts/install-test-deps.sh does)")
+	}
+	// Never replace a real installation.
+	if out, err := runErr("dpkg-query", "-W", "-f=${Status} ${Version}", "tollgate"); err == nil &&
+		strings.Contains(out, " installed") && !strings.Contains(out, "~deploytest") {
+		t.Fatalf("a tollgate package is installed on this machine (%s); the test would replace it", out)
+	}
+
+	// The package keeps its user on purge (Debian's rule); the test starts
+	// and ends without it, so that the postinst's work is seen each time.
+	removeUser(t)
+	t.Cleanup(func() { removeUser(t) })
+
+	dir := t.TempDir()
+	build := exec.Command(filepath.Join(repo, "scripts/build-deb.sh"), "-o", dir)
+	build.Env = append(os.Environ(), "VERSION="+debVersion)
+	out, err := build.Output()
+	if err != nil {
+		t.Fatalf("scripts/build-deb.sh: %v\n%s", err, stderrOf(err))
+	}
+	deb := strings.TrimSpace(string(out))
+	arch := strings.TrimSpace(run(t, "dpkg", "--print-architecture"))
+	if want := filepath.Join(dir, "tollgate_"+debVersion+"_"+arch+".deb"); deb != want {
+		t.Fatalf("build-deb.sh printed %q, want %q", deb, want)
+	}
+	checkDebContents(t, deb)
+
+	t.Cleanup(func() { purge(t) })
+	run(t, "dpkg", "-i", deb)
+	run(t, "dpkg", "-i", deb) // an upgrade: the maintainer scripts run again
+	checkInstalled(t)
+	sa := requireProgram(t, "systemd-analyze", "systemd")
+	if out, err := runErr(sa, "verify", "/lib/systemd/system/tollgate.service"); err != nil || strings.TrimSpace(out) != "" {
+		t.Errorf("systemd-analyze verify of the installed unit: %v\n%s", err, out)
+	}
+
+	// The daemon as the unit runs it, on a private socket and metrics port.
+	sockDir, err := os.MkdirTemp("", "tollgate-pkg-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(sockDir) })
+	tg := lookupUser(t, "tollgate")
+	if err := os.Chown(sockDir, tg.uid, tg.gid); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(sockDir, 0o750); err != nil { // as RuntimeDirectory=, RuntimeDirectoryMode=0750
+		t.Fatal(err)
+	}
+	sock := filepath.Join(sockDir, "t.sock")
+	d := startAsUnit(t, "--listen", "unix:"+sock)
+	d.checkCredentials(t)
+	checkSocket(t, sock, 0o660, "tollgate", "postfix")
+	if err := connectAs("postfix", sock); err != nil {
+		t.Errorf("Postfix's user cannot connect to the socket: %v", err)
+	}
+	if err := connectAs("nobody", sock); err == nil {
+		t.Error("the user nobody can connect to the socket")
+	}
+	d.checkHealth(t)
+	d.signal(t, syscall.SIGHUP)
+	if !waitFor(10*time.Second, func() bool { return strings.Contains(d.log.String(), "configuration reloaded") }) {
+		t.Errorf("no reload after SIGHUP:\n%s", d.log.String())
+	}
+	d.stop(t)
+	if _, err := os.Lstat(sock); err == nil {
+		t.Error("the socket is still there after the daemon stopped")
+	}
+
+	followQuickStart(t)
+}
+
+// stderrOf is the standard error of a failed exec.Cmd.Output.
+func stderrOf(err error) string {
+	if ee, ok := err.(*exec.ExitError); ok {
+		return string(ee.Stderr)
+	}
+	return ""
+}
+
+// checkDebContents checks the package's fields and files as dpkg-deb lists them.
+func checkDebContents(t *testing.T, deb string) {
+	fields := run(t, "dpkg-deb", "--field", deb, "Package", "Version", "Depends", "Section")
+	for _, want := range []string{"Package: tollgate", "Version: " + debVersion, "Depends: adduser", "Section: mail"} {
+		if !strings.Contains(fields, want) {
+			t.Errorf("control fields lack %q:\n%s", want, fields)
+		}
+	}
+	if conffiles := run(t, "sh", "-c", "dpkg-deb --ctrl-tarfile \"$1\" | tar -xOf - ./conffiles", "sh", deb); strings.TrimSpace(conffiles) != "/etc/tollgate/tollgate.yaml" {
+		t.Errorf("conffiles = %q", conffiles)
+	}
+	listing := run(t, "dpkg-deb", "--contents", deb)
+	files := map[string]string{} // path -> "mode owner"
+	for _, l := range strings.Split(listing, "\n") {
+		f := strings.Fields(l)
+		if len(f) >= 6 {
+			files[strings.TrimPrefix(f[len(f)-1], ".")] = f[0] + " " + f[1]
+		}
+	}
+	for path, want := range map[string]string{
+		"/usr/bin/tollgate":                                                "-rwxr-xr-x root/root",
+		"/lib/systemd/system/tollgate.service":                             "-rw-r--r-- root/root",
+		"/etc/tollgate/tollgate.yaml":                                      "-rw-r--r-- root/root",
+		"/usr/share/doc/tollgate/guide.md":                                 "-rw-r--r-- root/root",
+		"/usr/share/doc/tollgate/copyright":                                "-rw-r--r-- root/root",
+		"/usr/share/doc/tollgate/examples/message.eml":                     "-rw-r--r-- root/root",
+		"/usr/share/doc/tollgate/examples/postfix/main.cf":                 "-rw-r--r-- root/root",
+		"/usr/share/doc/tollgate/examples/sendmail/sendmail.mc":            "-rw-r--r-- root/root",
+		"/usr/share/doc/tollgate/examples/prometheus/tollgate.rules.yml":   "-rw-r--r-- root/root",
+		"/usr/share/doc/tollgate/examples/grafana/tollgate-dashboard.json": "-rw-r--r-- root/root",
+	} {
+		if got := files[path]; got != want {
+			t.Errorf("package file %s: %q, want %q", path, got, want)
+		}
+	}
+	// The binary is static: it runs on any Debian release of the architecture.
+	x := filepath.Join(t.TempDir(), "x")
+	run(t, "dpkg-deb", "-x", deb, x)
+	checkStatic(t, filepath.Join(x, "usr/bin/tollgate"))
+}
+
+func checkInstalled(t *testing.T) {
+	if got := run(t, "dpkg-query", "-W", "-f=${Status} ${Version}", "tollgate"); got != "install ok installed "+debVersion {
+		t.Fatalf("dpkg-query: %q", got)
+	}
+	if got := run(t, "/usr/bin/tollgate", "version"); !strings.Contains(got, debVersion) {
+		t.Errorf("tollgate version = %q, want %s", got, debVersion)
+	}
+	for installed, source := range map[string]string{
+		"/lib/systemd/system/tollgate.service": filepath.Join(repo, "deploy", unitFile),
+		"/etc/tollgate/tollgate.yaml":          filepath.Join(repo, "deploy/examples/tollgate.yaml"),
+	} {
+		a, err1 := os.ReadFile(installed)
+		b, err2 := os.ReadFile(source)
+		if err1 != nil || err2 != nil || string(a) != string(b) {
+			t.Errorf("%s is not %s (%v, %v)", installed, source, err1, err2)
+		}
+	}
+	tg := lookupUser(t, "tollgate")
+	if tg.uid >= 1000 || tg.uid == 0 {
+		t.Errorf("tollgate's uid %d is not a system uid", tg.uid)
+	}
+	if g, err := user.LookupGroupId(strconv.Itoa(tg.gid)); err != nil || g.Name != "tollgate" {
+		t.Errorf("tollgate's group is %v (%v), want tollgate", g, err)
+	}
+	if !slices.Contains(tg.groups, "postfix") {
+		t.Errorf("tollgate is not in the group postfix: %v", tg.groups)
+	}
+	if pf := lookupUser(t, "postfix"); !slices.Contains(pf.groups, "tollgate") {
+		t.Errorf("postfix is not in the group tollgate: %v", pf.groups)
+	}
+	pw := run(t, "getent", "passwd", "tollgate")
+	if f := strings.Split(strings.TrimSpace(pw), ":"); len(f) != 7 || f[5] != "/var/lib/tollgate" || !strings.HasSuffix(f[6], "nologin") {
+		t.Errorf("getent passwd tollgate: %q: want home /var/lib/tollgate, no login shell", pw)
+	}
+	checkDir(t, "/var/lib/tollgate", 0o700, "tollgate", "tollgate")
+	checkDir(t, "/var/spool/postfix/tollgate", 0o750, "tollgate", "postfix")
+	if _, err := exec.LookPath("deb-systemd-helper"); err == nil {
+		if _, err := os.Lstat("/etc/systemd/system/multi-user.target.wants/tollgate.service"); err != nil {
+			t.Errorf("the unit is not enabled: %v", err)
+		}
+	}
+}
+
+type account struct {
+	uid, gid int
+	groups   []string
+}
+
+func lookupUser(t *testing.T, name string) account {
+	t.Helper()
+	u, err := user.Lookup(name)
+	if err != nil {
+		t.Fatalf("user %s: %v", name, err)
+	}
+	a := account{}
+	a.uid, _ = strconv.Atoi(u.Uid)
+	a.gid, _ = strconv.Atoi(u.Gid)
+	a.groups = strings.Fields(run(t, "id", "-nG", name))
+	return a
+}
+
+func ownerOf(t *testing.T, path string) (os.FileInfo, string, string) {
+	t.Helper()
+	fi, err := os.Lstat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := fi.Sys().(*syscall.Stat_t)
+	u, err1 := user.LookupId(strconv.Itoa(int(st.Uid)))
+	g, err2 := user.LookupGroupId(strconv.Itoa(int(st.Gid)))
+	if err1 != nil || err2 != nil {
+		t.Fatalf("%s: owner %d:%d: %v %v", path, st.Uid, st.Gid, err1, err2)
+	}
+	return fi, u.Username, g.Name
+}
+
+func checkDir(t *testing.T, path string, mode os.FileMode, owner, group string) {
+	t.Helper()
+	fi, u, g := ownerOf(t, path)
+	if !fi.IsDir() || fi.Mode().Perm() != mode || u != owner || g != group {
+		t.Errorf("%s: %v %s:%s, want a directory %v %s:%s", path, fi.Mode(), u, g, mode, owner, group)
+	}
+}
+
+func checkSocket(t *testing.T, path string, mode os.FileMode, owner, group string) {
+	t.Helper()
+	fi, u, g := ownerOf(t, path)
+	if fi.Mode()&os.ModeSocket == 0 || fi.Mode().Perm() != mode || u != owner || g != group {
+		t.Errorf("%s: %v %s:%s, want a socket %v %s:%s", path, fi.Mode(), u, g, mode, owner, group)
+	}
+}
+
+// connectAs connects to a unix socket as another user (with that user's groups).
+func connectAs(name, sock string) error {
+	out, err := runErr("setpriv", "--reuid="+name, "--regid="+name, "--init-groups", "--",
+		"/usr/bin/perl", "-MIO::Socket::UNIX", "-e", `IO::Socket::UNIX->new(Peer => $ARGV[0]) or die "$!\n"`, sock)
+	if err != nil {
+		return fmt.Errorf("%v: %s", err, strings.TrimSpace(out))
+	}
+	return nil
+}
+
+// unitDaemon is /usr/bin/tollgate started as the installed unit starts it.
+type unitDaemon struct {
+	cmd     *exec.Cmd
+	log     *lockedBuffer
+	metrics string
+	exited  chan error
+	stopped bool
+}
+
+// startAsUnit runs the installed unit's ExecStartPre, then its ExecStart
+// (with extra arguments), as its User and Group with their groups, no new
+// privileges, no capabilities and its UMask: what systemd does, short of
+// the sandbox.
+func startAsUnit(t *testing.T, extra ...string) *unitDaemon {
+	t.Helper()
+	u := parseUnit(t, "/lib/systemd/system/tollgate.service")
+	get := func(k string) string {
+		v, ok := u.get("Service", k)
+		if !ok {
+			t.Fatalf("the installed unit has no %s=", k)
+		}
+		return v
+	}
+	as := func(argv ...string) *exec.Cmd {
+		args := []string{"--reuid=" + get("User"), "--regid=" + get("Group"), "--init-groups", "--no-new-privs",
+			"--inh-caps=-all", "--bounding-set=-all", "--", "sh", "-c", `umask "$0" && exec "$@"`, get("UMask")}
+		return exec.Command("setpriv", append(args, argv...)...)
+	}
+	if out, err := as(strings.Fields(get("ExecStartPre"))...).CombinedOutput(); err != nil || !strings.HasSuffix(strings.TrimSpace(string(out)), ": OK") {
+		t.Fatalf("ExecStartPre (%s): %v\n%s", get("ExecStartPre"), err, out)
+	}
+	d := &unitDaemon{log: &lockedBuffer{}, exited: make(chan error, 1)}
+	d.cmd = as(append(strings.Fields(get("ExecStart")), append(extra, "--metrics-listen", "127.0.0.1:0")...)...)
+	d.cmd.Stdout, d.cmd.Stderr = d.log, d.log
+	if err := d.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { d.exited <- d.cmd.Wait() }()
+	t.Cleanup(func() {
+		if !d.stopped {
+			d.cmd.Process.Kill()
+			<-d.exited
+		}
+	})
+	started := regexp.MustCompile(`msg="tollgate started".* metrics=(\S+)`)
+	var m []string
+	if !waitFor(20*time.Second, func() bool { m = started.FindStringSubmatch(d.log.String()); return m != nil }) {
+		t.Fatalf("the daemon did not start:\n%s", d.log.String())
+	}
+	d.metrics = m[1]
+	return d
+}
+
+// checkCredentials reads the daemon's credentials from /proc.
+func (d *unitDaemon) checkCredentials(t *testing.T) {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", d.cmd.Process.Pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	status := map[string]string{}
+	for _, l := range strings.Split(string(b), "\n") {
+		if k, v, ok := strings.Cut(l, ":"); ok {
+			status[k] = strings.TrimSpace(v)
+		}
+	}
+	if !strings.HasPrefix(status["Name"], "tollgate") {
+		t.Fatalf("pid %d is %q, not the daemon", d.cmd.Process.Pid, status["Name"])
+	}
+	tg := lookupUser(t, "tollgate")
+	pf, err := user.LookupGroup("postfix")
+	if err != nil {
+		t.Fatal(err)
+	}
+	uid, gid := strconv.Itoa(tg.uid), strconv.Itoa(tg.gid)
+	if f := strings.Fields(status["Uid"]); len(f) != 4 || f[0] != uid || f[1] != uid || f[2] != uid {
+		t.Errorf("Uid: %s, want %s", status["Uid"], uid)
+	}
+	if f := strings.Fields(status["Gid"]); len(f) != 4 || f[0] != gid || f[1] != gid {
+		t.Errorf("Gid: %s, want %s", status["Gid"], gid)
+	}
+	if !slices.Contains(strings.Fields(status["Groups"]), pf.Gid) {
+		t.Errorf("Groups: %s, want postfix (%s) among them", status["Groups"], pf.Gid)
+	}
+	if status["NoNewPrivs"] != "1" || strings.Trim(status["CapBnd"], "0") != "" || strings.Trim(status["CapEff"], "0") != "" {
+		t.Errorf("NoNewPrivs %s, CapBnd %s, CapEff %s: want 1 and no capabilities", status["NoNewPrivs"], status["CapBnd"], status["CapEff"])
+	}
+}
+
+func (d *unitDaemon) checkHealth(t *testing.T) {
+	t.Helper()
+	for _, path := range []string{"/healthz", "/readyz", "/metrics"} {
+		resp, err := http.Get("http://" + d.metrics + path)
+		if err != nil {
+			t.Errorf("GET %s: %v", path, err)
+			continue
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			t.Errorf("GET %s: %s", path, resp.Status)
+		}
+	}
+}
+
+func (d *unitDaemon) signal(t *testing.T, sig syscall.Signal) {
+	t.Helper()
+	if err := d.cmd.Process.Signal(sig); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// stop sends SIGTERM and waits, within the unit's TimeoutStopSec, for a clean exit.
+func (d *unitDaemon) stop(t *testing.T) {
+	t.Helper()
+	d.signal(t, syscall.SIGTERM)
+	select {
+	case err := <-d.exited:
+		d.stopped = true
+		if err != nil {
+			t.Errorf("the daemon exited with %v after SIGTERM:\n%s", err, d.log.String())
+		}
+	case <-time.After(45 * time.Second):
+		t.Fatalf("the daemon did not stop within TimeoutStopSec:\n%s", d.log.String())
+	}
+}
+
+// quickStartMarker precedes the configuration the guide's quick start installs.
+const quickStartMarker = "<!-- quick start configuration: deploy/package_test.go installs it -->"
+
+// followQuickStart does what docs/guide.md's quick start says after
+// "dpkg -i": an ARC key in /etc/tollgate owned by tollgate, the guide's
+// configuration, "tollgate check", the daemon on the socket inside Postfix's
+// chroot; then plays Postfix handing it a message from this host and expects
+// an ARC seal.
+func followQuickStart(t *testing.T) {
+	guide, err := os.ReadFile(filepath.Join(repo, "docs/guide.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, after, ok := strings.Cut(string(guide), quickStartMarker+"\n```yaml\n")
+	config, _, ok2 := strings.Cut(after, "```")
+	if !ok || !ok2 {
+		t.Fatalf("docs/guide.md has no yaml block after %q", quickStartMarker)
+	}
+	key := "/etc/tollgate/arc2026.key"
+	t.Cleanup(func() { os.Remove(key) }) // before the purge, which keeps keys
+	out := run(t, "/usr/bin/tollgate", "arc", "keygen", "--domain", "example.org", "--selector", "arc2026", "--out", key)
+	if !strings.Contains(out, "arc2026._domainkey.example.org.") || !strings.Contains(out, "v=DKIM1") {
+		t.Errorf("arc keygen printed no TXT record:\n%s", out)
+	}
+	run(t, "chown", "tollgate:tollgate", key)
+	if err := os.WriteFile("/etc/tollgate/tollgate.yaml", []byte(config), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(config, "listen: unix:/var/spool/postfix/tollgate/tollgate.sock") {
+		t.Fatalf("the quick start configuration does not listen in Postfix's chroot:\n%s", config)
+	}
+	sock := "/var/spool/postfix/tollgate/tollgate.sock"
+	d := startAsUnit(t)
+	checkSocket(t, sock, 0o660, "tollgate", "postfix")
+	if err := connectAs("postfix", sock); err != nil {
+		t.Errorf("Postfix's user cannot connect to %s: %v", sock, err)
+	}
+	// Postfix hands over mail submitted on this host as from localhost [127.0.0.1].
+	r, err := deliver(sock, liveMsg{from: "root@example.org", rcpts: []string{"someone@example.net"}, body: "Hello.\r\n", client: "127.0.0.1"})
+	if err != nil || !r.accepted() || !r.hasHeader("ARC-Seal") || !r.hasHeader("ARC-Message-Signature") {
+		t.Errorf("the quick start configuration did not seal a message from this host: %v %s\n%s", err, r, d.log.String())
+	}
+	if !waitFor(5*time.Second, func() bool { return strings.Contains(d.log.String(), "ARC=none/sealed") }) {
+		t.Errorf("no ARC=none/sealed in the log line:\n%s", d.log.String())
+	}
+	d.stop(t)
+}
+
+// removeUser deletes the user and group tollgate, if there.
+func removeUser(t *testing.T) {
+	if _, err := user.Lookup("tollgate"); err == nil {
+		if out, err := runErr("deluser", "--system", "tollgate"); err != nil {
+			t.Errorf("deluser tollgate: %v\n%s", err, out)
+		}
+	}
+	if _, err := user.LookupGroup("tollgate"); err == nil {
+		if out, err := runErr("delgroup", "--system", "tollgate"); err != nil {
+			t.Errorf("delgroup tollgate: %v\n%s", err, out)
+		}
+	}
+}
+
+// purge removes the package and checks that it took its files with it, and
+// left the user (its files may remain).
+func purge(t *testing.T) {
+	if out, err := runErr("dpkg", "--purge", "tollgate"); err != nil {
+		t.Errorf("dpkg --purge tollgate: %v\n%s", err, out)
+		return
+	}
+	for _, p := range []string{"/usr/bin/tollgate", "/lib/systemd/system/tollgate.service", "/etc/tollgate",
+		"/var/lib/tollgate", "/var/spool/postfix/tollgate", "/etc/systemd/system/multi-user.target.wants/tollgate.service",
+		"/etc/systemd/system/tollgate.service"} {
+		if _, err := os.Lstat(p); err == nil {
+			t.Errorf("%s is still there after dpkg --purge", p)
+		}
+	}
+	if out, _ := runErr("dpkg-query", "-W", "-f=${Status}", "tollgate"); strings.Contains(out, " installed") {
+		t.Errorf("dpkg-query after the purge: %s", out)
+	}
+	if _, err := user.Lookup("tollgate"); err != nil {
+		t.Errorf("the purge removed the user tollgate: %v", err)
+	}
+}

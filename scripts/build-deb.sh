@@ -1,0 +1,131 @@
+#!/bin/bash
+# Builds tollgate's Debian package from this repository, with one command:
+#
+#   scripts/build-deb.sh [-o DIR]
+#
+# writes DIR/tollgate_VERSION_ARCH.deb (default DIR: dist/) and prints its
+# path. Needs go and dpkg-deb only (no root, no debhelper): a static binary
+# (CGO_ENABLED=0), built the way deploy/container/Dockerfile builds it.
+#
+#   VERSION         package and binary version (default: 0.0.0~gitDATE.COMMIT)
+#   ARCH            Debian architecture (default: this machine's); amd64,
+#                   arm64, armhf, i386, ppc64el, s390x, riscv64
+#   DEB_MAINTAINER  the Maintainer field
+#
+# The package installs /usr/bin/tollgate, /lib/systemd/system/tollgate.service,
+# /etc/tollgate/tollgate.yaml (a conffile: the example configuration) and the
+# documentation and deployment examples in /usr/share/doc/tollgate/. Its
+# maintainer scripts are deploy/debian/{postinst,prerm,postrm}.
+set -euo pipefail
+
+out=$(cd "$(dirname "$0")/.." && pwd)/dist
+while [ $# -gt 0 ]; do
+	case "$1" in
+	-o | --output)
+		out=${2:?"$1 needs a directory"}
+		[[ $out == /* ]] || out=$PWD/$out
+		shift 2
+		;;
+	-h | --help)
+		sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "$0"
+		exit 0
+		;;
+	*)
+		echo "build-deb: unknown argument $1 (see --help)" >&2
+		exit 2
+		;;
+	esac
+done
+cd "$(dirname "$0")/.."
+
+if [ -z "${VERSION:-}" ]; then
+	if stamp=$(git log -1 --format=%cd --date=format-local:%Y%m%d%H%M%S 2>/dev/null) &&
+		commit=$(git rev-parse --short=12 HEAD 2>/dev/null); then
+		VERSION="0.0.0~git$stamp.$commit"
+	else
+		VERSION=0.0.0~dev
+	fi
+fi
+if ! [[ $VERSION =~ ^[0-9][A-Za-z0-9.+~]*(-[A-Za-z0-9.+~]+)?$ ]]; then
+	echo "build-deb: VERSION $VERSION is not a Debian version (it must start with a digit)" >&2
+	exit 2
+fi
+ARCH=${ARCH:-$(dpkg --print-architecture)}
+goarm=
+case "$ARCH" in
+amd64 | arm64 | s390x | riscv64) goarch=$ARCH ;;
+i386) goarch=386 ;;
+armhf) goarch=arm goarm=7 ;;
+ppc64el) goarch=ppc64le ;;
+*)
+	echo "build-deb: architecture $ARCH is not supported" >&2
+	exit 2
+	;;
+esac
+maintainer=${DEB_MAINTAINER:-tollgate maintainers <tollgate@localhost>}
+# Reproducible: file times are the commit's.
+if [ -z "${SOURCE_DATE_EPOCH:-}" ]; then
+	SOURCE_DATE_EPOCH=$(git log -1 --format=%ct 2>/dev/null || date +%s)
+	export SOURCE_DATE_EPOCH
+fi
+
+stage=$(mktemp -d)
+trap 'rm -rf "$stage"' EXIT
+root=$stage/root
+mkdir -p "$root/DEBIAN"
+
+# The binary: the same command as the container's build stage.
+CGO_ENABLED=0 GOOS=linux GOARCH=$goarch GOARM=$goarm \
+	go build -trimpath -ldflags "-s -w -X main.version=$VERSION" -o "$root/usr/bin/tollgate" ./cmd/tollgate
+
+install -D -m 0644 deploy/systemd/tollgate.service "$root/lib/systemd/system/tollgate.service"
+install -D -m 0644 deploy/examples/tollgate.yaml "$root/etc/tollgate/tollgate.yaml"
+doc=$root/usr/share/doc/tollgate
+install -D -m 0644 README.md "$doc/README.md"
+# Beside the README there, not one directory down as in the repository.
+sed 's#](\.\./README\.md#](README.md#g' docs/guide.md >"$doc/guide.md"
+chmod 0644 "$doc/guide.md"
+for f in deploy/examples/*; do
+	install -D -m 0644 "$f" "$doc/examples/${f#deploy/examples/}"
+done
+for f in deploy/postfix/* deploy/sendmail/* deploy/nginx/* deploy/prometheus/*.yml deploy/grafana/*.json; do
+	install -D -m 0644 "$f" "$doc/examples/${f#deploy/}"
+done
+cat >"$doc/copyright" <<-'EOF'
+	Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/
+	Upstream-Name: tollgate
+	Comment: Built from the tollgate repository by scripts/build-deb.sh. The
+	 binary links, statically, the Go modules listed by "go version -m /usr/bin/tollgate".
+EOF
+chmod 0755 "$root/usr/bin/tollgate"
+find "$root" -type d -exec chmod 0755 {} +
+
+install -m 0755 deploy/debian/postinst deploy/debian/prerm deploy/debian/postrm "$root/DEBIAN/"
+echo /etc/tollgate/tollgate.yaml >"$root/DEBIAN/conffiles"
+(cd "$root" && find usr lib -type f -print0 | sort -z | xargs -0 md5sum) >"$root/DEBIAN/md5sums"
+size=$(du -sk --exclude=DEBIAN "$root" | cut -f1)
+cat >"$root/DEBIAN/control" <<EOF
+Package: tollgate
+Version: $VERSION
+Architecture: $ARCH
+Maintainer: $maintainer
+Installed-Size: $size
+Depends: adduser
+Suggests: postfix | sendmail-bin, spamd | rspamd, redis-server
+Section: mail
+Priority: optional
+Description: milter daemon with Exim-style ACLs, ARC, SRS, DCC and spam verdicts
+ tollgate attaches to Postfix or Sendmail as a milter. It works out who the
+ SMTP client really is (also behind an nginx XCLIENT proxy) and applies a
+ YAML policy shaped like Exim ACLs: accept, reject, defer, discard or drop
+ mail and edit headers. It verifies and seals ARC chains, rewrites and
+ reverses SRS addresses, asks DCC's dccifd for checksum and greylisting
+ verdicts and spamd or rspamd for per-recipient verdicts, and exports
+ Prometheus metrics.
+EOF
+
+mkdir -p "$out"
+deb=$out/tollgate_${VERSION}_$ARCH.deb
+# xz at a low level: within a few percent of the default size, three times faster.
+dpkg-deb --root-owner-group -Zxz -z1 --build "$root" "$deb" >/dev/null
+echo "$deb"
