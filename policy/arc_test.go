@@ -85,3 +85,22 @@ func TestARCConfigErrors(t *testing.T) {
 		}
 	}
 }
+
+func TestARCSealsLast(t *testing.T) {
+	dir := t.TempDir()
+	secrets := filepath.Join(dir, "s")
+	os.WriteFile(secrets, []byte("k\n"), 0o600)
+	p := mustParse(t, `
+arc: {authserv_id: mx.example.org, sign: [{domain: example.org, selector: s, key: `+arcKey(t, 0o600)+`}]}
+srs: {domain: fwd.example.org, secrets_file: `+secrets+`}
+dcc: {address: /nonexistent}
+bmi: {backend: {spamd: {address: "127.0.0.1:783"}}}
+`)
+	var names []string
+	for _, m := range NewRuntime(p, nil, milter.NewMetrics(newRegistry())).Modules() {
+		names = append(names, m.Name())
+	}
+	if strings.Join(names, " ") != "srs dcc bmi arc" {
+		t.Errorf("module order %v: ARC must finalize (seal) after every module that changes headers", names)
+	}
+}

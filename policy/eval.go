@@ -322,24 +322,25 @@ func (e *Env) Runtime(p *Policy) (*Runtime, error) {
 		}
 		rt.modules = append(rt.modules, srs.NewModule(o))
 	}
-	if p.arc != nil {
-		e.arcOnce.Do(func() { e.arcMetrics = arc.NewMetrics(e.registry) })
-		rt.modules = append(rt.modules, arc.NewModule(arc.ModuleOptions{AuthServID: p.arc.authServID, Resolver: e.resolver(p.arc.dns),
-			MinRSABits: p.arc.minRSABits, Timeout: p.arc.timeout, RemoveForged: p.arc.removeForged, AddAuthResults: p.arc.addAR,
-			RemoteIP: p.arc.remoteIP, Seal: p.arc.seal, Metrics: e.arcMetrics, Log: e.Log}))
-	}
 	if p.dcc != nil {
 		e.dccOnce.Do(func() { e.dccMetrics = dcc.NewMetrics(e.registry) })
 		rt.modules = append(rt.modules, dcc.NewModule(dcc.ModuleOptions{Options: p.dcc.options, HeloMap: p.dcc.heloMap,
 			AddHeader: p.dcc.addHeader, Metrics: e.dccMetrics, Log: e.Log}))
 	}
 	if p.bmi != nil {
-		// Last: the scan sees the headers as the other checks left them.
+		// After the other checks: the scan sees the headers as they left them.
 		e.bmiOnce.Do(func() { e.bmiMetrics = bmi.NewMetrics(e.registry) })
 		b := p.bmi
 		rt.modules = append(rt.modules, bmi.NewModule(bmi.ModuleOptions{Backend: b.backend, Rules: b.rules, Profiles: b.profiles,
 			Optins: b.optins, SpoolMemory: b.spoolMemory, SpoolDir: b.spoolDir, DeferOnError: b.deferOnError,
 			SpamHeaders: b.spamHeaders, Metrics: e.bmiMetrics, Log: e.Log}))
+	}
+	if p.arc != nil {
+		// Last: its seal must sign the headers as every other module left them.
+		e.arcOnce.Do(func() { e.arcMetrics = arc.NewMetrics(e.registry) })
+		rt.modules = append(rt.modules, arc.NewModule(arc.ModuleOptions{AuthServID: p.arc.authServID, Resolver: e.resolver(p.arc.dns),
+			MinRSABits: p.arc.minRSABits, Timeout: p.arc.timeout, RemoveForged: p.arc.removeForged, AddAuthResults: p.arc.addAR,
+			RemoteIP: p.arc.remoteIP, Seal: p.arc.seal, Metrics: e.arcMetrics, Log: e.Log}))
 	}
 	return rt, nil
 }
