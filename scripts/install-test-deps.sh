@@ -13,6 +13,7 @@
 #                            command of Mail::SRS is in its own package "srs"
 #   nginx libnginx-mod-mail  a private nginx mail proxy that speaks XCLIENT to Postfix
 #   m4                       builds the private Sendmail's sendmail.cf
+#   gcc                      cgo, for the BoringCrypto build of the daemon
 #   spamassassin spamd spamc rspamd
 #                            the real scanners behind per-recipient verdicts (bmi/)
 #   prometheus               promtool: checks and unit-tests the alert rules (deploy/);
@@ -30,7 +31,7 @@ packages=(postfix swaks libio-socket-inet6-perl
 	python3-dkim python3-authres python3-dnspython libmail-dkim-perl libnet-dns-resolver-mock-perl
 	postsrsd libmail-srs-perl srs redis-server
 	nginx libnginx-mod-mail m4
-	spamassassin spamd spamc rspamd
+	gcc spamassassin spamd spamc rspamd
 	prometheus systemd strace file)
 
 # Downloaded, never installed. Keep in step with sendmailDebs in
