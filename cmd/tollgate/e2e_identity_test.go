@@ -76,7 +76,13 @@ func TestNginxXCLIENTProxy(t *testing.T) {
 	svc := masterCFService(t, "../../deploy/postfix/master.cf")
 	pf := e2e.StartPostfix(t, e2e.PostfixOptions{Milter: "inet:" + milterAddr,
 		Services: []e2e.PostfixService{{Name: "proxy", Options: svc}}})
-	ng := e2e.StartNginxMailProxy(t, e2e.NginxOptions{Upstream: pf.ServiceAddr["proxy"], Users: map[string]string{"carol": "secret"}})
+	// nginx runs the documented mail block (deploy/nginx/mail-proxy.conf).
+	mailBlock, err := os.ReadFile("../../deploy/nginx/mail-proxy.conf")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ng := e2e.StartNginxMailProxy(t, e2e.NginxOptions{Upstream: pf.ServiceAddr["proxy"], Users: map[string]string{"carol": "secret"},
+		MailBlock: string(mailBlock)})
 
 	t.Run("authenticated client through nginx", func(t *testing.T) {
 		res := ng.Swaks(t, "--from", "carol@example.org", "--to", "friend@elsewhere.test",
@@ -139,7 +145,8 @@ acl:
     - accept: {add_header: ":at_start:`+identityHeader+` queue=$queue_id"}
 `)
 	host, port, _ := strings.Cut(milterAddr, ":")
-	sm := e2e.StartSendmail(t, e2e.SendmailOptions{Milter: "inet:" + port + "@" + host})
+	flags, macros := sendmailSnippet(t, "../../deploy/sendmail/sendmail.mc")
+	sm := e2e.StartSendmail(t, e2e.SendmailOptions{Milter: "inet:" + port + "@" + host, MilterFlags: flags, MilterMacros: macros})
 	res := e2e.SwaksFrom(t, "127.0.0.2", "--server", sm.Addr, "--from", "alice@example.net", "--to", "bob@example.org", "--header", "Subject: sendmail")
 	if res.ExitCode != 0 {
 		t.Fatalf("exit %d:\n%s\n%s", res.ExitCode, res.Output, sm.Log())
@@ -154,6 +161,33 @@ acl:
 	if !regexp.MustCompile(`msg=message queue_id=\S+ client=\[127\.0\.0\.2\] .*decision=accept`).MatchString(d.log.String()) {
 		t.Errorf("summary line:\n%s", d.log.String())
 	}
+}
+
+var (
+	mcMacros = regexp.MustCompile("define\\(`confMILTER_MACROS_([A-Z]+)', `([^']*)'\\)")
+	mcFlags  = regexp.MustCompile("(?m)^INPUT_MAIL_FILTER\\(`tollgate', `[^']*\\bF=([A-Z]+)")
+)
+
+// sendmailSnippet reads the F= flags and the macro lists of the documented
+// sendmail.mc lines, so the Sendmail test runs what the snippet says.
+func sendmailSnippet(t *testing.T, path string) (string, map[string]string) {
+	t.Helper()
+	mc, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := mcFlags.FindSubmatch(mc)
+	if f == nil {
+		t.Fatalf("%s: no INPUT_MAIL_FILTER with F=", path)
+	}
+	macros := map[string]string{}
+	for _, m := range mcMacros.FindAllSubmatch(mc, -1) {
+		macros[string(m[1])] = string(m[2])
+	}
+	if len(macros) < 5 {
+		t.Fatalf("%s: only %d macro lists", path, len(macros))
+	}
+	return string(f[1]), macros
 }
 
 func TestPostfixIPv6Client(t *testing.T) {

@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"os/user"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -48,6 +49,11 @@ type NginxOptions struct {
 	// Listen is "" for 127.0.0.1 on a free port, a loopback IP for a free
 	// port on it, or a loopback ip:port.
 	Listen string
+	// MailBlock, when set, is the text of a "mail { ... }" block (e.g. the
+	// documented deploy/nginx/mail-proxy.conf) used instead of the
+	// harness's own: its listen, auth_http and server_name are replaced by
+	// the test's private ones, everything else is kept as written.
+	MailBlock string
 }
 
 // Nginx is a running private nginx with the mail module: an SMTP proxy
@@ -72,6 +78,8 @@ type Nginx struct {
 	// Auth-Login-Attempt, Client-Ip, Client-Host, Auth-Smtp-Helo,
 	// Auth-Smtp-From, Auth-Smtp-To.
 	AuthRequests func() []http.Header
+
+	opts NginxOptions
 }
 
 // StartNginxMailProxy starts a private nginx mail proxy in front of
@@ -93,7 +101,7 @@ func StartNginxMailProxy(t testing.TB, opts NginxOptions) *Nginx {
 	t.Cleanup(authSrv.Close)
 
 	dir := privateDir(t, "tollgate-e2e-nginx-")
-	n := &Nginx{Dir: dir, AuthRequests: auth.requests}
+	n := &Nginx{Dir: dir, AuthRequests: auth.requests, opts: opts}
 	begin := time.Now()
 	for attempt := 1; ; attempt++ {
 		port := fixedPort
@@ -160,9 +168,29 @@ mail {
 	}
 }
 `, NginxMailModule, userLine, n.Dir, NginxServerName, authAddr, n.Addr)
+	if n.opts.MailBlock != "" {
+		conf = conf[:strings.Index(conf, "mail {")] + n.mailBlock(authAddr)
+	}
 	if err := os.WriteFile(filepath.Join(n.Dir, "nginx.conf"), []byte(conf), 0o644); err != nil {
 		t.Fatalf("e2e: %v", err)
 	}
+}
+
+var (
+	nginxListen     = regexp.MustCompile(`(?m)^(\s*)listen\s+[^;]*;`)
+	nginxAuthHTTP   = regexp.MustCompile(`(?m)^(\s*)auth_http\s+[^;]*;`)
+	nginxServerName = regexp.MustCompile(`(?m)^(\s*)server_name\s+[^;]*;`)
+	nginxMailOpen   = regexp.MustCompile(`(?m)^\s*mail\s*\{`)
+)
+
+// mailBlock is the caller's mail block with the addresses made private, and
+// the error messages passed on so tests can read the upstream's replies.
+func (n *Nginx) mailBlock(authAddr string) string {
+	b := n.opts.MailBlock
+	b = nginxListen.ReplaceAllString(b, "${1}listen "+n.Addr+";")
+	b = nginxAuthHTTP.ReplaceAllString(b, "${1}auth_http "+authAddr+"/auth;")
+	b = nginxServerName.ReplaceAllString(b, "${1}server_name "+NginxServerName+";")
+	return nginxMailOpen.ReplaceAllString(b, "mail {\n\tproxy_pass_error_message on;")
 }
 
 // start runs nginx in the foreground (daemon off) in a process group of its
