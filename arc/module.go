@@ -82,11 +82,10 @@ func (m *Module) Name() string { return "arc" }
 func (m *Module) Actions() milter.Actions { return milter.ActAddHeader | milter.ActChangeHeader }
 
 type state struct {
-	v     *Verifier
-	eoh   bool
-	nAR   int // Authentication-Results headers seen, for their index
-	res   *Result
-	sealN int
+	v   *Verifier
+	eoh bool
+	nAR int // Authentication-Results headers seen, for their index
+	res *Result
 }
 
 func (m *Module) state(t *milter.Txn) *state {

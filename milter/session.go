@@ -240,6 +240,8 @@ func (c *connection) EndOfMessage(m gomilter.Modifier) (*gomilter.Response, erro
 	if c.pending != nil && c.pending.Final() {
 		d = *c.pending
 	} else {
+		// A streamed failure whose on_error lets the message through: the
+		// policy still runs.
 		d = c.runStage(StageData, t, nil, func(mod Module) hook {
 			h, ok := mod.(EndOfMessageHook)
 			if !ok {
@@ -375,10 +377,6 @@ func (c *connection) runStage(stage Stage, t *Txn, r *Recipient, find func(Modul
 	defer func() {
 		c.srv.metrics.stage(stage).Observe(time.Since(start).Seconds())
 	}()
-	if stage == StageData && c.pending != nil {
-		// A streamed failure whose on_error lets the message through: the policy still runs.
-		c.pending = nil
-	}
 	for _, mod := range c.sess.runtime.Modules() {
 		if d, failed := c.callModule(stage, mod, find); failed && d.Final() {
 			return d

@@ -16,45 +16,38 @@ package milter_test
 import (
 	"context"
 	"fmt"
-	"io"
-	"log/slog"
-	"net"
-	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	gomilter "github.com/d--j/go-milter"
-	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/tollgate/tollgate/internal/miltertest"
 	"github.com/tollgate/tollgate/milter"
 )
 
-type benchHeader struct{ name, value string }
-
 // benchMessage is a message with n headers (a typical set, then Received
 // lines) and a body that brings it to about size bytes.
-func benchMessage(size, n int) ([]benchHeader, []byte) {
-	base := []benchHeader{
-		{"Received", "from [192.168.1.20] (dsl-20.example.net [198.51.100.20])\n\tby mail.example.net (Postfix) with ESMTPSA id 4XkT2c0Zz3z9t\n\tfor <user1@example.org>; Tue, 03 Mar 2026 10:15:02 +0100 (CET)"},
-		{"DKIM-Signature", "v=1; a=rsa-sha256; c=relaxed/relaxed; d=example.net;\n\ts=mail2026; t=1772529302;\n\th=from:to:subject:date:message-id:mime-version:content-type;\n\tbh=47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=;\n\tb=dzdVyOfAKCdLXdJOc9G2q8LoXSlEniSbav+yuU4zGeeruD00lszZVoG4ZHRNiYzR"},
-		{"From", "Alice Sender <sender@example.net>"},
-		{"To", "Bob Recipient <user1@example.org>"},
-		{"Subject", "Quarterly figures, draft for review"},
-		{"Date", "Tue, 03 Mar 2026 10:15:01 +0100"},
-		{"Message-ID", "<20260303091501.4XkT2c0Zz3z9t@mail.example.net>"},
-		{"MIME-Version", "1.0"},
-		{"Content-Type", "text/plain; charset=utf-8; format=flowed"},
-		{"Content-Transfer-Encoding", "8bit"},
+func benchMessage(size, n int) ([]milter.Header, []byte) {
+	base := []milter.Header{
+		{Name: "Received", Value: "from [192.168.1.20] (dsl-20.example.net [198.51.100.20])\n\tby mail.example.net (Postfix) with ESMTPSA id 4XkT2c0Zz3z9t\n\tfor <user1@example.org>; Tue, 03 Mar 2026 10:15:02 +0100 (CET)"},
+		{Name: "DKIM-Signature", Value: "v=1; a=rsa-sha256; c=relaxed/relaxed; d=example.net;\n\ts=mail2026; t=1772529302;\n\th=from:to:subject:date:message-id:mime-version:content-type;\n\tbh=47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=;\n\tb=dzdVyOfAKCdLXdJOc9G2q8LoXSlEniSbav+yuU4zGeeruD00lszZVoG4ZHRNiYzR"},
+		{Name: "From", Value: "Alice Sender <sender@example.net>"},
+		{Name: "To", Value: "Bob Recipient <user1@example.org>"},
+		{Name: "Subject", Value: "Quarterly figures, draft for review"},
+		{Name: "Date", Value: "Tue, 03 Mar 2026 10:15:01 +0100"},
+		{Name: "Message-ID", Value: "<20260303091501.4XkT2c0Zz3z9t@mail.example.net>"},
+		{Name: "MIME-Version", Value: "1.0"},
+		{Name: "Content-Type", Value: "text/plain; charset=utf-8; format=flowed"},
+		{Name: "Content-Transfer-Encoding", Value: "8bit"},
 	}
-	var hdrs []benchHeader
+	var hdrs []milter.Header
 	for i := len(base); i < n; i++ {
-		hdrs = append(hdrs, benchHeader{"Received", fmt.Sprintf("from relay%d.example.com (relay%d.example.com [192.0.2.%d])\n\tby relay%d.example.com (Postfix) with ESMTPS id 4XkT2c%07d", i, i, i%250+1, i+1, i)})
+		hdrs = append(hdrs, milter.Header{Name: "Received", Value: fmt.Sprintf("from relay%d.example.com (relay%d.example.com [192.0.2.%d])\n\tby relay%d.example.com (Postfix) with ESMTPS id 4XkT2c%07d", i, i, i%250+1, i+1, i)})
 	}
 	hdrs = append(hdrs, base[:min(n, len(base))]...)
 	hb := 2
 	for _, h := range hdrs {
-		hb += len(h.name) + len(h.value) + 4
+		hb += len(h.Name) + len(h.Value) + 4
 	}
 	var body strings.Builder
 	for i := 0; body.Len() < size-hb; i++ {
@@ -85,32 +78,6 @@ func (streamModule) Name() string                                             { 
 func (streamModule) Header(context.Context, *milter.Txn, milter.Header) error { return nil }
 func (streamModule) Body(context.Context, *milter.Txn, []byte) error          { return nil }
 
-// serveBench serves a tollgate server (rt) or, with rt nil, go-milter's
-// NoOpMilter negotiating protocol, on a fresh unix socket.
-func serveBench(b *testing.B, rt milter.Runtime, protocol gomilter.OptProtocol) string {
-	b.Helper()
-	sock := filepath.Join(b.TempDir(), "m.sock")
-	ln, err := net.Listen("unix", sock)
-	if err != nil {
-		b.Fatal(err)
-	}
-	if rt == nil {
-		srv := gomilter.NewServer(gomilter.WithMilter(func() gomilter.Milter { return gomilter.NoOpMilter{} }), gomilter.WithProtocols(protocol))
-		go srv.Serve(ln)
-		b.Cleanup(func() { srv.Close() })
-		return sock
-	}
-	log := slog.New(slog.NewTextHandler(io.Discard, nil)) // the summary line is formatted, as in production
-	srv := milter.NewServer(rt, milter.ServerOptions{Logger: log, Metrics: milter.NewMetrics(prometheus.NewRegistry())})
-	go srv.Serve(ln)
-	b.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		srv.Shutdown(ctx)
-	})
-	return sock
-}
-
 // stampModule does at end of message what the example configuration's
 // data ACL does for an accepted message: remove a received header and add one
 // at the top.
@@ -124,75 +91,9 @@ func (stampModule) EndOfMessage(_ context.Context, t *milter.Txn) error {
 }
 func (stampModule) Actions() milter.Actions { return milter.ActAddHeader | milter.ActChangeHeader }
 
-// sendBenchMessage is one SMTP connection with one message, as Postfix sends it.
-func sendBenchMessage(b *testing.B, c *gomilter.Client, macros *gomilter.MacroBag, hdrs []benchHeader, body []byte, rcpts int) {
-	s, err := c.Session(macros)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer s.Close()
-	check := func(act *gomilter.Action, err error) {
-		if err != nil {
-			b.Fatal(err)
-		}
-		if act.Type != gomilter.ActionContinue && act.Type != gomilter.ActionAccept {
-			b.Fatalf("action %v", act)
-		}
-	}
-	check(s.Conn("mail.example.net", gomilter.FamilyInet, 40000, "203.0.113.5"))
-	check(s.Helo("mail.example.net"))
-	check(s.Mail("sender@example.net", ""))
-	for i := 1; i <= rcpts; i++ {
-		check(s.Rcpt(fmt.Sprintf("user%d@example.org", i), ""))
-	}
-	check(s.DataStart())
-	lead := s.ProtocolOption(gomilter.OptHeaderLeadingSpace)
-	for _, h := range hdrs {
-		v := h.value
-		if lead {
-			v = " " + v
-		}
-		check(s.HeaderField(h.name, v, nil))
-	}
-	check(s.HeaderEnd())
-	for rest := body; ; {
-		chunk := rest[:min(len(rest), 65535)]
-		rest = rest[len(chunk):]
-		check(s.BodyChunk(chunk)) // go-milter's client needs one, even empty
-		if len(rest) == 0 {
-			break
-		}
-	}
-	_, act, err := s.End()
-	check(act, err)
-}
-
-func benchClient(sock string) (*gomilter.Client, *gomilter.MacroBag) {
-	c := gomilter.NewClient("unix", sock, gomilter.WithActions(gomilter.AllClientSupportedActionMasks))
-	m := gomilter.NewMacroBag()
-	for k, v := range map[string]string{"j": "mx.example.org", "{daemon_name}": "mx.example.org", "v": "Postfix 3.7.11",
-		"{client_addr}": "203.0.113.5", "{client_port}": "40000", "{client_name}": "mail.example.net", "i": "4XkT2c0Zz3z9t",
-		"{mail_addr}": "sender@example.net", "{rcpt_addr}": "user1@example.org"} {
-		m.Set(k, v)
-	}
-	return c, m
-}
-
 // negotiated is the protocol a tollgate server with rt negotiates with go-milter's client.
 func negotiated(b *testing.B, rt milter.Runtime) gomilter.OptProtocol {
-	sock := serveBench(b, rt, 0)
-	c, macros := benchClient(sock)
-	s, err := c.Session(macros)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer s.Close()
-	var p gomilter.OptProtocol
-	for bit := 0; bit < 32; bit++ {
-		if s.ProtocolOption(gomilter.OptProtocol(1 << bit)) {
-			p |= gomilter.OptProtocol(1 << bit)
-		}
-	}
+	p, _ := miltertest.Negotiated(b, miltertest.Serve(b, rt, 0, 0))
 	return p
 }
 
@@ -243,13 +144,13 @@ func BenchmarkSession(b *testing.B) {
 				continue // neither receives headers or body: the same as 4K
 			}
 			b.Run(shape.name+"/"+cfg.name, func(b *testing.B) {
-				sock := serveBench(b, cfg.rt(b), cfg.protocol)
-				c, macros := benchClient(sock)
-				sendBenchMessage(b, c, macros, hdrs, body, shape.rcpts) // warm up
+				sock := miltertest.Serve(b, cfg.rt(b), cfg.protocol, 0)
+				c, macros := miltertest.Client(sock)
+				miltertest.Send(b, c, macros, hdrs, body, shape.rcpts) // warm up
 				b.SetBytes(int64(len(body)))
 				cpu := processCPU()
 				for b.Loop() {
-					sendBenchMessage(b, c, macros, hdrs, body, shape.rcpts)
+					miltertest.Send(b, c, macros, hdrs, body, shape.rcpts)
 				}
 				// CPU of client and server together: steadier than ns/op on a busy machine.
 				b.ReportMetric(float64(processCPU()-cpu)/float64(b.N), "cpu-ns/op")

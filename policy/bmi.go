@@ -125,7 +125,6 @@ func compileBMI(d *decoder, in *BMIConfig) *bmiPolicy {
 // about the current recipient; at data (there is no current recipient) it
 // holds when any accepted recipient satisfies it.
 type bmiCond struct {
-	name string
 	test func(f *milter.BMIRcpt) bool
 }
 
@@ -141,20 +140,20 @@ func (c bmiCond) match(e *evalCtx) bool {
 	return false
 }
 
-func compileBMIConds(d *decoder, b *RuleBody, line int) []condition {
+func compileBMIConds(b *RuleBody) []condition {
 	var out []condition
-	flag := func(name string, v *bool, test func(f *milter.BMIRcpt) bool) {
+	flag := func(v *bool, test func(f *milter.BMIRcpt) bool) {
 		if v != nil {
 			want := *v
-			out = append(out, bmiCond{name: name, test: func(f *milter.BMIRcpt) bool { return test(f) == want }})
+			out = append(out, bmiCond{test: func(f *milter.BMIRcpt) bool { return test(f) == want }})
 		}
 	}
-	flag("bmi_deliver_default", b.BMIDeliverDefault, func(f *milter.BMIRcpt) bool { return f.Deliver && f.Outcome == string(bmi.OutcomeDeliver) })
-	flag("bmi_deliver_alternate", b.BMIDeliverAlternate, func(f *milter.BMIRcpt) bool { return f.Outcome == string(bmi.OutcomeAlternate) })
-	flag("bmi_dont_deliver", b.BMIDontDeliver, func(f *milter.BMIRcpt) bool { return f.Outcome == string(bmi.OutcomeDrop) })
+	flag(b.BMIDeliverDefault, func(f *milter.BMIRcpt) bool { return f.Deliver && f.Outcome == string(bmi.OutcomeDeliver) })
+	flag(b.BMIDeliverAlternate, func(f *milter.BMIRcpt) bool { return f.Outcome == string(bmi.OutcomeAlternate) })
+	flag(b.BMIDontDeliver, func(f *milter.BMIRcpt) bool { return f.Outcome == string(bmi.OutcomeDrop) })
 	if b.BMIRule != nil {
 		ids := b.BMIRule
-		out = append(out, bmiCond{name: "bmi_rule", test: func(f *milter.BMIRcpt) bool {
+		out = append(out, bmiCond{test: func(f *milter.BMIRcpt) bool {
 			return f.Scanned && bmi.Fired(bmi.Verdict{Scanned: true, Fired: f.Fired}, ids)
 		}})
 	}

@@ -346,7 +346,7 @@ func compileRule(d *decoder, lc *listCompiler, stage milter.Stage, index int, in
 			r.conds = append(r.conds, compileSRSCond(d, b.SRS))
 		}
 	}
-	if bc := compileBMIConds(d, b, in.Verb.Line); len(bc) > 0 && onlyAt(where("bmi conditions"), in.Verb.Line, milter.StageRcpt, milter.StageData) {
+	if bc := compileBMIConds(b); len(bc) > 0 && onlyAt(where("bmi conditions"), in.Verb.Line, milter.StageRcpt, milter.StageData) {
 		if p.bmi == nil {
 			d.errorf(in.Verb.Line, "bmi conditions need a valid bmi: section")
 		} else {

@@ -318,7 +318,6 @@ func (e *Env) Runtime(p *Policy) (*Runtime, error) {
 				return nil, err
 			}
 			o.DB, o.Always = store.NewDB(p.srs.srs, st, p.srs.maxAge), p.srs.db.always
-			o.DBErrors = srs.DBErrors{NotDB: store.ErrNotDB, NotFound: store.ErrNotFound, Unavailable: store.ErrUnavailable, Reason: store.Reason}
 		}
 		rt.modules = append(rt.modules, srs.NewModule(o))
 	}

@@ -65,6 +65,25 @@ var (
 	ErrBadAddress = &Error{reason: "bad_address", text: "sender cannot be rewritten"}
 )
 
+// Errors of database mode (package srs/store). They live here so that the
+// milter hooks read them without knowing the store.
+var (
+	// ErrDBNotFound: no entry under the key, or it has expired. For a
+	// recipient: 5xx, unknown address.
+	ErrDBNotFound = &Error{reason: "db_not_found", text: "no such key (never stored, or expired)"}
+
+	// ErrDBUnavailable: the store is down, too slow, misconfigured or
+	// failing. Temporary: 4xx.
+	ErrDBUnavailable = &Error{reason: "db_unavailable", text: "SRS database unavailable"}
+
+	// ErrDBKeyExists: a Put found the key in use; a new key is drawn.
+	ErrDBKeyExists = &Error{reason: "db_key_exists", text: "key already in use"}
+
+	// ErrNotDB: not a database-mode address (an ordinary SRS0 or SRS1
+	// address, or not SRS at all): not a verdict, hand it to Reverse.
+	ErrNotDB = &Error{reason: "not_db", text: "not a database-mode SRS address"}
+)
+
 // Reason returns the label of err: "" for nil, the sentinel's Reason for
 // errors of this package, "error" for anything else.
 func Reason(err error) string {

@@ -40,10 +40,9 @@ type ModuleOptions struct {
 	Always bool
 	// Local reports the sender domains never rewritten: our own domains and
 	// exclude_domains.
-	Local    func(domain string) bool
-	Metrics  *Metrics
-	Log      *slog.Logger
-	DBErrors DBErrors
+	Local   func(domain string) bool
+	Metrics *Metrics
+	Log     *slog.Logger
 }
 
 // Database is database mode (package srs/store implements it): the original
@@ -53,13 +52,6 @@ type Database interface {
 	// Reverse returns ErrNotDB (matched with errors.Is against NotDB) for an
 	// address that is not a database one.
 	Reverse(ctx context.Context, addr string) (orig, key string, err error)
-}
-
-// DBErrors tells the module how to read database mode's errors without this
-// package importing its store (which imports this package).
-type DBErrors struct {
-	NotDB, NotFound, Unavailable error
-	Reason                       func(error) string
 }
 
 // Module reverses SRS recipients at RCPT and forwards senders after an
@@ -94,7 +86,7 @@ func (m *Module) Rcpt(ctx context.Context, t *milter.Txn, r *milter.Recipient) e
 		return nil
 	}
 	orig, key, err := m.reverse(ctx, r.Addr)
-	status, reason := StatusOf(err), m.reason(err)
+	status, reason := StatusOf(err), Reason(err)
 	r.SRS = &milter.SRSRcpt{Status: string(status), Reason: reason, Recipient: orig, DBKey: key}
 	if err == nil {
 		m.o.Metrics.Reverse.WithLabelValues("valid").Inc()
@@ -111,12 +103,12 @@ func (m *Module) Rcpt(ctx context.Context, t *milter.Txn, r *milter.Recipient) e
 	reply := milter.Reply{Code: 550, Enhanced: "5.1.1", Text: "no such address: invalid SRS address"}
 	verdict := milter.Reject
 	switch {
-	case m.o.DB != nil && errors.Is(err, m.o.DBErrors.Unavailable):
+	case m.o.DB != nil && errors.Is(err, ErrDBUnavailable):
 		// The store is down: the bounce may be genuine, so let it come back.
 		r.SRS.Status = "unavailable"
 		verdict, reply = milter.TempFail, milter.Reply{Code: 451, Enhanced: "4.3.0", Text: "SRS database unavailable, try again later"}
 		m.o.Log.Warn("SRS database unavailable", append(log, "err", err)...)
-	case m.o.DB != nil && errors.Is(err, m.o.DBErrors.NotFound):
+	case m.o.DB != nil && errors.Is(err, ErrDBNotFound):
 		reply.Text = "no such address: unknown SRS address"
 		m.o.Log.Info("SRS recipient refused", append(log, "status", string(status))...)
 	case status == StatusExpired:
@@ -131,19 +123,12 @@ func (m *Module) Rcpt(ctx context.Context, t *milter.Txn, r *milter.Recipient) e
 func (m *Module) reverse(ctx context.Context, addr string) (orig, key string, err error) {
 	if m.o.DB != nil {
 		orig, key, err = m.o.DB.Reverse(ctx, addr)
-		if !errors.Is(err, m.o.DBErrors.NotDB) {
+		if !errors.Is(err, ErrNotDB) {
 			return orig, key, err
 		}
 	}
 	orig, err = m.o.SRS.Reverse(addr)
 	return orig, "", err
-}
-
-func (m *Module) reason(err error) string {
-	if m.o.DB != nil && m.o.DBErrors.Reason != nil {
-		return m.o.DBErrors.Reason(err)
-	}
-	return Reason(err)
 }
 
 // Finalize replaces reversed recipients and, when asked, rewrites the sender,
@@ -185,7 +170,7 @@ func (m *Module) forward(ctx context.Context, t *milter.Txn) string {
 		// The sender stays as it is: forwarding it unrewritten may fail SPF
 		// downstream, refusing it would lose the message.
 		m.o.Log.Warn("SRS forward not possible; sender left unchanged", "queue_id", t.QueueID, "sender", t.Sender, "err", err)
-		return m.reason(err)
+		return Reason(err)
 	}
 	t.SRS.OrigSender, t.SRS.NewSender, t.SRS.DBKey = t.Sender, addr, key
 	t.Mutations.ChangeFrom = &milter.Envelope{Addr: addr}

@@ -25,8 +25,7 @@ func dbModule(t *testing.T, st store.Store, always bool) (*srs.Module, *srs.SRS)
 		t.Fatal(err)
 	}
 	return srs.NewModule(srs.ModuleOptions{SRS: s, DB: store.NewDB(s, st, srs.DefaultMaxAge), Always: always,
-		DBErrors: srs.DBErrors{NotDB: store.ErrNotDB, NotFound: store.ErrNotFound, Unavailable: store.ErrUnavailable, Reason: store.Reason},
-		Metrics:  srs.NewMetrics(prometheus.NewRegistry()), Log: slog.New(slog.NewTextHandler(io.Discard, nil))}), s
+		Metrics: srs.NewMetrics(prometheus.NewRegistry()), Log: slog.New(slog.NewTextHandler(io.Discard, nil))}), s
 }
 
 func forward(t *testing.T, m *srs.Module, sender string) *milter.Txn {

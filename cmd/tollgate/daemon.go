@@ -178,6 +178,10 @@ func (d *daemon) wait() int {
 func (d *daemon) reload() {
 	d.metrics.ConfigLastReload.SetToCurrentTime()
 	p, err := policy.LoadFile(d.configPath)
+	var rt *policy.Runtime
+	if err == nil {
+		rt, err = d.env.Runtime(p)
+	}
 	if err != nil {
 		d.metrics.ConfigReloads.WithLabelValues("failure").Inc()
 		d.metrics.ConfigLastOK.Set(0)
@@ -190,13 +194,6 @@ func (d *daemon) reload() {
 			}
 		}
 		d.log.Error("configuration reload refused; the previous configuration stays in use", "config", d.configPath, "errors", errs)
-		return
-	}
-	rt, err := d.env.Runtime(p)
-	if err != nil {
-		d.metrics.ConfigReloads.WithLabelValues("failure").Inc()
-		d.metrics.ConfigLastOK.Set(0)
-		d.log.Error("configuration reload refused; the previous configuration stays in use", "config", d.configPath, "errors", []string{err.Error()})
 		return
 	}
 	d.mu.Lock()

@@ -17,6 +17,8 @@ import (
 	"time"
 
 	gomilter "github.com/d--j/go-milter"
+
+	"github.com/tollgate/tollgate/internal/e2e"
 )
 
 var binary string
@@ -329,12 +331,11 @@ func TestMetricsEndpointLintsClean(t *testing.T) {
 			t.Errorf("/metrics lacks %s", want)
 		}
 	}
-	if _, err := exec.LookPath("promtool"); err == nil {
-		// The registry lint runs in the milter package; promtool, when present, checks the exposition too.
-		cmd := exec.Command("promtool", "check", "metrics")
-		cmd.Stdin = strings.NewReader(body)
-		if out, err := cmd.CombinedOutput(); err != nil {
-			t.Errorf("promtool: %v\n%s", err, out)
-		}
+	// The registry lint runs in the milter package; promtool checks the exposition as served.
+	e2e.RequireProgram(t, "/usr/bin/promtool", "prometheus")
+	cmd := exec.Command("/usr/bin/promtool", "check", "metrics")
+	cmd.Stdin = strings.NewReader(body)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Errorf("promtool: %v\n%s", err, out)
 	}
 }

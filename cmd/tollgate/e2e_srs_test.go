@@ -7,8 +7,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/tollgate/tollgate/internal/e2e"
 )
 
 func srsConfig(t *testing.T) string {
@@ -85,5 +83,4 @@ func TestPostfixSRS(t *testing.T) {
 		_, body := d.get(t, "/metrics")
 		t.Errorf("metrics:\n%s", grepLines(body, "tollgate_srs"))
 	}
-	_ = e2e.FreePort
 }

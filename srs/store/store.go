@@ -42,51 +42,17 @@ type Store interface {
 	Close() error
 }
 
-// Error is the type of this package's sentinel errors. Errors returned wrap
-// one of them with detail; match with errors.Is and label with Reason.
-type Error struct {
-	reason string
-	text   string
-}
-
-func (e *Error) Error() string { return "srs store: " + e.text }
-
-// Reason is a short snake_case token, stable across releases, for log keys
-// and metric labels.
-func (e *Error) Reason() string { return e.reason }
-
+// The sentinel errors are the srs package's, so that its milter hooks can
+// tell them apart; match with errors.Is and label with srs.Reason.
 var (
-	// ErrNotFound: no entry under the key, or it has expired. For a
-	// recipient: 5xx, unknown address.
-	ErrNotFound = &Error{reason: "db_not_found", text: "no such key (never stored, or expired)"}
-
-	// ErrUnavailable: the store is down, too slow (a timeout or the
-	// caller's context), misconfigured (a wrong Redis password) or failing
-	// (I/O error). Temporary: 4xx.
-	ErrUnavailable = &Error{reason: "db_unavailable", text: "store unavailable"}
-
-	// ErrKeyExists: Put found the key in use. DB.Forward draws another key.
-	ErrKeyExists = &Error{reason: "db_key_exists", text: "key already in use"}
-
-	// ErrNotDB: DB.Reverse was given an address that is not a database-mode
-	// address (an ordinary SRS0 or SRS1 address, or not SRS at all). Not a
-	// verdict: hand the address to (*srs.SRS).Reverse.
-	ErrNotDB = &Error{reason: "not_db", text: "not a database-mode SRS address"}
+	ErrNotFound    = srs.ErrDBNotFound    // 5xx for a recipient: unknown address
+	ErrUnavailable = srs.ErrDBUnavailable // 4xx: the store is down, slow or failing
+	ErrKeyExists   = srs.ErrDBKeyExists   // Put found the key in use; Forward draws another
+	ErrNotDB       = srs.ErrNotDB         // not a database-mode address: hand it to (*srs.SRS).Reverse
 )
 
-// Reason returns the label of err: "" for nil, this package's sentinel
-// reasons (db_not_found, db_unavailable, db_key_exists, not_db), else
-// srs.Reason(err) (bad_hash, expired, ...; "error" for anything else).
-func Reason(err error) string {
-	if err == nil {
-		return ""
-	}
-	var e *Error
-	if errors.As(err, &e) {
-		return e.reason
-	}
-	return srs.Reason(err)
-}
+// Reason is srs.Reason, which knows the database-mode reasons too.
+func Reason(err error) string { return srs.Reason(err) }
 
 // KeyLen is the length of the keys NewKey makes: 10 base32 characters, 50
 // random bits.
