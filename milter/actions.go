@@ -119,7 +119,7 @@ func (m *Mutations) Apply(mta MTA, headers []Header, leadingSpace bool) error {
 
 	removed := m.removals(headers)
 	for _, c := range m.Changes {
-		if _, gone := removed[lowerRef(c.HeaderRef)]; gone {
+		if hasRef(removed, c.HeaderRef) {
 			continue
 		}
 		if err := CheckHeaderField(c.Name, c.Value); err != nil {
@@ -129,17 +129,13 @@ func (m *Mutations) Apply(mta MTA, headers []Header, leadingSpace bool) error {
 			return fmt.Errorf("milter: change header %s[%d]: %w", c.Name, c.Index, err)
 		}
 	}
-	refs := make([]HeaderRef, 0, len(removed))
-	for _, r := range removed {
-		refs = append(refs, r)
-	}
-	sort.Slice(refs, func(i, j int) bool {
-		if refs[i].Index != refs[j].Index {
-			return refs[i].Index > refs[j].Index
+	sort.Slice(removed, func(i, j int) bool {
+		if removed[i].Index != removed[j].Index {
+			return removed[i].Index > removed[j].Index
 		}
-		return refs[i].Name < refs[j].Name
+		return removed[i].Name < removed[j].Name
 	})
-	for _, r := range refs {
+	for _, r := range removed {
 		if err := mta.ChangeHeader(r.Index, r.Name, ""); err != nil {
 			return fmt.Errorf("milter: delete header %s[%d]: %w", r.Name, r.Index, err)
 		}
@@ -188,24 +184,25 @@ func (m *Mutations) allAdded() []HeaderField {
 }
 
 // removals resolves RemoveAll against the received headers and merges it with
-// the explicit references, so that each header is deleted once. Keys have
-// lower-cased names; values keep the name as given.
-func (m *Mutations) removals(headers []Header) map[HeaderRef]HeaderRef {
-	out := make(map[HeaderRef]HeaderRef)
+// the explicit references, so that each header is deleted once; names stay as
+// given. A slice: there are a handful, and this runs for every message.
+func (m *Mutations) removals(headers []Header) []HeaderRef {
+	if len(m.RemoveHeaders) == 0 && len(m.RemoveAll) == 0 {
+		return nil
+	}
+	var out []HeaderRef
+	add := func(r HeaderRef) {
+		if !hasRef(out, r) {
+			out = append(out, r)
+		}
+	}
 	for _, r := range m.RemoveHeaders {
-		out[lowerRef(r)] = r
+		add(r)
 	}
-	if len(m.RemoveAll) == 0 {
-		return out
-	}
-	count := make(map[string]int)
-	for _, h := range headers {
-		name := strings.ToLower(h.Name)
-		count[name]++
+	for i, h := range headers {
 		for _, n := range m.RemoveAll {
 			if strings.EqualFold(n, h.Name) {
-				r := HeaderRef{Name: h.Name, Index: count[name]}
-				out[lowerRef(r)] = r
+				add(HeaderRef{Name: h.Name, Index: nameIndex(headers, i)})
 				break
 			}
 		}
@@ -213,7 +210,25 @@ func (m *Mutations) removals(headers []Header) map[HeaderRef]HeaderRef {
 	return out
 }
 
-func lowerRef(r HeaderRef) HeaderRef { return HeaderRef{Name: strings.ToLower(r.Name), Index: r.Index} }
+// nameIndex is headers[i]'s index, from 1, among the headers of its name.
+func nameIndex(headers []Header, i int) int {
+	n := 1
+	for _, p := range headers[:i] {
+		if strings.EqualFold(p.Name, headers[i].Name) {
+			n++
+		}
+	}
+	return n
+}
+
+func hasRef(refs []HeaderRef, r HeaderRef) bool {
+	for _, x := range refs {
+		if x.Index == r.Index && strings.EqualFold(x.Name, r.Name) {
+			return true
+		}
+	}
+	return false
+}
 
 var errHeaderName = errors.New("milter: invalid header name")
 
@@ -266,10 +281,6 @@ func (m *Mutations) FinalHeaders(received []Header, leadingSpace bool) []Header 
 		return v
 	}
 	removed := m.removals(received)
-	changed := make(map[HeaderRef]string, len(m.Changes))
-	for _, c := range m.Changes {
-		changed[lowerRef(c.HeaderRef)] = c.Value
-	}
 	out := make([]Header, 0, len(received)+len(m.AuthResults)+len(m.Prepend)+len(m.Append))
 	for _, group := range [][]HeaderField{m.AuthResults, m.Prepend} {
 		for _, f := range group {
@@ -281,12 +292,14 @@ func (m *Mutations) FinalHeaders(received []Header, leadingSpace bool) []Header 
 		name := strings.ToLower(h.Name)
 		count[name]++
 		ref := HeaderRef{Name: name, Index: count[name]}
-		if _, gone := removed[ref]; gone {
+		if hasRef(removed, ref) {
 			continue
 		}
 		v := h.Value
-		if nv, ok := changed[ref]; ok {
-			v = nv
+		for _, c := range m.Changes {
+			if c.Index == ref.Index && strings.EqualFold(c.Name, ref.Name) {
+				v = c.Value
+			}
 		}
 		if !leadingSpace {
 			v = " " + v // the MTA swallowed it
