@@ -20,6 +20,16 @@ const payloadVersion = "1"
 
 var b64 = base64.StdEncoding.Strict()
 
+// decodeB64 is b64.DecodeString without the line breaks Go's decoder
+// skips: a header value is accepted only in the one form EncodeVerdict and
+// EncodeTracker write.
+func decodeB64(s string) ([]byte, error) {
+	if strings.ContainsAny(s, "\r\n") {
+		return nil, errors.New("bmi: line break in a base64 value")
+	}
+	return b64.DecodeString(s)
+}
+
 // VerdictRecord is a decoded X-Brightmail-Verdict.
 type VerdictRecord struct {
 	Version     int
@@ -92,7 +102,7 @@ var verdictKeys = []string{"v", "outcome", "rule", "fired", "score", "threshold"
 // empty string, is an error, which Exim's rules treat as no verdict: deliver
 // normally.
 func DecodeVerdict(s string) (*VerdictRecord, error) {
-	raw, err := b64.DecodeString(s)
+	raw, err := decodeB64(s)
 	if err != nil || len(raw) == 0 {
 		return nil, errors.New("bmi: verdict: not base64")
 	}
@@ -164,7 +174,7 @@ func (v Verdict) Tracker() string {
 
 // DecodeTracker reads what EncodeTracker wrote (canonical form only).
 func DecodeTracker(s string) ([]int, error) {
-	raw, err := b64.DecodeString(s)
+	raw, err := decodeB64(s)
 	if err != nil || len(raw) == 0 {
 		return nil, errors.New("bmi: tracker: not base64")
 	}
