@@ -46,13 +46,22 @@ var wireViolations = []string{violEmpty, violOptNeg, violConnect, violHelo, viol
 
 // Limit names, the closed label set of tollgate_limits_hit_total.
 const (
-	limitConnections    = "max_connections"
-	limitIdle           = "idle_timeout"
-	limitPacket         = "max_packet"
-	limitHeaders        = "max_headers"
-	limitHeaderBytes    = "max_header_bytes"
-	smallBufferCapacity = 64 << 10 // a packet buffer bigger than this is dropped once read
-	readBufferSize      = 16 << 10 // coalesces the small packets of a session (macros, envelope) into one read
+	limitConnections = "max_connections"
+	limitIdle        = "idle_timeout"
+	limitPacket      = "max_packet"
+	limitHeaders     = "max_headers"
+	limitHeaderBytes = "max_header_bytes"
+	// pooledPacketSize holds a whole 64 KiB body chunk packet (length,
+	// command byte, chunk): the largest packet Postfix and Sendmail send.
+	pooledPacketSize = 64<<10 + 8
+	readBufferSize   = 4 << 10 // coalesces the small packets of a session (macros, envelope) into one read
+)
+
+// Buffers are borrowed only while a packet is read and handed on: an idle
+// connection holds none.
+var (
+	readerPool = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, readBufferSize) }}
+	packetPool = sync.Pool{New: func() any { b := make([]byte, 0, pooledPacketSize); return &b }}
 )
 
 var limitNames = []string{limitConnections, limitIdle, limitPacket, limitHeaders, limitHeaderBytes}
@@ -69,8 +78,10 @@ type wireConn struct {
 	guard *wireGuard
 	r     *bufio.Reader
 
-	pkt []byte // the validated packet being handed out, its 4-byte length included
-	off int
+	pkt    []byte // the validated packet being handed out, its 4-byte length included
+	off    int
+	pooled *[]byte // pkt's buffer when it came from packetPool
+	head   [4]byte // the length being read; here, not on the stack, so it is not allocated per packet
 
 	negotiated bool
 	maxChunk   int       // largest body chunk, from the negotiation
@@ -88,7 +99,7 @@ type wireGuard struct {
 
 func (g *wireGuard) newConn(c net.Conn) *wireConn {
 	g.open.Add(1)
-	return &wireConn{Conn: c, guard: g, r: bufio.NewReaderSize(c, readBufferSize), maxChunk: int(gomilter.DataSize64K)}
+	return &wireConn{Conn: c, guard: g, maxChunk: int(gomilter.DataSize64K)}
 }
 
 func (c *wireConn) SetReadDeadline(t time.Time) error {
@@ -120,15 +131,39 @@ func (c *wireConn) Read(p []byte) (n int, err error) {
 	}()
 	if c.off == len(c.pkt) {
 		if err := c.next(); err != nil {
+			c.release()
 			return 0, err
 		}
 	}
 	n = copy(p, c.pkt[c.off:])
 	c.off += n
-	if c.off == len(c.pkt) && cap(c.pkt) > smallBufferCapacity {
-		c.pkt, c.off = nil, 0 // one big packet does not pin its buffer for the whole session
+	if c.off == len(c.pkt) {
+		c.releasePacket()
+		if c.r.Buffered() == 0 {
+			c.release()
+		}
 	}
 	return n, nil
+}
+
+// releasePacket gives the packet buffer back. Only the goroutine that reads
+// touches the buffers, so this never races with a Close from elsewhere.
+func (c *wireConn) releasePacket() {
+	if c.pooled != nil {
+		*c.pooled = c.pkt[:0]
+		packetPool.Put(c.pooled)
+	}
+	c.pkt, c.off, c.pooled = nil, 0, nil
+}
+
+// release gives every buffer back.
+func (c *wireConn) release() {
+	c.releasePacket()
+	if c.r != nil {
+		c.r.Reset(nil)
+		readerPool.Put(c.r)
+		c.r = nil
+	}
 }
 
 // next reads one whole packet from the peer and checks it.
@@ -143,8 +178,11 @@ func (c *wireConn) next() error {
 	if err := c.Conn.SetReadDeadline(deadline); err != nil {
 		return err
 	}
-	var head [4]byte
-	if _, err := io.ReadFull(c.r, head[:]); err != nil {
+	if c.r == nil {
+		c.r = readerPool.Get().(*bufio.Reader)
+		c.r.Reset(c.Conn)
+	}
+	if _, err := io.ReadFull(c.r, c.head[:]); err != nil {
 		if idle && errors.Is(err, os.ErrDeadlineExceeded) {
 			c.guard.srv.limitHit(limitIdle, "no packet from the MTA within idle_timeout; connection closed", "idle_timeout", lim.IdleTimeout.String())
 			c.Close()
@@ -155,7 +193,7 @@ func (c *wireConn) next() error {
 		}
 		return err // EOF, a closed connection, go-milter's own deadline: go-milter knows these
 	}
-	length := binary.BigEndian.Uint32(head[:])
+	length := binary.BigEndian.Uint32(c.head[:])
 	if length == 0 {
 		return c.violation(violEmpty, "")
 	}
@@ -165,7 +203,7 @@ func (c *wireConn) next() error {
 		c.Close()
 		return errWireClosed
 	}
-	if err := c.readBody(head, int(length)); err != nil {
+	if err := c.readBody(int(length)); err != nil {
 		if idle && errors.Is(err, os.ErrDeadlineExceeded) {
 			c.guard.srv.limitHit(limitIdle, "packet not completed within idle_timeout; connection closed", "idle_timeout", lim.IdleTimeout.String())
 			c.Close()
@@ -183,15 +221,19 @@ func (c *wireConn) next() error {
 	return nil
 }
 
-// readBody reads the packet into c.pkt, growing the buffer only as bytes
-// arrive: an announced length costs nothing until it is sent.
-func (c *wireConn) readBody(head [4]byte, length int) error {
+// readBody reads the packet into c.pkt. A packet larger than the pooled
+// buffers grows its own only as bytes arrive: an announced length costs
+// nothing until it is sent.
+func (c *wireConn) readBody(length int) error {
 	total := 4 + length
-	buf := c.pkt[:0]
-	if cap(buf) < min(total, 4096) {
-		buf = make([]byte, 0, min(total, smallBufferCapacity))
+	var buf []byte
+	if total <= pooledPacketSize {
+		c.pooled = packetPool.Get().(*[]byte)
+		buf = (*c.pooled)[:0]
+	} else {
+		buf = make([]byte, 0, pooledPacketSize)
 	}
-	buf = append(buf, head[:]...)
+	buf = append(buf, c.head[:]...)
 	for len(buf) < total {
 		if len(buf) == cap(buf) {
 			grown := make([]byte, len(buf), min(total, 2*cap(buf)))
@@ -201,7 +243,7 @@ func (c *wireConn) readBody(head [4]byte, length int) error {
 		n, err := c.r.Read(buf[len(buf):min(cap(buf), total)])
 		buf = buf[:len(buf)+n]
 		if err != nil && len(buf) < total {
-			c.pkt, c.off = nil, 0
+			c.pkt = buf
 			return err
 		}
 	}
@@ -211,7 +253,6 @@ func (c *wireConn) readBody(head [4]byte, length int) error {
 
 // violation closes the connection and says why, once per kind and interval.
 func (c *wireConn) violation(reason, detail string) error {
-	c.pkt, c.off = nil, 0
 	s := c.guard.srv
 	s.metrics.WireViolations.WithLabelValues(reason).Inc()
 	attrs := []any{"reason", reason}
