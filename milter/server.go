@@ -153,7 +153,7 @@ func (s *Server) negotiate(mtaVersion, _ uint32, mtaActions, _ gomilter.OptActio
 	want := needs.Actions.milter()
 	actions := want & mtaActions
 	if actions != want {
-		s.log.Warn("the MTA does not allow every change this configuration makes; those changes will fail",
+		s.warnLog.Warn("the MTA does not allow every change this configuration makes; those changes will fail",
 			"wanted", want.String(), "offered", mtaActions.String())
 	}
 	actions |= gomilter.OptSetMacros & mtaActions

@@ -560,7 +560,7 @@ func (c *connection) reply(stage Stage, d Decision, r *Recipient) (*gomilter.Res
 	resp, err := gomilter.RejectWithCodeAndReason(uint16(rep.Code), text)
 	if err != nil {
 		// Only an oversized text gets here: fall back to the MTA's own reply.
-		c.srv.log.Warn("reply not sendable, using the MTA's default reply", "reply", rep.String(), "err", err)
+		c.srv.warnLog.Warn("reply not sendable, using the MTA's default reply", "reply", rep.String(), "err", err)
 		if d.Verdict == Reject {
 			return gomilter.RespReject, nil
 		}
