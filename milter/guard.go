@@ -59,8 +59,10 @@ func (l *guardedListener) Accept() (net.Conn, error) {
 // of descriptors (EMFILE, ENFILE), kernel memory, or a peer that left before
 // accept (ECONNABORTED).
 func temporaryAcceptError(err error) bool {
+	// accept(2) on Linux: network errors of the connection being accepted
+	// (EPROTO and the like) are to be retried as well.
 	for _, errno := range []syscall.Errno{syscall.EMFILE, syscall.ENFILE, syscall.ECONNABORTED, syscall.ENOBUFS,
-		syscall.ENOMEM, syscall.EINTR, syscall.EAGAIN, syscall.EPROTO, syscall.EPERM} {
+		syscall.ENOMEM, syscall.EINTR, syscall.EAGAIN, syscall.EPROTO, syscall.ENETDOWN, syscall.EHOSTUNREACH, syscall.ENETUNREACH} {
 		if errors.Is(err, errno) {
 			return true
 		}

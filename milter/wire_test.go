@@ -3,6 +3,7 @@ package milter
 import (
 	"context"
 	"encoding/binary"
+	"errors"
 	"io"
 	"log/slog"
 	"net"
@@ -434,5 +435,10 @@ func TestAcceptBacksOffOnTemporaryErrors(t *testing.T) {
 	}
 	if n := strings.Count(logs.String(), "accepting MTA connections failed"); n != 1 {
 		t.Errorf("%d lines for one burst:\n%s", n, logs.String())
+	}
+	// A closed listener is not temporary: go-milter's Serve must see it.
+	ln.Close()
+	if _, err := gl.Accept(); !errors.Is(err, net.ErrClosed) {
+		t.Errorf("accept on a closed listener: %v", err)
 	}
 }
