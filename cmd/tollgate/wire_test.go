@@ -205,3 +205,45 @@ func TestBackendDownWarnsOnce(t *testing.T) {
 		t.Errorf("%d warnings for %d messages during one outage:\n%s", n, messages, d.log.String())
 	}
 }
+
+// The limits: section reaches the daemon: a message over max_headers gets
+// on_error (tempfail by default), and the next message is judged as usual.
+func TestHeaderLimitFromConfig(t *testing.T) {
+	d := startDaemon(t, `limits: {max_headers: 5}
+acl:
+  data:
+    - deny: {name: spam, header: {name: Subject, regex: "(?i)spam"}}
+    - accept: {}
+`)
+	send := func(headers int) *gomilter.Action {
+		c := gomilter.NewClient("unix", d.sock, gomilter.WithAction(gomilter.AllClientSupportedActionMasks))
+		s, err := c.Session(gomilter.NewMacroBag())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer s.Close()
+		s.Conn("h", gomilter.FamilyInet, 1, "192.0.2.1")
+		s.Helo("h")
+		s.Mail("a@example.net", "")
+		s.Rcpt("b@example.org", "")
+		s.DataStart()
+		for i := range headers {
+			s.HeaderField(fmt.Sprintf("X-H%d", i), " v", nil)
+		}
+		s.HeaderEnd()
+		_, act, err := s.BodyReadFrom(strings.NewReader("body\r\n"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return act
+	}
+	if act := send(10); act.SMTPCode != 451 {
+		t.Errorf("10 headers over a limit of 5: %v", act)
+	}
+	if act := send(3); act.Type != gomilter.ActionAccept {
+		t.Errorf("3 headers: %v", act)
+	}
+	if !d.waitMetric(t, `tollgate_limits_hit_total{limit="max_headers"} 1`) {
+		t.Error("limit not counted")
+	}
+}
