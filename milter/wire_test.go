@@ -442,3 +442,25 @@ func TestAcceptBacksOffOnTemporaryErrors(t *testing.T) {
 		t.Errorf("accept on a closed listener: %v", err)
 	}
 }
+
+// panicRuntime panics where no module hook's recover reaches: in the
+// session's own code at connect.
+type panicRuntime struct{ *fakeRuntime }
+
+func (panicRuntime) Identity() *IdentityConfig { panic("identity configuration broken") }
+
+func TestPanicEndsOneConnection(t *testing.T) {
+	ts := startLimited(t, panicRuntime{fullRuntime()}, Limits{})
+	for range 3 {
+		s := ts.session(t, nil)
+		if _, err := s.Conn("h", gomilter.FamilyInet, 1, "192.0.2.1"); err == nil {
+			t.Error("connect answered after a panic")
+		}
+		s.Close()
+	}
+	waitFor(t, func() bool { return testutil.ToFloat64(ts.metrics.Panics) == 3 })
+	waitFor(t, func() bool { return ts.srv.ActiveSessions() == 0 })
+	if n := strings.Count(ts.logs.String(), "panic while serving an MTA connection"); n != 1 {
+		t.Errorf("%d log lines for 3 panics of one kind", n)
+	}
+}
