@@ -66,3 +66,17 @@ func verifyMessage(opts VerifyOptions, hs []Header, body []byte, chunk int) (*Ve
 	}
 	return v, v.Result(context.Background())
 }
+
+func formatMessage(hs []Header, body []byte) string {
+	var b strings.Builder
+	for _, h := range hs {
+		v := h.Value
+		if !strings.HasPrefix(v, " ") && !strings.HasPrefix(v, "\t") {
+			v = " " + v
+		}
+		b.WriteString(h.Name + ":" + v + "\r\n")
+	}
+	b.WriteString("\r\n")
+	b.Write(body)
+	return b.String()
+}

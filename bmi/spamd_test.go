@@ -1,3 +1,5 @@
+//go:build e2e
+
 package bmi
 
 import (
@@ -240,17 +242,6 @@ func strictHeader(v Verdict) bool {
 	return err == nil && a.Kind == AltHeader && a.HeaderName == "X-Spam-Folder"
 }
 
-// exampleRules are the rules of README's example.
-func exampleRules() []Rule {
-	return []Rule{
-		{ID: 1, When: Conditions{SymbolsAny: []string{"GTUBE"}, OptinAny: []string{"drop-spam"}}, Outcome: OutcomeDrop},
-		{ID: 2, When: Conditions{ScoreAbove: ptr(20.0)}, Outcome: OutcomeAlternate, AltLocation: "redirect:spam-trap@example.net"},
-		{ID: 3, When: Conditions{IsSpam: ptr(true)}, Outcome: OutcomeAlternate, AltLocation: "header:X-Spam-Folder: Junk"},
-		{ID: 4, When: Conditions{Actions: []string{"reject"}}, Outcome: OutcomeDrop},
-		{ID: 5, When: Conditions{Actions: []string{"add header", "rewrite subject"}}, Outcome: OutcomeAlternate, AltLocation: "quarantine:held by bmi rule 5"},
-	}
-}
-
 func TestSpamdCheckCommandAndUnixSocket(t *testing.T) {
 	sd := sharedSpamd(t)
 	msg := gtubeMessage('X')
@@ -286,15 +277,6 @@ func TestSpamdRealErrorReply(t *testing.T) {
 		} else {
 			t.Logf("%q: %v", req, err)
 		}
-	}
-}
-
-func TestSpamdTooBig(t *testing.T) {
-	b := NewSpamd(SpamdOptions{Address: "127.0.0.1:1", MaxSize: 100})
-	msg := cleanMessage()
-	_, err := b.Scan(context.Background(), bytes.NewReader(msg), int64(len(msg)), env(), "")
-	if Kind(err) != KindTooBig {
-		t.Fatalf("got %v; want too_big without a connection", err)
 	}
 }
 

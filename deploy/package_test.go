@@ -1,3 +1,5 @@
+//go:build e2e
+
 package deploy_test
 
 import (
@@ -378,9 +380,6 @@ func (d *unitDaemon) stop(t *testing.T) {
 		t.Fatalf("the daemon did not stop within TimeoutStopSec:\n%s", d.log.String())
 	}
 }
-
-// quickStartMarker precedes the configuration the guide's quick start installs.
-const quickStartMarker = "<!-- quick start configuration: deploy/package_test.go installs it -->"
 
 // followQuickStart does what docs/guide.md's quick start says after
 // "dpkg -i": an ARC key in /etc/tollgate owned by tollgate, the guide's
