@@ -2,6 +2,8 @@ package arc
 
 import (
 	"context"
+	"crypto"
+	"fmt"
 	"strings"
 )
 
@@ -79,4 +81,13 @@ func formatMessage(hs []Header, body []byte) string {
 	b.WriteString("\r\n")
 	b.Write(body)
 	return b.String()
+}
+
+// ParsePrivateKey parses the formats LoadKeyFile accepts.
+func ParsePrivateKey(data []byte) (crypto.Signer, error) {
+	k, err := parsePrivateKey(data)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrKey, err)
+	}
+	return k, nil
 }

@@ -100,3 +100,14 @@ func exampleRules() []Rule {
 		{ID: 5, When: Conditions{Actions: []string{"add header", "rewrite subject"}}, Outcome: OutcomeAlternate, AltLocation: "quarantine:held by bmi rule 5"},
 	}
 }
+
+// Find returns the verdict of the first recipient whose RCPT address is
+// addr, compared case-insensitively as Exim does, or NoVerdict.
+func Find(rcpts []RcptInput, verdicts []Verdict, addr string) Verdict {
+	for i, r := range rcpts {
+		if i < len(verdicts) && asciiEqualFold(r.Addr, addr) {
+			return verdicts[i]
+		}
+	}
+	return NoVerdict()
+}

@@ -189,7 +189,7 @@ func cmdTest(args []string, stdout, stderr io.Writer) int {
 	if *asJSON {
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
-		enc.Encode(report)
+		_ = enc.Encode(report) // like the text report: a failed write to stdout has no one to tell
 	} else {
 		printReport(stdout, report)
 	}
@@ -546,7 +546,6 @@ type captureHandler struct {
 	mu    sync.Mutex
 	rules []string
 	log   bytes.Buffer
-	attrs []slog.Attr
 }
 
 func (h *captureHandler) Enabled(context.Context, slog.Level) bool { return true }

@@ -145,9 +145,9 @@ func (s *redisServer) signal(sig syscall.Signal) {
 
 func dialRedis(t testing.TB, o RedisOptions) *Redis {
 	t.Helper()
-	r, err := DialRedis(o)
+	r, err := dialAndPing(o)
 	if err != nil {
-		t.Fatalf("DialRedis(%s): %v", o.Addr, err)
+		t.Fatalf("dialAndPing(%s): %v", o.Addr, err)
 	}
 	t.Cleanup(func() { r.Close() })
 	return r
@@ -247,13 +247,13 @@ func TestRedisAuthSelect(t *testing.T) {
 	const pw = "s3cret pw"
 	s := startRedis(t, "--requirepass", pw)
 
-	_, err := DialRedis(fast(s.addr))
+	_, err := dialAndPing(fast(s.addr))
 	if !errors.Is(err, ErrUnavailable) || !strings.Contains(err.Error(), "NOAUTH") {
 		t.Errorf("no password: %v", err)
 	}
 	o := fast(s.addr)
 	o.Password = "wrong"
-	_, err = DialRedis(o)
+	_, err = dialAndPing(o)
 	if !errors.Is(err, ErrUnavailable) || !strings.Contains(err.Error(), "WRONGPASS") || strings.Contains(err.Error(), "wrong") {
 		t.Errorf("wrong password: %v (must say WRONGPASS, must not show the password)", err)
 	}
@@ -280,7 +280,7 @@ func TestRedisAuthSelect(t *testing.T) {
 
 	o = fast(s.addr)
 	o.Password, o.DB = pw, 99
-	if _, err := DialRedis(o); !errors.Is(err, ErrUnavailable) || !strings.Contains(err.Error(), "SELECT") {
+	if _, err := dialAndPing(o); !errors.Is(err, ErrUnavailable) || !strings.Contains(err.Error(), "SELECT") {
 		t.Errorf("db 99: %v", err)
 	}
 }
@@ -375,7 +375,7 @@ func TestRedisDownAndBack(t *testing.T) {
 			return r.Put(ctx, "during", "b@two.example", time.Hour)
 		})
 	}
-	if _, err := DialRedis(fast(s.addr)); !errors.Is(err, ErrUnavailable) {
+	if _, err := dialAndPing(fast(s.addr)); !errors.Is(err, ErrUnavailable) {
 		t.Errorf("DialRedis with Redis down: %v", err)
 	}
 
@@ -449,4 +449,19 @@ func TestRedisHung(t *testing.T) {
 
 	s.signal(syscall.SIGCONT)
 	wantGet(t, r, "before", "a@one.example")
+}
+
+// dialAndPing checks o, connects, authenticates, selects the database and
+// pings, so that a wrong address or password shows at startup. The error
+// wraps ErrUnavailable when Redis could not be reached or refused us.
+func dialAndPing(o RedisOptions) (*Redis, error) {
+	r, err := NewRedis(o)
+	if err != nil {
+		return nil, err
+	}
+	if err := r.Ping(context.Background()); err != nil {
+		r.Close()
+		return nil, err
+	}
+	return r, nil
 }
