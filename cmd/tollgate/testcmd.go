@@ -20,6 +20,7 @@ import (
 	gomilter "github.com/d--j/go-milter"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/tollgate/tollgate/internal/message"
 	"github.com/tollgate/tollgate/milter"
 	"github.com/tollgate/tollgate/policy"
 )
@@ -380,17 +381,17 @@ func drive(sock string, in testInput, capture *captureHandler) (*testReport, []g
 		final(lastRefusal)
 		return r, nil, false, nil
 	}
-	headers, body := splitMessage(in.message)
+	headers, body, _ := message.Split(in.message)
 	leadingSpace := s.ProtocolOption(gomilter.OptHeaderLeadingSpace)
 	if _, err := s.DataStart(); err != nil {
 		return r, nil, false, fmt.Errorf("data: %w", err)
 	}
 	for _, h := range headers {
-		v := h.value
+		v := h.Value
 		if !leadingSpace {
 			v = strings.TrimPrefix(v, " ")
 		}
-		if _, err := s.HeaderField(h.name, v, nil); err != nil {
+		if _, err := s.HeaderField(h.Name, v, nil); err != nil {
 			return r, nil, false, fmt.Errorf("header: %w", err)
 		}
 	}
@@ -602,40 +603,6 @@ func (h *captureHandler) lines() []string {
 	return out
 }
 
-type rawHeader struct{ name, value string }
-
-// splitMessage separates the header fields (value is everything after the
-// colon, folding kept as CRLF) from the body.
-func splitMessage(msg []byte) ([]rawHeader, []byte) {
-	var headers []rawHeader
-	rest := msg
-	for len(rest) > 0 {
-		end := bytes.IndexByte(rest, '\n')
-		line := rest
-		if end >= 0 {
-			line = rest[:end]
-			rest = rest[end+1:]
-		} else {
-			rest = nil
-		}
-		line = bytes.TrimSuffix(line, []byte("\r"))
-		if len(line) == 0 {
-			return headers, rest
-		}
-		if (line[0] == ' ' || line[0] == '\t') && len(headers) > 0 {
-			headers[len(headers)-1].value += "\r\n" + string(line)
-			continue
-		}
-		name, value, ok := bytes.Cut(line, []byte(":"))
-		if !ok {
-			// Not a header: the message has no header/body separator here.
-			return headers, append(append([]byte{}, line...), append([]byte("\n"), rest...)...)
-		}
-		headers = append(headers, rawHeader{name: string(bytes.TrimRight(name, " \t")), value: string(value)})
-	}
-	return headers, nil
-}
-
 func toCRLF(b []byte) []byte {
 	b = bytes.ReplaceAll(b, []byte("\r\n"), []byte("\n"))
 	return bytes.ReplaceAll(b, []byte("\n"), []byte("\r\n"))
@@ -644,7 +611,7 @@ func toCRLF(b []byte) []byte {
 // applyToMessage applies header changes the way Postfix does and renders the
 // message with the original line endings.
 func applyToMessage(msg []byte, mods []gomilter.ModifyAction, leadingSpace bool) []byte {
-	headers, body := splitMessage(msg)
+	headers, body, _ := message.Split(msg)
 	render := func(v string) string {
 		if leadingSpace {
 			return v
@@ -654,21 +621,21 @@ func applyToMessage(msg []byte, mods []gomilter.ModifyAction, leadingSpace bool)
 	for _, m := range mods {
 		switch m.Type {
 		case gomilter.ActionAddHeader:
-			headers = append(headers, rawHeader{m.HeaderName, render(m.HeaderValue)})
+			headers = append(headers, message.Field{Name: m.HeaderName, Value: render(m.HeaderValue)})
 		case gomilter.ActionInsertHeader:
 			i := min(int(m.HeaderIndex), len(headers))
-			headers = append(headers[:i], append([]rawHeader{{m.HeaderName, render(m.HeaderValue)}}, headers[i:]...)...)
+			headers = append(headers[:i], append([]message.Field{{Name: m.HeaderName, Value: render(m.HeaderValue)}}, headers[i:]...)...)
 		case gomilter.ActionChangeHeader:
 			n := 0
 			found := false
 			for i := range headers {
-				if strings.EqualFold(headers[i].name, m.HeaderName) {
+				if strings.EqualFold(headers[i].Name, m.HeaderName) {
 					n++
 					if n == int(m.HeaderIndex) {
 						if m.HeaderValue == "" {
 							headers = append(headers[:i], headers[i+1:]...)
 						} else {
-							headers[i].value = render(m.HeaderValue)
+							headers[i].Value = render(m.HeaderValue)
 						}
 						found = true
 						break
@@ -676,7 +643,7 @@ func applyToMessage(msg []byte, mods []gomilter.ModifyAction, leadingSpace bool)
 				}
 			}
 			if !found && m.HeaderValue != "" {
-				headers = append(headers, rawHeader{m.HeaderName, render(m.HeaderValue)})
+				headers = append(headers, message.Field{Name: m.HeaderName, Value: render(m.HeaderValue)})
 			}
 		}
 	}
@@ -686,7 +653,7 @@ func applyToMessage(msg []byte, mods []gomilter.ModifyAction, leadingSpace bool)
 	}
 	var b bytes.Buffer
 	for _, h := range headers {
-		b.WriteString(h.name + ":" + strings.ReplaceAll(strings.ReplaceAll(h.value, "\r\n", "\n"), "\n", nl) + nl)
+		b.WriteString(h.Name + ":" + strings.ReplaceAll(strings.ReplaceAll(h.Value, "\r\n", "\n"), "\n", nl) + nl)
 	}
 	b.WriteString(nl)
 	b.Write(body)
