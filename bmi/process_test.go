@@ -10,32 +10,11 @@ import (
 	"os"
 	"os/exec"
 	"os/user"
-	"path/filepath"
 	"strconv"
 	"sync"
 	"syscall"
-	"testing"
 	"time"
 )
-
-func requireProgram(t testing.TB, name, debianPackages string) string {
-	t.Helper()
-	if p, err := exec.LookPath(name); err == nil {
-		return p
-	}
-	for _, dir := range []string{"/usr/sbin", "/usr/bin"} {
-		if p := filepath.Join(dir, name); isExecutable(p) {
-			return p
-		}
-	}
-	t.Fatalf("%s not found: install the Debian package(s) %s (scripts/install-test-deps.sh)", name, debianPackages)
-	return ""
-}
-
-func isExecutable(p string) bool {
-	fi, err := os.Stat(p)
-	return err == nil && fi.Mode().IsRegular() && fi.Mode().Perm()&0o111 != 0
-}
 
 // process is a daemon started in its own process group, so that stopping it
 // also stops its children (spamd's and rspamd's workers) and nothing else.

@@ -15,6 +15,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/tollgate/tollgate/internal/e2e"
 )
 
 // A real spamd (Debian packages spamassassin and spamd): loopback only,
@@ -46,7 +48,7 @@ var (
 // sharedSpamd is the spamd of this test binary, started at first use.
 func sharedSpamd(t *testing.T) *spamdInstance {
 	t.Helper()
-	path := requireProgram(t, "spamd", "spamassassin spamd")
+	path := e2e.RequireProgram(t, "spamd", "spamassassin spamd")
 	spamdOnce.Do(func() {
 		start := time.Now()
 		spamdShared, spamdErr = startSpamd(path)
@@ -283,7 +285,7 @@ func TestSpamdRealErrorReply(t *testing.T) {
 // spamd stopped mid-test: the next scan fails with a dial error, and the
 // recipients get no verdict, which is normal delivery.
 func TestSpamdStoppedMidTest(t *testing.T) {
-	path := requireProgram(t, "spamd", "spamassassin spamd")
+	path := e2e.RequireProgram(t, "spamd", "spamassassin spamd")
 	t.Parallel() // its own spamd starts while the other tests run
 	sd, err := startSpamd(path)
 	if err != nil {

@@ -13,6 +13,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/tollgate/tollgate/internal/e2e"
 	"github.com/tollgate/tollgate/policy"
 )
 
@@ -33,7 +34,7 @@ func checkStatic(t *testing.T, path string) {
 	if libs, _ := f.ImportedLibraries(); len(libs) > 0 {
 		t.Errorf("%s needs shared libraries %v", path, libs)
 	}
-	if out := run(t, requireProgram(t, "file", "file"), "-b", path); !strings.Contains(out, "statically linked") {
+	if out := run(t, e2e.RequireProgram(t, "file", "file"), "-b", path); !strings.Contains(out, "statically linked") {
 		t.Errorf("file %s: %s", path, out)
 	}
 }

@@ -26,6 +26,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/tollgate/tollgate/dcc/dcctest"
+	"github.com/tollgate/tollgate/internal/e2e"
 	"github.com/tollgate/tollgate/policy"
 )
 
@@ -60,7 +61,7 @@ var live struct {
 func liveDaemon(t testing.TB) *liveResult {
 	t.Helper()
 	bin := tollgateBinary(t)
-	strace := requireProgram(t, "strace", "strace")
+	strace := e2e.RequireProgram(t, "strace", "strace")
 	live.once.Do(func() { live.res, live.err = runLive(bin, strace) })
 	if live.err != nil {
 		t.Fatal(live.err)

@@ -8,13 +8,15 @@ import (
 	"sort"
 	"strings"
 	"testing"
+
+	"github.com/tollgate/tollgate/internal/e2e"
 )
 
 // systemd's own check of the unit: every key known, every value valid,
 // every program there. It warns on standard error and still exits 0, so
 // any output fails.
 func TestSystemdUnitVerify(t *testing.T) {
-	sa := requireProgram(t, "systemd-analyze", "systemd")
+	sa := e2e.RequireProgram(t, "systemd-analyze", "systemd")
 	root := unitRoot(t)
 	out, err := runErr(sa, "verify", "--root="+root, "tollgate.service")
 	if err != nil || strings.TrimSpace(out) != "" {
@@ -34,7 +36,7 @@ func TestSystemdUnitVerify(t *testing.T) {
 // line decides between an allow and a deny list; later lines add (or, with
 // ~, remove) to it.
 func syscallFilter(t *testing.T, lines []string) (allowed map[string]bool, allowList bool) {
-	sa := requireProgram(t, "systemd-analyze", "systemd")
+	sa := e2e.RequireProgram(t, "systemd-analyze", "systemd")
 	groups := map[string][]string{}
 	var cur string
 	for _, l := range strings.Split(run(t, sa, "syscall-filter"), "\n") {
