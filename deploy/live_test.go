@@ -23,7 +23,10 @@ import (
 	"time"
 
 	gomilter "github.com/d--j/go-milter"
+
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/tollgate/tollgate/internal/mta"
 
 	"github.com/tollgate/tollgate/dcc/dcctest"
 	"github.com/tollgate/tollgate/internal/e2e"
@@ -419,7 +422,7 @@ func deliver(sock string, m liveMsg) (*delivery, error) {
 		macros.Set(k, v)
 	}
 	dialer := &hangUpDialer{armed: m.hangUpAfterEOM}
-	mc := gomilter.NewClient("unix", sock, gomilter.WithAction(gomilter.AllClientSupportedActionMasks), gomilter.WithDialer(dialer))
+	mc := mta.NewClient("unix", sock, gomilter.WithDialer(dialer))
 	s, err := mc.Session(macros)
 	if err != nil {
 		return nil, err

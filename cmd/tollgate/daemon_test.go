@@ -17,6 +17,8 @@ import (
 	"time"
 
 	gomilter "github.com/d--j/go-milter"
+
+	"github.com/tollgate/tollgate/internal/mta"
 )
 
 var binary string
@@ -162,7 +164,7 @@ func (d *daemonProc) waitMetric(t *testing.T, line string) bool {
 // rcpt runs one SMTP envelope through the daemon and returns the rcpt action.
 func rcpt(t *testing.T, sock, addr string) *gomilter.Action {
 	t.Helper()
-	c := gomilter.NewClient("unix", sock, gomilter.WithAction(gomilter.AllClientSupportedActionMasks))
+	c := mta.NewClient("unix", sock)
 	s, err := c.Session(gomilter.NewMacroBag())
 	if err != nil {
 		t.Fatal(err)
@@ -197,7 +199,7 @@ func TestReload(t *testing.T) {
 		t.Fatal("not rejected before reload")
 	}
 	// A session open across the reload keeps its configuration.
-	c := gomilter.NewClient("unix", d.sock, gomilter.WithAction(gomilter.AllClientSupportedActionMasks))
+	c := mta.NewClient("unix", d.sock)
 	open, err := c.Session(gomilter.NewMacroBag())
 	if err != nil {
 		t.Fatal(err)
@@ -242,7 +244,7 @@ func TestGracefulShutdown(t *testing.T) {
 	if code, _ := d.get(t, "/readyz"); code != 200 {
 		t.Errorf("readyz %d", code)
 	}
-	c := gomilter.NewClient("unix", d.sock, gomilter.WithAction(gomilter.AllClientSupportedActionMasks))
+	c := mta.NewClient("unix", d.sock)
 	s, err := c.Session(gomilter.NewMacroBag())
 	if err != nil {
 		t.Fatal(err)

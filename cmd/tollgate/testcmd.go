@@ -21,6 +21,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/tollgate/tollgate/internal/message"
+	"github.com/tollgate/tollgate/internal/mta"
 	"github.com/tollgate/tollgate/milter"
 	"github.com/tollgate/tollgate/policy"
 )
@@ -260,13 +261,6 @@ func parseAddrPort(s string) (netip.AddrPort, error) {
 	return netip.AddrPortFrom(a, 0), nil
 }
 
-func family(a netip.Addr) gomilter.ProtoFamily {
-	if a.Is6() && !a.Is4In6() {
-		return gomilter.FamilyInet6
-	}
-	return gomilter.FamilyInet
-}
-
 // driveHandoff plays the milter session Postfix opens for the proxy itself,
 // which it closes when the proxy sends XCLIENT.
 func driveHandoff(sock string, in testInput, capture *captureHandler) ([]stageReport, error) {
@@ -278,14 +272,14 @@ func driveHandoff(sock string, in testInput, capture *captureHandler) ([]stageRe
 	if in.proxy.Port() != 0 {
 		macros.Set("{client_port}", strconv.Itoa(int(in.proxy.Port())))
 	}
-	client := gomilter.NewClient("unix", sock, gomilter.WithAction(gomilter.AllClientSupportedActionMasks))
+	client := mta.NewClient("unix", sock)
 	s, err := client.Session(macros)
 	if err != nil {
 		return nil, fmt.Errorf("milter session: %w", err)
 	}
 	defer s.Close()
 	var out []stageReport
-	act, err := s.Conn("unknown", family(in.proxy.Addr()), in.proxy.Port(), in.proxy.Addr().String())
+	act, err := s.Conn("unknown", mta.Family(in.proxy.Addr()), in.proxy.Port(), in.proxy.Addr().String())
 	if err != nil {
 		return nil, fmt.Errorf("proxy connect: %w", err)
 	}
@@ -319,7 +313,7 @@ func drive(sock string, in testInput, capture *captureHandler) (*testReport, []g
 		macros.Set("{auth_authen}", in.login)
 		macros.Set("{auth_type}", in.mechanism)
 	}
-	client := gomilter.NewClient("unix", sock, gomilter.WithAction(gomilter.AllClientSupportedActionMasks))
+	client := mta.NewClient("unix", sock)
 	s, err := client.Session(macros)
 	if err != nil {
 		return nil, nil, false, fmt.Errorf("milter session: %w", err)
@@ -342,7 +336,7 @@ func drive(sock string, in testInput, capture *captureHandler) (*testReport, []g
 		r.Decision, r.Reply = actionName(act), replyOf(act)
 	}
 	name := orUnknown(in.clientName)
-	act, err := s.Conn(name, family(in.client), uint16(in.clientPort), in.client.String())
+	act, err := s.Conn(name, mta.Family(in.client), uint16(in.clientPort), in.client.String())
 	if stop, err := step("connect", name+" ["+in.client.String()+"]", act, err); err != nil || stop {
 		final(act)
 		return r, nil, false, err
@@ -387,18 +381,18 @@ func drive(sock string, in testInput, capture *captureHandler) (*testReport, []g
 		return r, nil, false, fmt.Errorf("data: %w", err)
 	}
 	for _, h := range headers {
-		v := h.Value
-		if !leadingSpace {
-			v = strings.TrimPrefix(v, " ")
-		}
-		if _, err := s.HeaderField(h.Name, v, nil); err != nil {
+		if _, err := mta.Header(s, h.Name, h.Value); err != nil {
 			return r, nil, false, fmt.Errorf("header: %w", err)
 		}
 	}
 	if _, err := s.HeaderEnd(); err != nil {
 		return r, nil, false, fmt.Errorf("end of headers: %w", err)
 	}
-	mods, act, err := s.BodyReadFrom(bytes.NewReader(toCRLF(body)))
+	var mods []gomilter.ModifyAction
+	act, err = mta.Body(s, toCRLF(body))
+	if err == nil && act == nil {
+		mods, act, err = s.End()
+	}
 	if _, err := step("data", fmt.Sprintf("%d bytes", len(in.message)), act, err); err != nil {
 		return r, nil, false, err
 	}
