@@ -605,48 +605,15 @@ func toCRLF(b []byte) []byte {
 // applyToMessage applies header changes the way Postfix does and renders the
 // message with the original line endings.
 func applyToMessage(msg []byte, mods []gomilter.ModifyAction, leadingSpace bool) []byte {
-	headers, body, _ := message.Split(msg)
-	render := func(v string) string {
-		if leadingSpace {
-			return v
-		}
-		return " " + v
-	}
-	for _, m := range mods {
-		switch m.Type {
-		case gomilter.ActionAddHeader:
-			headers = append(headers, message.Field{Name: m.HeaderName, Value: render(m.HeaderValue)})
-		case gomilter.ActionInsertHeader:
-			i := min(int(m.HeaderIndex), len(headers))
-			headers = append(headers[:i], append([]message.Field{{Name: m.HeaderName, Value: render(m.HeaderValue)}}, headers[i:]...)...)
-		case gomilter.ActionChangeHeader:
-			n := 0
-			found := false
-			for i := range headers {
-				if strings.EqualFold(headers[i].Name, m.HeaderName) {
-					n++
-					if n == int(m.HeaderIndex) {
-						if m.HeaderValue == "" {
-							headers = append(headers[:i], headers[i+1:]...)
-						} else {
-							headers[i].Value = render(m.HeaderValue)
-						}
-						found = true
-						break
-					}
-				}
-			}
-			if !found && m.HeaderValue != "" {
-				headers = append(headers, message.Field{Name: m.HeaderName, Value: render(m.HeaderValue)})
-			}
-		}
-	}
+	fields, body, _ := message.Split(msg)
+	headers := mta.HeaderList{Fields: fields, LeadingSpace: leadingSpace}
+	headers.Apply(mods)
 	nl := "\n"
 	if bytes.Contains(msg, []byte("\r\n")) {
 		nl = "\r\n"
 	}
 	var b bytes.Buffer
-	for _, h := range headers {
+	for _, h := range headers.Fields {
 		b.WriteString(h.Name + ":" + strings.ReplaceAll(strings.ReplaceAll(h.Value, "\r\n", "\n"), "\n", nl) + nl)
 	}
 	b.WriteString(nl)
