@@ -68,3 +68,6 @@ func testKey(t *testing.T) string {
 	run(t, tollgateBinary(t), "arc", "keygen", "--domain", "example.org", "--selector", "t", "--type", "ed25519", "--out", p)
 	return p
 }
+
+// quickStartMarker precedes the configuration the guide's quick start installs.
+const quickStartMarker = "<!-- quick start configuration: deploy/package_test.go installs it -->"

@@ -1,3 +1,5 @@
+//go:build e2e
+
 package deploy_test
 
 import (
@@ -14,6 +16,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/tollgate/tollgate/internal/e2e"
 )
 
 const debVersion = "0.0.0~deploytest1"
@@ -27,7 +31,7 @@ func TestDebianPackage(t *testing.T) {
 	requireRoot(t)
 	for _, p := range [][2]string{{"dpkg-deb", "dpkg"}, {"dpkg", "dpkg"}, {"adduser", "adduser"},
 		{"setpriv", "util-linux"}, {"systemd-analyze", "systemd"}, {"perl", "perl-base"}, {"postconf", "postfix"}} {
-		requireProgram(t, p[0], p[1])
+		e2e.RequireProgram(t, p[0], p[1])
 	}
 	if _, err := user.LookupGroup("postfix"); err != nil {
 		t.Fatal("the package test needs Postfix's user and group: install postfix (scripts/install-test-deps.sh does)")
@@ -61,7 +65,7 @@ func TestDebianPackage(t *testing.T) {
 	run(t, "dpkg", "-i", deb)
 	run(t, "dpkg", "-i", deb) // an upgrade: the maintainer scripts run again
 	checkInstalled(t)
-	sa := requireProgram(t, "systemd-analyze", "systemd")
+	sa := e2e.RequireProgram(t, "systemd-analyze", "systemd")
 	if out, err := runErr(sa, "verify", "/lib/systemd/system/tollgate.service"); err != nil || strings.TrimSpace(out) != "" {
 		t.Errorf("systemd-analyze verify of the installed unit: %v\n%s", err, out)
 	}
@@ -378,9 +382,6 @@ func (d *unitDaemon) stop(t *testing.T) {
 		t.Fatalf("the daemon did not stop within TimeoutStopSec:\n%s", d.log.String())
 	}
 }
-
-// quickStartMarker precedes the configuration the guide's quick start installs.
-const quickStartMarker = "<!-- quick start configuration: deploy/package_test.go installs it -->"
 
 // followQuickStart does what docs/guide.md's quick start says after
 // "dpkg -i": an ARC key in /etc/tollgate owned by tollgate, the guide's
