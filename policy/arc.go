@@ -6,7 +6,6 @@ import (
 	"time"
 
 	"github.com/tollgate/tollgate/arc"
-	"github.com/tollgate/tollgate/milter"
 )
 
 type arcPolicy struct {
@@ -130,11 +129,11 @@ func (c arcCond) match(e *evalCtx) bool {
 
 func arcVars() map[string]variable {
 	return map[string]variable{
-		"arc_state":        {milter.StageData, func(e *evalCtx) string { return e.t.ARC.State }},
-		"arc_state_reason": {milter.StageData, func(e *evalCtx) string { return e.t.ARC.Reason }},
-		"arc_domains":      {milter.StageData, func(e *evalCtx) string { return strings.Join(e.t.ARC.Domains, ":") }},
-		"arc_oldest_pass":  {milter.StageData, func(e *evalCtx) string { return strconv.Itoa(e.t.ARC.OldestPass) }},
-		"authresults":      {milter.StageData, func(e *evalCtx) string { return e.t.ARC.AuthResult }},
+		"arc_state":        {atData, func(e *evalCtx) string { return e.t.ARC.State }},
+		"arc_state_reason": {atData, func(e *evalCtx) string { return e.t.ARC.Reason }},
+		"arc_domains":      {atData, func(e *evalCtx) string { return strings.Join(e.t.ARC.Domains, ":") }},
+		"arc_oldest_pass":  {atData, func(e *evalCtx) string { return strconv.Itoa(e.t.ARC.OldestPass) }},
+		"authresults":      {atData, func(e *evalCtx) string { return e.t.ARC.AuthResult }},
 	}
 }
 

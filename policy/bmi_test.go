@@ -68,7 +68,7 @@ func TestBMIConfigErrors(t *testing.T) {
 		{"bmi: {backend: {spamd: {address: a:1}}, on_error: panic}\n", "bmi.on_error"},
 		{"bmi: {backend: {spamd: {address: a:1}}, profiles: {x: \"../etc\"}}\n", "bmi.profiles"},
 		{"acl:\n  rcpt:\n    - accept: {control: [bmi_run]}\n", "control: bmi_run needs a valid bmi: section"},
-		{"bmi: {backend: {spamd: {address: a:1}}}\nacl:\n  data:\n    - accept: {control: [bmi_run]}\n", "control: bmi_run must be set by rcpt"},
+		{"bmi: {backend: {spamd: {address: a:1}}}\nacl:\n  data:\n    - accept: {control: [bmi_run]}\n", "control: bmi_run is not available at data (only at mail, rcpt)"},
 		{"bmi: {backend: {spamd: {address: a:1}}}\nacl:\n  data:\n    - accept: {bmi_optin: x}\n", "bmi_optin is not available at data"},
 	} {
 		if _, err := Parse("t.yaml", []byte(tc.yml)); err == nil || !strings.Contains(err.Error(), tc.want) {

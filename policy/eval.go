@@ -20,10 +20,13 @@ import (
 )
 
 type evalCtx struct {
-	stage milter.Stage
-	s     *milter.Session
-	t     *milter.Txn
-	r     *milter.Recipient
+	stage   milter.Stage
+	s       *milter.Session
+	t       *milter.Txn
+	r       *milter.Recipient
+	log     *slog.Logger
+	metrics *milter.Metrics
+	limit   *logLimiter
 }
 
 type condition interface {
@@ -121,7 +124,7 @@ func (p *Policy) evaluate(log *slog.Logger, metrics *milter.Metrics, stage milte
 	if a == nil {
 		return milter.Decision{}
 	}
-	e := &evalCtx{stage: stage, s: s, t: t, r: r}
+	e := &evalCtx{stage: stage, s: s, t: t, r: r, log: log, metrics: metrics, limit: &p.unknownLog}
 	for _, ru := range a.rules {
 		matched, deferred := true, false
 		for _, c := range ru.conds {
