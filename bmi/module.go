@@ -90,10 +90,13 @@ type state struct {
 
 // Rcpt gives the recipient its opt-ins from the opt-in file; the policy's
 // bmi_optin adds to them.
-func (m *Module) Rcpt(_ context.Context, _ *milter.Txn, r *milter.Recipient) error {
+// The opt-ins are those of the address the message would go to (a reversed
+// SRS bounce is judged as its real recipient).
+func (m *Module) Rcpt(_ context.Context, t *milter.Txn, r *milter.Recipient) error {
 	r.BMI = &milter.BMIRcpt{Deliver: true, Outcome: string(OutcomeDeliver)}
 	if m.o.Optins != nil {
-		r.BMI.Optins = append(r.BMI.Optins, LookupOptins(m.o.Optins, r.Addr)...)
+		addr, _ := t.Mutations.Envelope.Target(r)
+		r.BMI.Optins = append(r.BMI.Optins, LookupOptins(m.o.Optins, addr)...)
 	}
 	return nil
 }
@@ -130,11 +133,12 @@ func (m *Module) EndOfMessage(ctx context.Context, t *milter.Txn) error {
 	}
 	var inputs []RcptInput
 	for _, r := range t.AcceptedRcpts() {
-		if r.BMI == nil || r.Decision.Verdict == milter.Discard {
+		addr, dropped := t.Mutations.Envelope.Target(r)
+		if r.BMI == nil || r.Decision.Verdict == milter.Discard || dropped {
 			continue
 		}
 		st.rcpts = append(st.rcpts, r)
-		inputs = append(inputs, RcptInput{Addr: r.Addr, Optins: r.BMI.Optins})
+		inputs = append(inputs, RcptInput{Addr: addr, Optins: r.BMI.Optins})
 	}
 	var head bytes.Buffer
 	for _, h := range t.Mutations.FinalHeaders(t.Headers, t.RawHeaderValue()) {
@@ -231,7 +235,7 @@ func (m *Module) Finalize(_ context.Context, t *milter.Txn, d milter.Decision) e
 		v := st.verds[i]
 		switch v.Outcome {
 		case OutcomeDrop:
-			t.Mutations.DelRcpts = append(t.Mutations.DelRcpts, r.Addr)
+			t.Mutations.Envelope.Drop(r, "bmi")
 			continue
 		case OutcomeAlternate:
 			alt, err := ParseAltLocation(v.AltLocation)
@@ -241,8 +245,7 @@ func (m *Module) Finalize(_ context.Context, t *milter.Txn, d milter.Decision) e
 			}
 			switch alt.Kind {
 			case AltRedirect:
-				t.Mutations.DelRcpts = append(t.Mutations.DelRcpts, r.Addr)
-				t.Mutations.AddRcpts = append(t.Mutations.AddRcpts, milter.Envelope{Addr: alt.Address})
+				t.Mutations.Envelope.Redirect(r, alt.Address, "bmi")
 			case AltQuarantine:
 				reason := alt.Reason
 				if reason == "" {

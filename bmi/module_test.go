@@ -71,7 +71,8 @@ func TestModuleOutcomes(t *testing.T) {
 	mixed := runModule(t, rules, spam, map[string][]string{"drop@example.org": {"strict"}, "keep@example.org": {"loose"},
 		"redirect@example.org": {"strict"}, "hold@example.org": {"strict"}}, []string{"drop@example.org", "keep@example.org", "redirect@example.org", "hold@example.org"})
 	m := mixed.Mutations
-	if strings.Join(m.DelRcpts, ",") != "drop@example.org,redirect@example.org" || len(m.AddRcpts) != 1 || m.AddRcpts[0].Addr != "spam@example.org" ||
+	del, add := m.Envelope.Resolve(mixed.Rcpts)
+	if strings.Join(del, ",") != "drop@example.org,redirect@example.org" || len(add) != 1 || add[0].Addr != "spam@example.org" ||
 		m.Quarantine != "looks like spam" || len(m.RemoveAll) != 1 || m.RemoveAll[0] != "X-Brightmail-Tracker" {
 		t.Errorf("mixed: %+v", m)
 	}
@@ -106,7 +107,7 @@ func TestModuleOutcomes(t *testing.T) {
 
 	// Scanner down for a profile: its recipients are delivered normally.
 	down := runModule(t, rules, scripted{}, map[string][]string{"a@example.org": {"strict"}}, []string{"a@example.org"})
-	if r := down.Rcpts[0].BMI; !r.Deliver || r.Scanned || r.Verdict != "" || len(down.Mutations.DelRcpts) != 0 || down.BMI.Reason != KindDial {
+	if r := down.Rcpts[0].BMI; !r.Deliver || r.Scanned || r.Verdict != "" || !down.Mutations.Envelope.Empty() || down.BMI.Reason != KindDial {
 		t.Errorf("scanner down: %+v %+v", r, down.BMI)
 	}
 }

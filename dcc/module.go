@@ -97,8 +97,12 @@ func (m *Module) request(ctx context.Context, t *milter.Txn) *state {
 			m.o.Log.Warn("ignoring a bad DCC client address override", "queue_id", t.QueueID, "value", v)
 		}
 	}
+	// The addresses the message would go to: a reversed SRS bounce is
+	// checked as its real recipient.
 	for _, r := range t.AcceptedRcpts() {
-		env.Rcpts = append(env.Rcpts, Rcpt{Addr: r.Addr})
+		if addr, dropped := t.Mutations.Envelope.Target(r); !dropped {
+			env.Rcpts = append(env.Rcpts, Rcpt{Addr: addr})
+		}
 	}
 	var extra []string
 	for control, word := range Controls {

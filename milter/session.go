@@ -274,7 +274,7 @@ func (c *connection) EndOfMessage(m gomilter.Modifier) (*gomilter.Response, erro
 	}
 	stopProgress()
 	if d.Verdict == Accept || d.Verdict == Continue {
-		if err := t.Mutations.Apply(m, t.Headers, c.leadingSpace); err != nil {
+		if err := t.Mutations.Apply(m, t.Headers, t.Rcpts, c.leadingSpace); err != nil {
 			// The MTA connection is unusable or refused a change it had granted:
 			// failing the milter connection makes the MTA apply its
 			// milter_default_action, which never loses the message.
@@ -345,7 +345,7 @@ func (c *connection) discardedRecipients(t *Txn, d Decision) Decision {
 	}
 	for _, r := range t.Rcpts {
 		if r.Decision.Verdict == Discard {
-			t.Mutations.DelRcpts = append(t.Mutations.DelRcpts, r.Addr)
+			t.Mutations.Envelope.Drop(r, "rcpt_discard")
 		}
 	}
 	return d

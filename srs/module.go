@@ -90,6 +90,10 @@ func (m *Module) Rcpt(ctx context.Context, t *milter.Txn, r *milter.Recipient) e
 	r.SRS = &milter.SRSRcpt{Status: string(status), Reason: reason, Recipient: orig, DBKey: key}
 	if err == nil {
 		m.o.Metrics.Reverse.WithLabelValues("valid").Inc()
+		// Proposed now, not once accepted, so that the modules judging the
+		// recipient after SRS (BMI, DCC) see who it really is; the envelope
+		// owner sends it only for an accepted message and recipient.
+		t.Mutations.Envelope.Replace(r, orig, "srs")
 		return nil
 	}
 	m.o.Metrics.Reverse.WithLabelValues(reason).Inc()
@@ -131,18 +135,11 @@ func (m *Module) reverse(ctx context.Context, addr string) (orig, key string, er
 	return orig, "", err
 }
 
-// Finalize replaces reversed recipients and, when asked, rewrites the sender,
-// only once the message is accepted.
+// Finalize rewrites the sender when asked, only once the message is accepted.
+// (Reversed recipients were proposed to the envelope owner at RCPT.)
 func (m *Module) Finalize(ctx context.Context, t *milter.Txn, d milter.Decision) error {
 	if d.Verdict != milter.Accept {
 		return nil
-	}
-	for _, r := range t.Rcpts {
-		if r.SRS == nil || r.SRS.Status != string(StatusValid) || (r.Decision.Verdict != milter.Continue && r.Decision.Verdict != milter.Accept) {
-			continue
-		}
-		t.Mutations.DelRcpts = append(t.Mutations.DelRcpts, r.Addr)
-		t.Mutations.AddRcpts = append(t.Mutations.AddRcpts, milter.Envelope{Addr: r.SRS.Recipient})
 	}
 	if !t.Controls[ControlForward] {
 		return nil
@@ -172,8 +169,11 @@ func (m *Module) forward(ctx context.Context, t *milter.Txn) string {
 		m.o.Log.Warn("SRS forward not possible; sender left unchanged", "queue_id", t.QueueID, "sender", t.Sender, "err", err)
 		return Reason(err)
 	}
+	if err := t.Mutations.Envelope.ChangeSender(addr, "", "srs"); err != nil {
+		m.o.Log.Warn("SRS forward refused by the envelope owner; sender left unchanged", "queue_id", t.QueueID, "err", err)
+		return "conflict"
+	}
 	t.SRS.OrigSender, t.SRS.NewSender, t.SRS.DBKey = t.Sender, addr, key
-	t.Mutations.ChangeFrom = &milter.Envelope{Addr: addr}
 	t.Tag("SRS", addr)
 	return "rewritten"
 }

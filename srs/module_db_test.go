@@ -100,8 +100,8 @@ func TestDatabaseModeStoreDown(t *testing.T) {
 	}
 	m, s := dbModule(t, redis, true)
 	// Forwarding cannot store: the sender stays as it is and the message goes on.
-	if tx := forward(t, m, "alice@example.net"); tx.Mutations.ChangeFrom != nil {
-		t.Errorf("rewritten without a store: %+v", tx.Mutations.ChangeFrom)
+	if tx := forward(t, m, "alice@example.net"); tx.Mutations.Envelope.Sender() != nil {
+		t.Errorf("rewritten without a store: %+v", tx.Mutations.Envelope.Sender())
 	}
 	// A genuine database address while the store is down: 4xx, try later.
 	bolt, _ := store.OpenBolt(filepath.Join(t.TempDir(), "srs.db"))

@@ -87,13 +87,18 @@ func TestModuleFinalize(t *testing.T) {
 		return tx
 	}
 	tx := run("carol@example.net", true, milter.Accept)
-	if tx.Mutations.ChangeFrom == nil || !strings.HasPrefix(tx.Mutations.ChangeFrom.Addr, "SRS0=") ||
-		!strings.HasSuffix(tx.Mutations.ChangeFrom.Addr, "=example.net=carol@fwd.example.org") || tx.SRS.OrigSender != "carol@example.net" ||
+	if from := tx.Mutations.Envelope.Sender(); from == nil || !strings.HasPrefix(from.Addr, "SRS0=") ||
+		!strings.HasSuffix(from.Addr, "=example.net=carol@fwd.example.org") || tx.SRS.OrigSender != "carol@example.net" ||
 		len(tx.Tags) != 1 || tx.Tags[0][0] != "SRS" {
-		t.Errorf("forward: %+v %+v %v", tx.Mutations.ChangeFrom, tx.SRS, tx.Tags)
+		t.Errorf("forward: %+v %+v %v", from, tx.SRS, tx.Tags)
 	}
-	if len(tx.Mutations.DelRcpts) != 1 || tx.Mutations.DelRcpts[0] != bounce || tx.Mutations.AddRcpts[0].Addr != "alice@example.net" {
-		t.Errorf("reverse: %+v", tx.Mutations)
+	if del, add := tx.Mutations.Envelope.Resolve(tx.Rcpts); len(del) != 1 || del[0] != bounce || len(add) != 1 || add[0].Addr != "alice@example.net" {
+		t.Errorf("reverse: delete %v add %v", del, add)
+	}
+	// A reversed recipient that the policy then refused is not replaced.
+	tx.Rcpts[0].Decision = milter.Decision{Verdict: milter.Reject}
+	if del, add := tx.Mutations.Envelope.Resolve(tx.Rcpts); len(del) != 0 || len(add) != 0 {
+		t.Errorf("refused recipient replaced: delete %v add %v", del, add)
 	}
 	for _, tc := range []struct {
 		sender  string
@@ -108,11 +113,8 @@ func TestModuleFinalize(t *testing.T) {
 		{"erin@example.net", true, milter.Reject, ""},
 	} {
 		tx := run(tc.sender, tc.control, tc.d)
-		if tx.Mutations.ChangeFrom != nil {
+		if tx.Mutations.Envelope.Sender() != nil {
 			t.Errorf("%+v: rewritten", tc)
-		}
-		if tc.d == milter.Reject && len(tx.Mutations.AddRcpts) != 0 {
-			t.Errorf("%+v: recipients changed for a refused message", tc)
 		}
 		if tc.result != "" && testutil.ToFloat64(metrics.Forward.WithLabelValues(tc.result)) != 1 {
 			t.Errorf("%+v: metric %s not counted", tc, tc.result)
