@@ -93,7 +93,13 @@ func compileBMI(d *decoder, in *BMIConfig) *bmiPolicy {
 			d.errorf(in.DefaultProfile.Line, "bmi.default_profile: %v", err)
 		}
 	}
+	ids := map[int]int{} // rule id -> line of the rule that has it
 	for _, rc := range in.Rules {
+		if first, dup := ids[rc.ID]; dup && rc.ID > 0 {
+			d.errorf(rc.Pos.KeyLine("id"), "bmi.rules: id %d is already used by the rule at line %d", rc.ID, first)
+		} else {
+			ids[rc.ID] = rc.Pos.KeyLine("id")
+		}
 		w := rc.When
 		r := bmi.Rule{ID: rc.ID, Outcome: bmi.Outcome(rc.Outcome.Value), AltLocation: rc.AltLocation.Value,
 			When: bmi.Conditions{ScoreAbove: w.ScoreAbove, ScoreBelow: w.ScoreBelow, ThresholdAbove: w.ThresholdAbove,
@@ -110,13 +116,10 @@ func compileBMI(d *decoder, in *BMIConfig) *bmiPolicy {
 			}
 			r.When.RecipientRegex = re
 		}
-		if err := bmi.Validate([]bmi.Rule{r}); err != nil {
-			d.errorf(rc.Pos.Line, "bmi.rules: %v", err)
-		}
+		// One rule at a time, so that each problem is reported at its rule's
+		// line; duplicate ids are found above, with the other problems.
+		d.reportAll(bmi.Validate([]bmi.Rule{r}), rc.Pos, "bmi.rules: ")
 		p.rules = append(p.rules, r)
-	}
-	if err := bmi.Validate(p.rules); err != nil && len(d.errs) == 0 {
-		d.errorf(in.Pos.Line, "bmi.rules: %v", err)
 	}
 	return p
 }

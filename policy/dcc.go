@@ -30,11 +30,7 @@ func compileDCC(d *decoder, in *DCCConfig) *dccPolicy {
 	if in.Timeout != nil {
 		p.options.Timeout = time.Duration(*in.Timeout)
 	}
-	if err := p.options.Validate(); err != nil {
-		for _, e := range strings.Split(err.Error(), "\n") {
-			d.errorf(in.Pos.Line, "dcc: %s", strings.TrimPrefix(e, "dcc: "))
-		}
-	}
+	d.reportAll(p.options.Validate(), in.Pos, "")
 	if in.ClientIPMap.Value != "" {
 		m, err := dcc.LoadHeloMap(in.ClientIPMap.Value)
 		if err != nil {

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
-	"strings"
 	"time"
 
 	"github.com/tollgate/tollgate/milter"
@@ -41,6 +40,8 @@ func compileSRS(d *decoder, lc *listCompiler, in *SRSConfig) *srsPolicy {
 		return nil
 	}
 	line := in.Pos.Line
+	db := compileSRSDB(d, in.Database) // its problems too, whatever the rest
+	failed := false
 	o := srs.Options{Domain: in.Domain.Value, UseHash: in.UseHash, UseTimestamp: in.UseTimestamp}
 	if in.Domain.Value == "" {
 		d.errorf(line, "srs.domain is required: the domain SRS addresses are written at")
@@ -52,13 +53,16 @@ func compileSRS(d *decoder, lc *listCompiler, in *SRSConfig) *srsPolicy {
 		secrets, err := srs.ReadSecretsFile(in.SecretsFile.Value)
 		if err != nil {
 			d.errorf(in.SecretsFile.Line, "srs.secrets_file: %v", err)
-			return nil
+			failed = true
 		}
 		o.Secrets = append(secrets, o.Secrets...)
 	}
 	if len(o.Secrets) == 0 {
-		d.errorf(line, "srs needs secrets_file (or secrets): the first secret signs, all verify")
-		return nil
+		if !failed {
+			d.errorf(line, "srs needs secrets_file (or secrets): the first secret signs, all verify")
+		}
+		// The other options are still checked, so that one run reports all.
+		o.Secrets, failed = []string{"placeholder"}, true
 	}
 	if in.HashLength != nil {
 		o.HashLength = *in.HashLength
@@ -78,9 +82,10 @@ func compileSRS(d *decoder, lc *listCompiler, in *SRSConfig) *srsPolicy {
 	}
 	s, err := srs.New(o)
 	if err != nil {
-		for _, e := range strings.Split(err.Error(), "\n") {
-			d.errorf(line, "%s", strings.TrimPrefix(e, "srs: "))
-		}
+		d.reportAll(err, in.Pos, "")
+		return nil
+	}
+	if failed {
 		return nil
 	}
 	local := lc.domains(in.LocalDomains)
@@ -89,7 +94,7 @@ func compileSRS(d *decoder, lc *listCompiler, in *SRSConfig) *srsPolicy {
 	if maxAge == 0 {
 		maxAge = srs.DefaultMaxAge
 	}
-	return &srsPolicy{srs: s, maxAge: maxAge, db: compileSRSDB(d, in.Database),
+	return &srsPolicy{srs: s, maxAge: maxAge, db: db,
 		local: func(dom string) bool { return local.Match(dom) || exclude.Match(dom) }}
 }
 
@@ -128,9 +133,12 @@ func compileSRSDB(d *decoder, in *SRSDatabaseConfig) *srsDB {
 		}
 		if r.PasswordFile.Value != "" {
 			pw, err := srs.ReadSecretsFile(r.PasswordFile.Value)
-			if err != nil || len(pw) != 1 {
-				d.errorf(r.PasswordFile.Line, "srs.database.redis.password_file: want one line, mode 0600: %v", err)
-			} else {
+			switch {
+			case err != nil:
+				d.errorf(r.PasswordFile.Line, "srs.database.redis.password_file: %v", err)
+			case len(pw) != 1:
+				d.errorf(r.PasswordFile.Line, "srs.database.redis.password_file: %s has %d lines, want the password alone on one line", r.PasswordFile.Value, len(pw))
+			default:
 				o.Password = pw[0]
 			}
 		}

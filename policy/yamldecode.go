@@ -73,8 +73,20 @@ type Str struct {
 type StrList []Str
 
 // Pos, as a struct field, is filled with the line of the mapping the struct
-// was decoded from. It is never a key.
-type Pos struct{ Line int }
+// was decoded from and the line of each key given in it. It is never a key.
+type Pos struct {
+	Line int
+	keys map[string]int
+}
+
+// KeyLine is the line of key in the mapping, or the mapping's own line when
+// the key was not given: where a problem with that option is reported.
+func (p Pos) KeyLine(key string) int {
+	if l, ok := p.keys[key]; ok {
+		return l
+	}
+	return p.Line
+}
 
 // Duration accepts Go duration strings ("10s", "1m30s") and a leading number
 // of days ("31d", "1d12h"). It is never negative.
@@ -104,6 +116,31 @@ type decoder struct {
 	seen       map[Error]bool // an aliased mapping would repeat its errors at every use
 	aliases    []*yaml.Node   // aliases being expanded, to catch an anchor that contains itself
 	aliasNodes int
+}
+
+// reportAll reports every problem joined in err (errors.Join, nested or
+// not), each on its own line: at the line of the option it names (an error
+// with a ConfigField method gives the option's key in section), else at
+// section's own line. Nothing is split out of a joined string.
+func (d *decoder) reportAll(err error, section Pos, prefix string) {
+	if err == nil {
+		return
+	}
+	type fieldError interface{ ConfigField() string }
+	if _, leaf := err.(fieldError); !leaf {
+		if j, ok := err.(interface{ Unwrap() []error }); ok {
+			for _, e := range j.Unwrap() {
+				d.reportAll(e, section, prefix)
+			}
+			return
+		}
+	}
+	line := section.Line
+	var f fieldError
+	if errors.As(err, &f) {
+		line = section.KeyLine(f.ConfigField())
+	}
+	d.errorf(line, "%s%v", prefix, err)
 }
 
 func (d *decoder) errorf(line int, format string, args ...any) {
@@ -414,6 +451,13 @@ func (d *decoder) structValue(n *yaml.Node, v reflect.Value, what string) {
 		if i < 0 {
 			d.errorf(k.Line, "unknown key %q%s", key, suggestKey(key, keys))
 			return
+		}
+		for _, p := range pos {
+			pp := v.FieldByIndex(p).Addr().Interface().(*Pos)
+			if pp.keys == nil {
+				pp.keys = map[string]int{}
+			}
+			pp.keys[key] = k.Line
 		}
 		d.value(val, v.FieldByIndex(keys[i].index), strconv.Quote(key))
 	})
