@@ -127,6 +127,27 @@ type Runtime interface {
 	Identity() *IdentityConfig
 }
 
+// Held is implemented by a Runtime that holds resources (database
+// connections) to give back once nothing can use it any more. The server
+// holds a runtime while it is the current or previous configuration and
+// while a session started with it is open; the last Release frees it.
+type Held interface {
+	Hold()
+	Release()
+}
+
+func hold(rt Runtime) {
+	if h, ok := rt.(Held); ok {
+		h.Hold()
+	}
+}
+
+func release(rt Runtime) {
+	if h, ok := rt.(Held); ok {
+		h.Release()
+	}
+}
+
 // RuntimeNeeds merges what the policy and every module of a runtime need.
 func RuntimeNeeds(rt Runtime) Needs {
 	n := rt.PolicyNeeds()

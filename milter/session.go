@@ -369,6 +369,7 @@ func (c *connection) Cleanup(gomilter.Modifier) {
 	c.cancel()
 	c.srv.metrics.SessionsActive.Dec()
 	c.srv.sessionDone()
+	release(c.sess.runtime)
 }
 
 // runStage runs the hooks of a deciding stage and then the policy of that stage.

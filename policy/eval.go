@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"context"
 	"github.com/prometheus/client_golang/prometheus"
@@ -265,6 +266,24 @@ type Runtime struct {
 	modules []milter.Module
 	log     *slog.Logger
 	metrics *milter.Metrics
+
+	holds    atomic.Int64
+	released sync.Once
+	stores   []string // keys of the Env's stores this runtime uses
+	env      *Env
+}
+
+// Hold and Release count who may still use the runtime (milter.Held): the
+// server while it is current or previous, and each session started with it.
+// The last Release gives its stores back to the Env, which closes those no
+// other runtime uses: a reload that changed a store's options closes the old
+// one once the last session using it ends.
+func (rt *Runtime) Hold() { rt.holds.Add(1) }
+
+func (rt *Runtime) Release() {
+	if rt.holds.Add(-1) == 0 && rt.env != nil {
+		rt.released.Do(func() { rt.env.unref(rt.stores) })
+	}
 }
 
 // Env is what outlives one configuration: the logger, the core metrics and
@@ -285,7 +304,13 @@ type Env struct {
 	resolvers  map[string]*arc.DNSResolver // kept across reloads for their caches
 
 	mu     sync.Mutex
-	stores map[string]store.Store // SRS database stores, kept across reloads
+	stores map[string]*sharedStore // SRS database stores by their options, kept across reloads
+}
+
+// sharedStore is a store and the number of runtimes that use it.
+type sharedStore struct {
+	st   store.Store
+	refs int
 }
 
 // NewEnv registers the core metrics on reg.
@@ -311,7 +336,7 @@ func (e *Env) Runtime(p *Policy) (*Runtime, error) {
 	if e.Log == nil {
 		e.Log = slog.Default()
 	}
-	rt := &Runtime{Policy: p, log: e.Log, metrics: e.Metrics}
+	rt := &Runtime{Policy: p, log: e.Log, metrics: e.Metrics, env: e}
 	if p.srs != nil {
 		e.srsOnce.Do(func() { e.srsMetrics = srs.NewMetrics(e.registry) })
 		o := srs.ModuleOptions{SRS: p.srs.srs, Local: p.srs.local, Metrics: e.srsMetrics, Log: e.Log}
@@ -320,6 +345,7 @@ func (e *Env) Runtime(p *Policy) (*Runtime, error) {
 			if err != nil {
 				return nil, err
 			}
+			rt.stores = append(rt.stores, p.srs.db.key())
 			o.DB, o.Always = store.NewDB(p.srs.srs, st, p.srs.maxAge), p.srs.db.always
 		}
 		rt.modules = append(rt.modules, srs.NewModule(o))
@@ -365,14 +391,17 @@ func (e *Env) resolver(o arc.DNSOptions) *arc.DNSResolver {
 }
 
 // srsStore opens a database-mode store once and hands the same one to every
-// later configuration naming it (bolt's file lock forbids a second open). A
+// later configuration naming it with the same options (bolt's file lock
+// forbids a second open); each runtime using it counts as a reference. A
 // Redis store connects lazily, so a Redis that is down delays bounces (4xx)
 // but not the daemon.
 func (e *Env) srsStore(db *srsDB) (store.Store, error) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	if st, ok := e.stores[db.key()]; ok {
-		return st, nil
+	key := db.key()
+	if s, ok := e.stores[key]; ok {
+		s.refs++
+		return s.st, nil
 	}
 	var st store.Store
 	var err error
@@ -385,18 +414,35 @@ func (e *Env) srsStore(db *srsDB) (store.Store, error) {
 		return nil, fmt.Errorf("srs database: %w", err)
 	}
 	if e.stores == nil {
-		e.stores = map[string]store.Store{}
+		e.stores = map[string]*sharedStore{}
 	}
-	e.stores[db.key()] = st
+	e.stores[key] = &sharedStore{st: st, refs: 1}
 	return st, nil
+}
+
+// unref drops one reference to each store and closes those left without
+// one.
+func (e *Env) unref(keys []string) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for _, k := range keys {
+		s, ok := e.stores[k]
+		if !ok {
+			continue
+		}
+		if s.refs--; s.refs <= 0 {
+			s.st.Close()
+			delete(e.stores, k)
+		}
+	}
 }
 
 // Close closes the stores; the daemon calls it once no session is left.
 func (e *Env) Close() {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	for k, st := range e.stores {
-		st.Close()
+	for k, s := range e.stores {
+		s.st.Close()
 		delete(e.stores, k)
 	}
 }

@@ -1,6 +1,8 @@
 package policy
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"path/filepath"
@@ -27,12 +29,16 @@ type srsDB struct {
 	redis  *store.RedisOptions
 }
 
-// key identifies the store: the same one is reused across reloads.
+// key identifies the store by every option it was opened with: a reload
+// that changes any of them (a new password, a timeout) gets a new store, one
+// that changes none keeps the open one. A hash, so that the password is in
+// no map key or log line.
 func (d *srsDB) key() string {
 	if d.bolt != "" {
 		return "bolt:" + d.bolt
 	}
-	return fmt.Sprintf("redis:%s/%d/%s/%s", d.redis.Addr, d.redis.DB, d.redis.Prefix, d.redis.Username)
+	sum := sha256.Sum256(fmt.Appendf(nil, "%#v", *d.redis))
+	return "redis:" + hex.EncodeToString(sum[:])
 }
 
 func compileSRS(d *decoder, lc *listCompiler, in *SRSConfig) *srsPolicy {

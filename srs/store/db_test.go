@@ -52,7 +52,7 @@ func dbStores(t *testing.T, f func(t *testing.T, st Store, down func())) {
 	})
 	t.Run("redis", func(t *testing.T) {
 		s := startRedis(t)
-		f(t, dialRedis(t, fast(s.addr)), s.stop)
+		f(t, dialRedis(t, fast(s.Addr)), s.Stop)
 	})
 }
 
