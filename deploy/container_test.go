@@ -208,7 +208,7 @@ func TestDockerfile(t *testing.T) {
 	if config == "" {
 		t.Fatalf("%s: nothing is copied to %s, the configuration CMD names", dockerfile, cmdArgs[2])
 	}
-	p, err := policy.LoadFile(config)
+	p, err := policy.LoadFile(config, features...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -442,7 +442,7 @@ func TestKubernetesManifests(t *testing.T) {
 			t.Errorf("the configuration reads /etc/tollgate/keys/%s, which the Secret does not have", m[1])
 		}
 	}
-	p, err := policy.Parse("kubernetes/configmap.yaml "+configFile, []byte(strings.ReplaceAll(data, "/etc/tollgate/keys/", keys+"/")))
+	p, err := policy.Parse("kubernetes/configmap.yaml "+configFile, []byte(strings.ReplaceAll(data, "/etc/tollgate/keys/", keys+"/")), features...)
 	if err != nil {
 		t.Fatalf("the ConfigMap's configuration does not load:\n%v", err)
 	}

@@ -31,17 +31,6 @@ func (t *Txn) Tag(key, value string) {
 	t.Tags = append(t.Tags, [2]string{key, value})
 }
 
-// DCCFacts is what dccifd said about a message (the seed's dcc_result and
-// dcc_header).
-type DCCFacts struct {
-	Checked bool   // a request was made
-	Result  string // accept, fail or defer
-	Overall string // dccifd's letter: A, R, G, T, S; empty when it did not answer
-	Rcpts   string // one letter per recipient checked, in RCPT order
-	Header  string // the X-DCC header field, "X-DCC-...: value", unfolded
-	Reason  string // why the result is defer without an answer (an error kind)
-}
-
 // ARCFacts is the ARC validation of a message (the seed's arc_* variables).
 type ARCFacts struct {
 	Checked    bool

@@ -90,5 +90,8 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	for _, r := range []string{"success", "failure"} {
 		m.ConfigReloads.WithLabelValues(r)
 	}
+	for _, s := range PolicyStages {
+		m.PolicyUnknownValues.WithLabelValues(s.String())
+	}
 	return m
 }

@@ -148,10 +148,27 @@ func release(rt Runtime) {
 	}
 }
 
+// NeedsDeclarer is a module that says what it needs negotiated with the
+// MTA, instead of having it inferred from the hooks it implements: a hook
+// present only to make the MTA send something is a marker, not a need.
+type NeedsDeclarer interface {
+	Needs() Needs
+}
+
 // RuntimeNeeds merges what the policy and every module of a runtime need.
 func RuntimeNeeds(rt Runtime) Needs {
 	n := rt.PolicyNeeds()
 	for _, m := range rt.Modules() {
+		if d, ok := m.(NeedsDeclarer); ok {
+			mn := d.Needs()
+			n.Headers = n.Headers || mn.Headers
+			n.Body = n.Body || mn.Body
+			n.Actions |= mn.Actions
+			for i, r := range mn.Reply {
+				n.Reply[i] = n.Reply[i] || r
+			}
+			continue
+		}
 		if _, ok := m.(HeaderHook); ok {
 			n.Headers = true
 		}

@@ -80,7 +80,7 @@ func TestARCConfigErrors(t *testing.T) {
 		{"arc: {authserv_id: mx.example.org}\nacl:\n  rcpt:\n    - accept: {arc: [pass]}\n", "acl.rcpt: arc is not available at rcpt"},
 		{"arc: {authserv_id: mx.example.org}\nacl:\n  data:\n    - accept: {arc: [passed]}\n", `"passed" is not pass, fail or none`},
 	} {
-		if _, err := Parse("t.yaml", []byte(tc.yml)); err == nil || !strings.Contains(err.Error(), tc.want) {
+		if _, err := Parse("t.yaml", []byte(tc.yml), testFeatures...); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%q: %v, want %q", tc.yml, err, tc.want)
 		}
 	}

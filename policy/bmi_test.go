@@ -71,7 +71,7 @@ func TestBMIConfigErrors(t *testing.T) {
 		{"bmi: {backend: {spamd: {address: a:1}}}\nacl:\n  data:\n    - accept: {control: [bmi_run]}\n", "control: bmi_run is not available at data (only at mail, rcpt)"},
 		{"bmi: {backend: {spamd: {address: a:1}}}\nacl:\n  data:\n    - accept: {bmi_optin: x}\n", "bmi_optin is not available at data"},
 	} {
-		if _, err := Parse("t.yaml", []byte(tc.yml)); err == nil || !strings.Contains(err.Error(), tc.want) {
+		if _, err := Parse("t.yaml", []byte(tc.yml), testFeatures...); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%q: %v, want %q", tc.yml, err, tc.want)
 		}
 	}

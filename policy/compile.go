@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/tollgate/tollgate/feature"
 	"github.com/tollgate/tollgate/milter"
 )
 
@@ -33,7 +34,9 @@ type Policy struct {
 	needs    milter.Needs
 	identity milter.IdentityConfig
 	srs      *srsPolicy
-	dcc      *dccPolicy
+	features *featureSet
+	vars     map[string]variable
+	controls map[string]control
 	arc      *arcPolicy
 	bmi      *bmiPolicy
 
@@ -77,6 +80,7 @@ type rule struct {
 	set        []setVar
 	controls   []string
 	bmiOptin   *template
+	mods       []featureMod // the features' modifiers
 
 	counter atomic.Pointer[ruleCounter] // tollgate_policy_decisions_total for this rule
 }
@@ -104,11 +108,8 @@ var knownControls = map[string]milter.Stages{
 	"freeze":      fromMail, // quarantine (hold) the message in the MTA's queue
 	"srs_forward": fromMail, // rewrite the envelope sender with SRS once accepted
 	"arc_sign":    fromMail, // seal the message with ARC once accepted
-	// These act on a request that starts with the headers: too late at data.
-	"bmi_run":       mailOrRcpt, // scan the message (for every recipient) once the body is in
-	"dcc_grey_off":  mailOrRcpt,
-	"dcc_query":     mailOrRcpt,
-	"dcc_no_reject": mailOrRcpt,
+	// This acts on a scan that starts with the body: too late at data.
+	"bmi_run": mailOrRcpt, // scan the message (for every recipient) once the body is in
 }
 
 var mailOrRcpt = milter.StageSet(milter.StageMail, milter.StageRcpt)
@@ -120,7 +121,7 @@ var conditionStages = map[string]milter.Stages{
 	"senders": fromMail, "sender_domains": fromMail,
 	"recipients": atRcpt, "recipient_domains": atRcpt,
 	"header": atData, "message_size": atData,
-	"srs": atRcpt, "dcc": atData, "arc": atData,
+	"srs": atRcpt, "arc": atData,
 	"bmi_deliver_default": fromRcpt, "bmi_deliver_alternate": fromRcpt, "bmi_dont_deliver": fromRcpt, "bmi_rule": fromRcpt,
 	"bmi_optin": atRcpt,
 	// Modifiers that change the message.
@@ -128,28 +129,31 @@ var conditionStages = map[string]milter.Stages{
 }
 
 // controlNeeds names the configuration section a control works through.
-var controlNeeds = map[string]string{"srs_forward": "srs", "arc_sign": "arc", "bmi_run": "bmi", "dcc_grey_off": "dcc", "dcc_query": "dcc", "dcc_no_reject": "dcc"}
+var controlNeeds = map[string]string{"srs_forward": "srs", "arc_sign": "arc", "bmi_run": "bmi"}
 
-// LoadFile reads, decodes and validates a configuration file. The error, if
+// LoadFile reads, decodes and validates a configuration file with the
+// given features (cmd/tollgate lists those it is built with). The error, if
 // any, is an ErrorList with every problem as "file:line: message".
-func LoadFile(path string) (*Policy, error) {
+func LoadFile(path string, features ...feature.Spec) (*Policy, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return nil, ErrorList{{File: path, Msg: err.Error()}}
 	}
-	return Parse(path, data)
+	return Parse(path, data, features...)
 }
 
 // Parse is LoadFile on bytes; file names the source in messages.
-func Parse(file string, data []byte) (*Policy, error) {
+func Parse(file string, data []byte, features ...feature.Spec) (*Policy, error) {
 	root, errs := parseYAML(file, data)
 	if len(errs) > 0 {
 		return nil, errs
 	}
 	d := &decoder{file: file}
+	fs := newFeatureSet(d, features)
+	root = fs.takeSections(d, root)
 	var cfg Config
 	d.decode(root, &cfg)
-	p := compile(d, &cfg)
+	p := compile(d, &cfg, fs)
 	p.File = file
 	if err := d.errs.Err(); err != nil {
 		return nil, err
@@ -157,7 +161,7 @@ func Parse(file string, data []byte) (*Policy, error) {
 	return p, nil
 }
 
-func compile(d *decoder, cfg *Config) *Policy {
+func compile(d *decoder, cfg *Config, fs *featureSet) *Policy {
 	p := &Policy{
 		MetricsListen: DefaultMetricsListen,
 		LogFormat:     "text",
@@ -165,6 +169,9 @@ func compile(d *decoder, cfg *Config) *Policy {
 		DrainTimeout:  DefaultDrainTimeout,
 		OnError:       milter.Decision{Verdict: milter.TempFail, Rule: "on_error", Reply: milter.Reply{Code: 451, Enhanced: "4.3.0", Text: "temporary local problem, try again later"}},
 		acls:          map[milter.Stage]*acl{},
+		features:      fs,
+		vars:          d.vars,
+		controls:      d.controls,
 	}
 	p.Listen, _ = milter.ParseAddress(DefaultListen)
 	if cfg.Listen.Value != "" {
@@ -220,7 +227,7 @@ func compile(d *decoder, cfg *Config) *Policy {
 	lc := &listCompiler{named: cfg.Lists, d: d}
 	compileIdentity(d, lc, &cfg.Identity, p)
 	p.srs = compileSRS(d, lc, cfg.SRS)
-	p.dcc = compileDCC(d, cfg.DCC)
+	fs.compile(d, lc)
 	p.arc = compileARC(d, cfg.ARC)
 	p.bmi = compileBMI(d, cfg.BMI)
 	stages := []struct {
@@ -387,13 +394,7 @@ func compileRule(d *decoder, lc *listCompiler, stage milter.Stage, index int, in
 			r.conds = append(r.conds, compileARCCond(d, b.ARC))
 		}
 	}
-	if b.DCC.Value != "" && onlyAt("dcc", b.DCC.Line) {
-		if p.dcc == nil {
-			d.errorf(b.DCC.Line, "dcc: the condition needs a valid dcc: section")
-		} else {
-			r.conds = append(r.conds, compileDCCCond(d, b.DCC))
-		}
-	}
+	compileFeatureUses(d, p.features, stage, r, b.features)
 	if len(b.Authenticated) > 0 {
 		r.conds = append(r.conds, authCond{lc.patterns(b.Authenticated)})
 	}
@@ -490,18 +491,29 @@ func compileRule(d *decoder, lc *listCompiler, stage milter.Stage, index int, in
 		r.set = append(r.set, setVar{name: s.Name.Value, value: compileTemplate(d, s.Value, stage, "set "+s.Name.Value)})
 	}
 	for _, c := range b.Control {
-		stages, ok := knownControls[c.Value]
+		ctl, ok := p.controls[c.Value]
 		if !ok {
-			d.errorf(c.Line, "control: unknown control %q (known: %s)", c.Value, strings.Join(controlNames(), ", "))
+			d.errorf(c.Line, "control: unknown control %q (known: %s)", c.Value, strings.Join(p.controlNames(), ", "))
 			continue
 		}
-		if !stages.Has(stage) {
-			d.errorf(c.Line, "control: %s is not available at %s (only at %s)", c.Value, stage, stages)
+		if !ctl.stages.Has(stage) {
+			d.errorf(c.Line, "control: %s is not available at %s (only at %s)", c.Value, stage, ctl.stages)
 			continue
 		}
-		if section := controlNeeds[c.Value]; section == "srs" && p.srs == nil || section == "dcc" && p.dcc == nil || section == "arc" && (p.arc == nil || len(p.arc.seal) == 0) || section == "bmi" && p.bmi == nil {
+		if section := controlNeeds[c.Value]; section == "srs" && p.srs == nil || section == "arc" && (p.arc == nil || len(p.arc.seal) == 0) || section == "bmi" && p.bmi == nil {
 			d.errorf(c.Line, "control: %s needs a valid %s: section", c.Value, section)
 			continue
+		}
+		if ctl.feature != "" {
+			lf := p.features.byName[ctl.feature]
+			if lf.section == nil {
+				d.errorf(c.Line, "control: %s needs a valid %s: section", c.Value, ctl.feature)
+				continue
+			}
+			if err := lf.section.ControlError(c.Value); err != nil {
+				d.errorf(c.Line, "control: %s: %v", c.Value, err)
+				continue
+			}
 		}
 		if c.Value == "freeze" {
 			p.needs.Actions |= milter.ActQuarantine
@@ -513,9 +525,9 @@ func compileRule(d *decoder, lc *listCompiler, stage milter.Stage, index int, in
 
 var ruleNameRE = regexp.MustCompile(`^[A-Za-z0-9_./-]+$`)
 
-func controlNames() []string {
-	out := make([]string, 0, len(knownControls))
-	for n := range knownControls {
+func (p *Policy) controlNames() []string {
+	out := make([]string, 0, len(p.controls))
+	for n := range p.controls {
 		out = append(out, n)
 	}
 	slices.Sort(out)

@@ -15,7 +15,6 @@ type Config struct {
 	DrainTimeout  *Duration      `yaml:"drain_timeout"`
 	Identity      IdentityConfig `yaml:"identity"`
 	SRS           *SRSConfig     `yaml:"srs"`
-	DCC           *DCCConfig     `yaml:"dcc"`
 	ARC           *ARCConfig     `yaml:"arc"`
 	BMI           *BMIConfig     `yaml:"bmi"`
 	Lists         namedLists     `yaml:"lists"`
@@ -75,17 +74,6 @@ type RedisConfig struct {
 	DB           *int      `yaml:"db"`
 	Prefix       Str       `yaml:"prefix"`
 	Timeout      *Duration `yaml:"timeout"`
-}
-
-// DCCConfig is the dcc: section (the seed's dccifd_address, dccifd_options,
-// dcc_direct_add_header).
-type DCCConfig struct {
-	Pos             Pos       `yaml:"-"`
-	Address         Str       `yaml:"address"`
-	Options         StrList   `yaml:"options"`
-	Timeout         *Duration `yaml:"timeout"`
-	DirectAddHeader bool      `yaml:"direct_add_header"`
-	ClientIPMap     Str       `yaml:"client_ip_map"`
 }
 
 // ARCConfig is the arc: section (the seed's verify = arc and arc_sign).
@@ -211,7 +199,6 @@ type RuleBody struct {
 	Proxied             *bool       `yaml:"proxied"`
 	ProxyHosts          StrList     `yaml:"proxy_hosts"`
 	SRS                 StrList     `yaml:"srs"`
-	DCC                 Str         `yaml:"dcc"`
 	ARC                 StrList     `yaml:"arc"`
 	BMIOptin            Str         `yaml:"bmi_optin"`
 	BMIDeliverDefault   *bool       `yaml:"bmi_deliver_default"`
@@ -227,6 +214,8 @@ type RuleBody struct {
 	RemoveHeader StrList     `yaml:"remove_header"`
 	Set          Assignments `yaml:"set"`
 	Control      StrList     `yaml:"control"`
+
+	features []featureUse // the features' conditions and modifiers
 }
 
 // HeaderCond matches a header by name against a regular expression.

@@ -201,7 +201,7 @@ func TestDCCConfigErrors(t *testing.T) {
 		{"dcc: {}\nacl:\n  data:\n    - accept: {control: [dcc_grey_off]}\n", "control: dcc_grey_off is not available at data (only at mail, rcpt)"},
 		{"dcc: {client_ip_map: /nonexistent/map}\n", "t.yaml:1: dcc.client_ip_map"},
 	} {
-		if _, err := Parse("t.yaml", []byte(tc.yml)); err == nil || !strings.Contains(err.Error(), tc.want) {
+		if _, err := Parse("t.yaml", []byte(tc.yml), testFeatures...); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%q: %v, want %q", tc.yml, err, tc.want)
 		}
 	}

@@ -59,7 +59,7 @@ func docExamples(tb testing.TB, tmp string) []docExample {
 func TestDocumentationExamplesLoad(t *testing.T) {
 	examples := docExamples(t, t.TempDir())
 	for _, ex := range examples {
-		if _, err := Parse(ex.name, ex.data); err != nil {
+		if _, err := Parse(ex.name, ex.data, testFeatures...); err != nil {
 			t.Errorf("%s:%d: example does not load:\n%v", ex.doc, ex.line, err)
 		}
 	}
@@ -71,7 +71,7 @@ func TestDocumentationExamplesLoad(t *testing.T) {
 		t.Fatal("no deploy/examples/*.yaml")
 	}
 	for _, f := range files {
-		if _, err := LoadFile(f); err != nil {
+		if _, err := LoadFile(f, testFeatures...); err != nil {
 			t.Errorf("%v", err)
 		}
 	}

@@ -2,6 +2,7 @@ package policy
 
 import (
 	"fmt"
+	"io"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -10,7 +11,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/tollgate/tollgate/arc"
 	"github.com/tollgate/tollgate/bmi"
-	"github.com/tollgate/tollgate/dcc"
+	"github.com/tollgate/tollgate/feature"
 	"github.com/tollgate/tollgate/srs"
 	"github.com/tollgate/tollgate/srs/store"
 	"log/slog"
@@ -28,10 +29,20 @@ type evalCtx struct {
 	log     *slog.Logger
 	metrics *milter.Metrics
 	limit   *logLimiter
+	vars    map[string]variable
+	fe      feature.Eval // the same, as features see it
 }
+
+func (e *evalCtx) feature() *feature.Eval { return &e.fe }
 
 type condition interface {
 	match(e *evalCtx) bool
+}
+
+// deferring is a condition that can leave the ACL undecided-but-temporary:
+// deferred is then the decision (Exim defers the ACL whatever the verb).
+type deferring interface {
+	eval(e *evalCtx) (matched bool, deferred *milter.Decision)
 }
 
 type hostsCond struct{ list *HostList }
@@ -125,9 +136,11 @@ func (p *Policy) evaluate(log *slog.Logger, metrics *milter.Metrics, stage milte
 	if a == nil {
 		return milter.Decision{}
 	}
-	e := &evalCtx{stage: stage, s: s, t: t, r: r, log: log, metrics: metrics, limit: &p.unknownLog}
+	e := &evalCtx{stage: stage, s: s, t: t, r: r, log: log, metrics: metrics, limit: &p.unknownLog, vars: p.vars,
+		fe: feature.Eval{Stage: stage, Session: s, Txn: t, Rcpt: r}}
 	for _, ru := range a.rules {
-		matched, deferred := true, false
+		matched := true
+		var deferred *milter.Decision
 		for _, c := range ru.conds {
 			if dc, ok := c.(deferring); ok {
 				matched, deferred = dc.eval(e)
@@ -138,13 +151,15 @@ func (p *Policy) evaluate(log *slog.Logger, metrics *milter.Metrics, stage milte
 				break
 			}
 		}
-		if deferred && ru.verb == verbWarn {
+		if deferred != nil && ru.verb == verbWarn {
 			continue // Exim ignores a warn it cannot decide
 		}
-		if deferred {
+		if deferred != nil {
 			// Exim: a condition that cannot be decided defers the ACL.
 			metrics.PolicyDecisions.WithLabelValues(stage.String(), ru.name, "defer").Inc()
-			return dccDefer(e, ru.name)
+			d := *deferred
+			d.Rule = ru.name
+			return d
 		}
 		var d milter.Decision
 		switch ru.verb {
@@ -240,6 +255,9 @@ func (ru *rule) fire(log *slog.Logger, metrics *milter.Metrics, e *evalCtx) {
 	if ru.bmiOptin != nil && e.r != nil && e.r.BMI != nil {
 		e.r.BMI.Optins = append(e.r.BMI.Optins, bmi.SplitOptins(ru.bmiOptin.expand(e))...)
 	}
+	for _, fm := range ru.mods {
+		fm.apply(e.feature(), fm.value.expand(e))
+	}
 	m := &e.t.Mutations
 	for _, h := range ru.prepend {
 		m.Prepend = append(m.Prepend, milter.HeaderField{Name: h.name, Value: h.value.expand(e)})
@@ -293,23 +311,22 @@ type Env struct {
 	Metrics  *milter.Metrics
 	registry prometheus.Registerer
 
-	srsOnce    sync.Once
-	srsMetrics *srs.Metrics
-	dccOnce    sync.Once
-	dccMetrics *dcc.Metrics
-	arcOnce    sync.Once
-	arcMetrics *arc.Metrics
-	bmiOnce    sync.Once
-	bmiMetrics *bmi.Metrics
-	resolvers  map[string]*arc.DNSResolver // kept across reloads for their caches
+	srsOnce        sync.Once
+	srsMetrics     *srs.Metrics
+	featureMetrics map[string]any // by feature: registered once per process
+	arcOnce        sync.Once
+	arcMetrics     *arc.Metrics
+	bmiOnce        sync.Once
+	bmiMetrics     *bmi.Metrics
+	resolvers      map[string]*arc.DNSResolver // kept across reloads for their caches
 
 	mu     sync.Mutex
-	stores map[string]*sharedStore // SRS database stores by their options, kept across reloads
+	stores map[string]*sharedStore // resources (SRS database stores) by their options, kept across reloads
 }
 
-// sharedStore is a store and the number of runtimes that use it.
+// sharedStore is a resource and the number of runtimes that use it.
 type sharedStore struct {
-	st   store.Store
+	st   io.Closer
 	refs int
 }
 
@@ -350,11 +367,12 @@ func (e *Env) Runtime(p *Policy) (*Runtime, error) {
 		}
 		rt.modules = append(rt.modules, srs.NewModule(o))
 	}
-	if p.dcc != nil {
-		e.dccOnce.Do(func() { e.dccMetrics = dcc.NewMetrics(e.registry) })
-		rt.modules = append(rt.modules, dcc.NewModule(dcc.ModuleOptions{Options: p.dcc.options, HeloMap: p.dcc.heloMap,
-			AddHeader: p.dcc.addHeader, Metrics: e.dccMetrics, Log: e.Log}))
+	mods, err := e.featureModules(p, rt)
+	if err != nil {
+		e.unref(rt.stores)
+		return nil, err
 	}
+	rt.modules = append(rt.modules, mods...)
 	if p.bmi != nil {
 		// After the other checks: the scan sees the headers as they left them.
 		e.bmiOnce.Do(func() { e.bmiMetrics = bmi.NewMetrics(e.registry) })
@@ -396,28 +414,36 @@ func (e *Env) resolver(o arc.DNSOptions) *arc.DNSResolver {
 // Redis store connects lazily, so a Redis that is down delays bounces (4xx)
 // but not the daemon.
 func (e *Env) srsStore(db *srsDB) (store.Store, error) {
+	c, err := e.shared(db.key(), func() (io.Closer, error) {
+		if db.bolt != "" {
+			return store.OpenBolt(db.bolt)
+		}
+		return store.NewRedis(*db.redis)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("srs database: %w", err)
+	}
+	return c.(store.Store), nil
+}
+
+// shared returns the resource under key, opening it the first time; each
+// call is one reference, given back with unref.
+func (e *Env) shared(key string, open func() (io.Closer, error)) (io.Closer, error) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	key := db.key()
 	if s, ok := e.stores[key]; ok {
 		s.refs++
 		return s.st, nil
 	}
-	var st store.Store
-	var err error
-	if db.bolt != "" {
-		st, err = store.OpenBolt(db.bolt)
-	} else {
-		st, err = store.NewRedis(*db.redis)
-	}
+	c, err := open()
 	if err != nil {
-		return nil, fmt.Errorf("srs database: %w", err)
+		return nil, err
 	}
 	if e.stores == nil {
 		e.stores = map[string]*sharedStore{}
 	}
-	e.stores[key] = &sharedStore{st: st, refs: 1}
-	return st, nil
+	e.stores[key] = &sharedStore{st: c, refs: 1}
+	return c, nil
 }
 
 // unref drops one reference to each store and closes those left without

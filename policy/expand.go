@@ -109,8 +109,6 @@ var variables = map[string]variable{
 		}
 		return e.t.Sender
 	}},
-	"dcc_result":   {atData, func(e *evalCtx) string { return e.t.DCC.Result }},
-	"dcc_header":   {atData, func(e *evalCtx) string { return e.t.DCC.Header }},
 	"message_size": {atData, func(e *evalCtx) string { return strconv.FormatInt(e.t.Size(), 10) }},
 }
 
@@ -167,7 +165,7 @@ func compileTemplate(d *decoder, s Str, stage milter.Stage, where string) *templ
 			if name[4] == 'm' && !fromMail.Has(stage) {
 				d.errorf(s.Line, "%s: $%s is a message variable, not available at %s", where, name, stage)
 			}
-		} else if va, ok := variables[name]; !ok {
+		} else if va, ok := d.variables()[name]; !ok {
 			d.errorf(s.Line, "%s: unknown variable $%s", where, name)
 		} else if !va.stages.Has(stage) {
 			d.errorf(s.Line, "%s: $%s has no value at %s (only at %s)", where, name, stage, va.stages)
@@ -219,7 +217,11 @@ func (e *evalCtx) lookup(name string) (value string) {
 		}
 		return ""
 	}
-	va, ok := variables[name]
+	vars := e.vars
+	if vars == nil {
+		vars = variables
+	}
+	va, ok := vars[name]
 	if !ok || !va.stages.Has(e.stage) {
 		e.unknown(name, "no value at this stage")
 		return ""
@@ -276,4 +278,12 @@ func (e *evalCtx) unknown(name, why string) {
 	}
 	log.Warn("policy: variable has no value here; expanded to an empty string", "variable", "$"+name,
 		"stage", e.stage.String(), "why", why, "session", e.s.ID)
+}
+
+// variables are the core's and, once known, the features' variables.
+func (d *decoder) variables() map[string]variable {
+	if d.vars != nil {
+		return d.vars
+	}
+	return variables
 }

@@ -38,7 +38,7 @@ func FuzzParsePolicy(f *testing.F) {
 	metrics := milter.NewMetrics(prometheus.NewRegistry())
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	f.Fuzz(func(t *testing.T, data []byte) {
-		p, err := Parse("fuzz.yaml", data)
+		p, err := Parse("fuzz.yaml", data, testFeatures...)
 		if err != nil {
 			return
 		}

@@ -37,7 +37,7 @@ acl:
   rcpt:
     - accept: {}
 `
-	_, err := Parse("t.yaml", []byte(src))
+	_, err := Parse("t.yaml", []byte(src), testFeatures...)
 	if err == nil {
 		t.Fatal("loaded")
 	}
@@ -68,7 +68,7 @@ acl:
 // A section whose first problem stops it from being built still has its
 // other problems reported in the same run.
 func TestLoaderErrorsAfterMissingSecrets(t *testing.T) {
-	_, err := Parse("t.yaml", []byte("srs:\n  domain: fwd.example.org\n  separator: '#'\n  hash_min: 1\n  database: {bolt: relative.db}\n"))
+	_, err := Parse("t.yaml", []byte("srs:\n  domain: fwd.example.org\n  separator: '#'\n  hash_min: 1\n  database: {bolt: relative.db}\n"), testFeatures...)
 	if err == nil {
 		t.Fatal("loaded")
 	}

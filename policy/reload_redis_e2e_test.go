@@ -78,7 +78,7 @@ func TestReloadUsesNewRedisPassword(t *testing.T) {
 	t.Cleanup(env.Close)
 	load := func() *Runtime {
 		t.Helper()
-		p, err := Parse("t.yaml", []byte(config))
+		p, err := Parse("t.yaml", []byte(config), testFeatures...)
 		if err != nil {
 			t.Fatal(err)
 		}

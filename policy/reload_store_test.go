@@ -56,7 +56,7 @@ func TestReloadRebuildsChangedStores(t *testing.T) {
 	t.Cleanup(env.Close)
 	runtime := func(config string) *Runtime {
 		t.Helper()
-		p, err := Parse("t.yaml", []byte(config))
+		p, err := Parse("t.yaml", []byte(config), testFeatures...)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -72,7 +72,7 @@ func TestReloadRebuildsChangedStores(t *testing.T) {
 	if len(env.stores) != 1 {
 		t.Fatalf("unchanged options: %d stores, want the one kept", len(env.stores))
 	}
-	first := env.stores[rt1.stores[0]].st
+	first := env.stores[rt1.stores[0]].st.(store.Store)
 	rt1.Release()
 	if len(env.stores) != 1 {
 		t.Fatalf("released while another runtime uses it")

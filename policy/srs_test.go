@@ -76,7 +76,7 @@ func TestSRSConfigErrors(t *testing.T) {
 		{"srs: {domain: f.example, secrets: [a]}\nacl:\n  mail:\n    - accept: {srs: [valid]}\n", "t.yaml:4: acl.mail: srs is not available at mail"},
 		{"srs: {domain: f.example, secrets: [a]}\nacl:\n  rcpt:\n    - accept: {srs: [bogus]}\n", `t.yaml:4: srs: "bogus" is not valid`},
 	} {
-		_, err := Parse("t.yaml", []byte(tc.yml))
+		_, err := Parse("t.yaml", []byte(tc.yml), testFeatures...)
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%q: %v, want %q", tc.yml, err, tc.want)
 		}
@@ -111,7 +111,7 @@ func TestSRSDatabaseConfig(t *testing.T) {
 		{"srs: {domain: f.example, secrets: [k], database: {bolt: /x.db, redis: {address: 127.0.0.1:6379}}}\n", "not both"},
 		{"srs: {domain: f.example, secrets: [k], database: {redis: {db: 2}}}\n", "redis.address is required"},
 	} {
-		if _, err := Parse("t.yaml", []byte(tc.yml)); err == nil || !strings.Contains(err.Error(), tc.want) {
+		if _, err := Parse("t.yaml", []byte(tc.yml), testFeatures...); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%q: %v", tc.yml, err)
 		}
 	}

@@ -67,7 +67,7 @@ func runMatrixCell(t *testing.T, header string, stage milter.Stage, probe string
 	t.Helper()
 	src := header + "acl:\n  " + stage.String() + ":\n    - " + probe + "\n    - accept: {}\n"
 	line := strings.Count(header, "\n") + 3
-	p, err := Parse("m.yaml", []byte(src))
+	p, err := Parse("m.yaml", []byte(src), testFeatures...)
 	if !allowed {
 		if err == nil {
 			t.Errorf("%s at %s: check accepted it, want a refusal at m.yaml:%d", probe, stage, line)
@@ -106,8 +106,9 @@ func runMatrixCell(t *testing.T, header string, stage milter.Stage, probe string
 // $recipient at data).
 func TestMatrixVariablesInEveryStage(t *testing.T) {
 	header := matrixHeader(t)
+	vocab := vocabulary(t)
 	names := []string{"acl_c_probe", "acl_m_probe"}
-	for name := range variables {
+	for name := range vocab.vars {
 		names = append(names, name)
 	}
 	slices.Sort(names)
@@ -118,7 +119,7 @@ func TestMatrixVariablesInEveryStage(t *testing.T) {
 		case "acl_m_probe":
 			return fromMail
 		}
-		return variables[name].stages
+		return vocab.vars[name].stages
 	}
 	for _, name := range names {
 		for _, stage := range milter.PolicyStages {
@@ -141,7 +142,6 @@ var conditionProbes = map[string]string{
 	"header":                `warn: {header: {name: Subject, regex: hel}}`,
 	"message_size":          `warn: {message_size: "> 1"}`,
 	"srs":                   `warn: {srs: [valid, none]}`,
-	"dcc":                   `warn: {dcc: "accept/defer_ok"}`,
 	"arc":                   `warn: {arc: [pass, none]}`,
 	"bmi_deliver_default":   `warn: {bmi_deliver_default: true}`,
 	"bmi_deliver_alternate": `warn: {bmi_deliver_alternate: true}`,
@@ -162,7 +162,7 @@ func TestMatrixConditionsInEveryStage(t *testing.T) {
 	rt := reflect.TypeFor[RuleBody]()
 	for i := range rt.NumField() {
 		key, _, _ := strings.Cut(rt.Field(i).Tag.Get("yaml"), ",")
-		if key == "-" || plain[key] {
+		if key == "-" || plain[key] || !rt.Field(i).IsExported() {
 			continue
 		}
 		if _, ok := conditionStages[key]; !ok {
@@ -179,26 +179,53 @@ func TestMatrixConditionsInEveryStage(t *testing.T) {
 			runMatrixCell(t, header, stage, probe, stages.Has(stage), key)
 		}
 	}
+	// The features' conditions and modifiers, with the example each gives.
+	for key, k := range vocabulary(t).ruleKeys {
+		example := ""
+		if k.cond != nil {
+			example = k.cond.Example
+		} else {
+			example = k.mod.Example
+		}
+		if example == "" {
+			t.Errorf("feature %s: %s has no example", k.feature, key)
+			continue
+		}
+		for _, stage := range milter.PolicyStages {
+			runMatrixCell(t, header, stage, fmt.Sprintf("warn: {%s: %s}", key, example), k.stages().Has(stage), key)
+		}
+	}
+}
+
+// vocabulary is the core's and the features' words, as the loader knows them.
+func vocabulary(t *testing.T) *decoder {
+	t.Helper()
+	d := &decoder{file: "m.yaml"}
+	newFeatureSet(d, testFeatures)
+	if err := d.errs.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return d
 }
 
 // Every control in every stage.
 func TestMatrixControlsInEveryStage(t *testing.T) {
 	header := matrixHeader(t)
-	for name, stages := range knownControls {
+	for name, c := range vocabulary(t).controls {
 		for _, stage := range milter.PolicyStages {
-			runMatrixCell(t, header, stage, fmt.Sprintf("warn: {control: [%s]}", name), stages.Has(stage), name)
+			runMatrixCell(t, header, stage, fmt.Sprintf("warn: {control: [%s]}", name), c.stages.Has(stage), name)
 		}
 	}
 }
 
 // The issue's reproducer is refused by check at the line that uses it.
 func TestRecipientInDataRefused(t *testing.T) {
-	_, err := LoadFile("testdata/policies/recipient_in_data.yaml")
+	_, err := LoadFile("testdata/policies/recipient_in_data.yaml", testFeatures...)
 	want := "testdata/policies/recipient_in_data.yaml:3: add_header: $recipient has no value at data (only at rcpt)"
 	if err == nil || err.Error() != want {
 		t.Errorf("got %v, want %s", err, want)
 	}
-	if _, err := LoadFile("testdata/policies/every_stage.yaml"); err != nil {
+	if _, err := LoadFile("testdata/policies/every_stage.yaml", testFeatures...); err != nil {
 		t.Errorf("the every-stage seed does not load: %v", err)
 	}
 }

@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/tollgate/tollgate/feature"
 )
 
 // Error is one problem in a configuration file, reported as "FILE:LINE: message".
@@ -62,40 +64,15 @@ func (l ErrorList) sort() {
 	slices.SortStableFunc(l, func(a, b Error) int { return a.Line - b.Line })
 }
 
-// Str is a scalar string with the line it came from, for validation errors
-// found after decoding.
-type Str struct {
-	Value string
-	Line  int
-}
-
-// StrList accepts either one scalar (a one-item list) or a sequence of scalars.
-type StrList []Str
-
-// Pos, as a struct field, is filled with the line of the mapping the struct
-// was decoded from and the line of each key given in it. It is never a key.
-type Pos struct {
-	Line int
-	keys map[string]int
-}
-
-// KeyLine is the line of key in the mapping, or the mapping's own line when
-// the key was not given: where a problem with that option is reported.
-func (p Pos) KeyLine(key string) int {
-	if l, ok := p.keys[key]; ok {
-		return l
-	}
-	return p.Line
-}
-
-// Duration accepts Go duration strings ("10s", "1m30s") and a leading number
-// of days ("31d", "1d12h"). It is never negative.
-type Duration time.Duration
-
-// ByteSize accepts a number of bytes, optionally with a suffix K, M or G
-// (powers of 1024; KB, KiB and so on too; case-insensitive). It is never
-// negative.
-type ByteSize int64
+// The configuration's scalar types live in package feature, which features
+// share with the loader; these names keep the loader's code short.
+type (
+	Str      = feature.Str
+	StrList  = feature.StrList
+	Pos      = feature.Pos
+	Duration = feature.Duration
+	ByteSize = feature.ByteSize
+)
 
 // nodeDecoder lets a type decode itself (ACL rules and the like). n is never
 // an alias; its children may be, so decode them with d.decode rather than
@@ -113,35 +90,25 @@ type decoder struct {
 	file string
 	errs ErrorList
 
+	// What the features add to the language (features.go); nil vars and
+	// controls mean the core's alone.
+	ruleKeys map[string]ruleKey
+	vars     map[string]variable
+	controls map[string]control
+
 	seen       map[Error]bool // an aliased mapping would repeat its errors at every use
 	aliases    []*yaml.Node   // aliases being expanded, to catch an anchor that contains itself
 	aliasNodes int
 }
 
-// reportAll reports every problem joined in err (errors.Join, nested or
-// not), each on its own line: at the line of the option it names (an error
-// with a ConfigField method gives the option's key in section), else at
-// section's own line. Nothing is split out of a joined string.
+// reportAll reports every problem joined in err, each at its own line (see
+// feature.ReportAll).
 func (d *decoder) reportAll(err error, section Pos, prefix string) {
-	if err == nil {
-		return
-	}
-	type fieldError interface{ ConfigField() string }
-	if _, leaf := err.(fieldError); !leaf {
-		if j, ok := err.(interface{ Unwrap() []error }); ok {
-			for _, e := range j.Unwrap() {
-				d.reportAll(e, section, prefix)
-			}
-			return
-		}
-	}
-	line := section.Line
-	var f fieldError
-	if errors.As(err, &f) {
-		line = section.KeyLine(f.ConfigField())
-	}
-	d.errorf(line, "%s%v", prefix, err)
+	feature.ReportAll(d, err, section, prefix)
 }
+
+// Errorf makes the decoder the feature.Reporter that sections compile with.
+func (d *decoder) Errorf(line int, format string, args ...any) { d.errorf(line, format, args...) }
 
 func (d *decoder) errorf(line int, format string, args ...any) {
 	e := Error{File: d.file, Line: line, Msg: fmt.Sprintf(format, args...)}
@@ -453,11 +420,7 @@ func (d *decoder) structValue(n *yaml.Node, v reflect.Value, what string) {
 			return
 		}
 		for _, p := range pos {
-			pp := v.FieldByIndex(p).Addr().Interface().(*Pos)
-			if pp.keys == nil {
-				pp.keys = map[string]int{}
-			}
-			pp.keys[key] = k.Line
+			v.FieldByIndex(p).Addr().Interface().(*Pos).SetKeyLine(key, k.Line)
 		}
 		d.value(val, v.FieldByIndex(keys[i].index), strconv.Quote(key))
 	})

@@ -27,7 +27,7 @@ func cmdSRS(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "usage: tollgate srs %s [--config FILE] ADDRESS\n", dir)
 		return 2
 	}
-	p, err := policy.LoadFile(*config)
+	p, err := policy.LoadFile(*config, features...)
 	if err != nil {
 		printConfigErrors(stderr, err)
 		return 1

@@ -101,7 +101,7 @@ type outcome struct {
 
 func send(t *testing.T, config string, m message) outcome {
 	t.Helper()
-	p, err := policy.Parse("seam.yaml", []byte(config))
+	p, err := policy.Parse("seam.yaml", []byte(config), features...)
 	if err != nil {
 		t.Fatal(err)
 	}

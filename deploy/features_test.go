@@ -1,0 +1,9 @@
+package deploy_test
+
+import (
+	"github.com/tollgate/tollgate/dcc"
+	"github.com/tollgate/tollgate/feature"
+)
+
+// features are those cmd/tollgate is built with, for loading the examples.
+var features = []feature.Spec{dcc.Spec}
