@@ -4,21 +4,6 @@ package milter
 // in the feature packages, so that the policy and the milter never depend on a
 // feature's internals (DESIGN.md: dependencies point one way).
 
-// SRSRcpt is what SRS found for one recipient at RCPT (the seed's srs_*).
-type SRSRcpt struct {
-	Status    string // valid, invalid, expired, none
-	Reason    string // why invalid or expired, short and stable
-	Recipient string // srs_recipient: the address it reverses to
-	DBKey     string // database mode: the key looked up
-}
-
-// SRSFacts is what SRS did for a message.
-type SRSFacts struct {
-	OrigSender string // srs_orig_sender: the envelope sender before forwarding
-	NewSender  string // the SRS sender the message leaves with
-	DBKey      string // database mode: the key the original sender was stored under
-}
-
 // Tag adds a short key=value to the message's summary log line (ARC=pass,
 // SRS=<new sender>, ...); a later tag with the same key replaces the earlier.
 func (t *Txn) Tag(key, value string) {

@@ -38,7 +38,6 @@ type Txn struct {
 	Mutations Mutations
 	Logs      []string // log_message texts of rules that fired, for the summary line
 	Tags      [][2]string
-	SRS       SRSFacts
 	ARC       ARCFacts
 	BMI       BMIFacts
 	Started   time.Time
@@ -79,7 +78,6 @@ type Recipient struct {
 	Args     string
 	Decision Decision // the rcpt-stage decision (Continue or Accept = accepted)
 	Index    int      // position among all RCPT commands of the message
-	SRS      *SRSRcpt // set when the recipient is at the SRS domain
 	BMI      *BMIRcpt // set when bmi is configured
 
 	facts map[string]any

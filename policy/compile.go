@@ -33,7 +33,6 @@ type Policy struct {
 	acls     map[milter.Stage]*acl
 	needs    milter.Needs
 	identity milter.IdentityConfig
-	srs      *srsPolicy
 	features *featureSet
 	vars     map[string]variable
 	controls map[string]control
@@ -105,9 +104,8 @@ const (
 // knownControls are the control names a rule may switch on, with the stages
 // where setting one still acts. Features add theirs.
 var knownControls = map[string]milter.Stages{
-	"freeze":      fromMail, // quarantine (hold) the message in the MTA's queue
-	"srs_forward": fromMail, // rewrite the envelope sender with SRS once accepted
-	"arc_sign":    fromMail, // seal the message with ARC once accepted
+	"freeze":   fromMail, // quarantine (hold) the message in the MTA's queue
+	"arc_sign": fromMail, // seal the message with ARC once accepted
 	// This acts on a scan that starts with the body: too late at data.
 	"bmi_run": mailOrRcpt, // scan the message (for every recipient) once the body is in
 }
@@ -121,7 +119,7 @@ var conditionStages = map[string]milter.Stages{
 	"senders": fromMail, "sender_domains": fromMail,
 	"recipients": atRcpt, "recipient_domains": atRcpt,
 	"header": atData, "message_size": atData,
-	"srs": atRcpt, "arc": atData,
+	"arc":                 atData,
 	"bmi_deliver_default": fromRcpt, "bmi_deliver_alternate": fromRcpt, "bmi_dont_deliver": fromRcpt, "bmi_rule": fromRcpt,
 	"bmi_optin": atRcpt,
 	// Modifiers that change the message.
@@ -129,7 +127,7 @@ var conditionStages = map[string]milter.Stages{
 }
 
 // controlNeeds names the configuration section a control works through.
-var controlNeeds = map[string]string{"srs_forward": "srs", "arc_sign": "arc", "bmi_run": "bmi"}
+var controlNeeds = map[string]string{"arc_sign": "arc", "bmi_run": "bmi"}
 
 // LoadFile reads, decodes and validates a configuration file with the
 // given features (cmd/tollgate lists those it is built with). The error, if
@@ -226,7 +224,6 @@ func compile(d *decoder, cfg *Config, fs *featureSet) *Policy {
 
 	lc := &listCompiler{named: cfg.Lists, d: d}
 	compileIdentity(d, lc, &cfg.Identity, p)
-	p.srs = compileSRS(d, lc, cfg.SRS)
 	fs.compile(d, lc)
 	p.arc = compileARC(d, cfg.ARC)
 	p.bmi = compileBMI(d, cfg.BMI)
@@ -355,13 +352,6 @@ func compileRule(d *decoder, lc *listCompiler, stage milter.Stage, index int, in
 	}
 	if len(b.ProxyHosts) > 0 {
 		r.conds = append(r.conds, proxyHostsCond{lc.hosts(b.ProxyHosts)})
-	}
-	if len(b.SRS) > 0 && onlyAt("srs", b.SRS[0].Line) {
-		if p.srs == nil {
-			d.errorf(b.SRS[0].Line, "srs: the condition needs a valid srs: section")
-		} else {
-			r.conds = append(r.conds, compileSRSCond(d, b.SRS))
-		}
 	}
 	bmiAllowed := true
 	for _, k := range []struct {
@@ -500,7 +490,7 @@ func compileRule(d *decoder, lc *listCompiler, stage milter.Stage, index int, in
 			d.errorf(c.Line, "control: %s is not available at %s (only at %s)", c.Value, stage, ctl.stages)
 			continue
 		}
-		if section := controlNeeds[c.Value]; section == "srs" && p.srs == nil || section == "arc" && (p.arc == nil || len(p.arc.seal) == 0) || section == "bmi" && p.bmi == nil {
+		if section := controlNeeds[c.Value]; section == "arc" && (p.arc == nil || len(p.arc.seal) == 0) || section == "bmi" && p.bmi == nil {
 			d.errorf(c.Line, "control: %s needs a valid %s: section", c.Value, section)
 			continue
 		}

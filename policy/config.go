@@ -14,7 +14,6 @@ type Config struct {
 	OnError       Str            `yaml:"on_error"`
 	DrainTimeout  *Duration      `yaml:"drain_timeout"`
 	Identity      IdentityConfig `yaml:"identity"`
-	SRS           *SRSConfig     `yaml:"srs"`
 	ARC           *ARCConfig     `yaml:"arc"`
 	BMI           *BMIConfig     `yaml:"bmi"`
 	Lists         namedLists     `yaml:"lists"`
@@ -39,41 +38,6 @@ type IdentityConfig struct {
 	XClientHosts        StrList `yaml:"xclient_hosts"`
 	XClientDaemons      StrList `yaml:"xclient_daemons"`
 	ProxyWithoutXClient Str     `yaml:"proxy_without_xclient"`
-}
-
-// SRSConfig is the srs: section (the seed's libsrs_alt options).
-type SRSConfig struct {
-	Pos            Pos                `yaml:"-"`
-	Domain         Str                `yaml:"domain"`
-	SecretsFile    Str                `yaml:"secrets_file"`
-	Secrets        StrList            `yaml:"secrets"`
-	HashLength     *int               `yaml:"hash_length"`
-	HashMin        *int               `yaml:"hash_min"`
-	MaxAge         *Duration          `yaml:"max_age"`
-	UseHash        *bool              `yaml:"use_hash"`
-	UseTimestamp   *bool              `yaml:"use_timestamp"`
-	Separator      Str                `yaml:"separator"`
-	LocalDomains   StrList            `yaml:"local_domains"`
-	ExcludeDomains StrList            `yaml:"exclude_domains"`
-	Database       *SRSDatabaseConfig `yaml:"database"`
-}
-
-// SRSDatabaseConfig is SRS database mode (the seed's srs_dbinsert/srs_dbselect).
-type SRSDatabaseConfig struct {
-	Pos   Pos          `yaml:"-"`
-	Use   Str          `yaml:"use"` // long (default) or always
-	Bolt  Str          `yaml:"bolt"`
-	Redis *RedisConfig `yaml:"redis"`
-}
-
-// RedisConfig is a Redis server shared by several tollgate daemons.
-type RedisConfig struct {
-	Address      Str       `yaml:"address"`
-	Username     Str       `yaml:"username"`
-	PasswordFile Str       `yaml:"password_file"`
-	DB           *int      `yaml:"db"`
-	Prefix       Str       `yaml:"prefix"`
-	Timeout      *Duration `yaml:"timeout"`
 }
 
 // ARCConfig is the arc: section (the seed's verify = arc and arc_sign).
@@ -198,7 +162,6 @@ type RuleBody struct {
 	Authenticated       StrList     `yaml:"authenticated"`
 	Proxied             *bool       `yaml:"proxied"`
 	ProxyHosts          StrList     `yaml:"proxy_hosts"`
-	SRS                 StrList     `yaml:"srs"`
 	ARC                 StrList     `yaml:"arc"`
 	BMIOptin            Str         `yaml:"bmi_optin"`
 	BMIDeliverDefault   *bool       `yaml:"bmi_deliver_default"`

@@ -1,7 +1,6 @@
 package policy
 
 import (
-	"fmt"
 	"io"
 	"strings"
 	"sync"
@@ -12,8 +11,6 @@ import (
 	"github.com/tollgate/tollgate/arc"
 	"github.com/tollgate/tollgate/bmi"
 	"github.com/tollgate/tollgate/feature"
-	"github.com/tollgate/tollgate/srs"
-	"github.com/tollgate/tollgate/srs/store"
 	"log/slog"
 	"net/netip"
 	"regexp"
@@ -311,8 +308,6 @@ type Env struct {
 	Metrics  *milter.Metrics
 	registry prometheus.Registerer
 
-	srsOnce        sync.Once
-	srsMetrics     *srs.Metrics
 	featureMetrics map[string]any // by feature: registered once per process
 	arcOnce        sync.Once
 	arcMetrics     *arc.Metrics
@@ -354,19 +349,6 @@ func (e *Env) Runtime(p *Policy) (*Runtime, error) {
 		e.Log = slog.Default()
 	}
 	rt := &Runtime{Policy: p, log: e.Log, metrics: e.Metrics, env: e}
-	if p.srs != nil {
-		e.srsOnce.Do(func() { e.srsMetrics = srs.NewMetrics(e.registry) })
-		o := srs.ModuleOptions{SRS: p.srs.srs, Local: p.srs.local, Metrics: e.srsMetrics, Log: e.Log}
-		if p.srs.db != nil {
-			st, err := e.srsStore(p.srs.db)
-			if err != nil {
-				return nil, err
-			}
-			rt.stores = append(rt.stores, p.srs.db.key())
-			o.DB, o.Always = store.NewDB(p.srs.srs, st, p.srs.maxAge), p.srs.db.always
-		}
-		rt.modules = append(rt.modules, srs.NewModule(o))
-	}
 	mods, err := e.featureModules(p, rt)
 	if err != nil {
 		e.unref(rt.stores)
@@ -406,24 +388,6 @@ func (e *Env) resolver(o arc.DNSOptions) *arc.DNSResolver {
 	r := arc.NewDNSResolver(o)
 	e.resolvers[key] = r
 	return r
-}
-
-// srsStore opens a database-mode store once and hands the same one to every
-// later configuration naming it with the same options (bolt's file lock
-// forbids a second open); each runtime using it counts as a reference. A
-// Redis store connects lazily, so a Redis that is down delays bounces (4xx)
-// but not the daemon.
-func (e *Env) srsStore(db *srsDB) (store.Store, error) {
-	c, err := e.shared(db.key(), func() (io.Closer, error) {
-		if db.bolt != "" {
-			return store.OpenBolt(db.bolt)
-		}
-		return store.NewRedis(*db.redis)
-	})
-	if err != nil {
-		return nil, fmt.Errorf("srs database: %w", err)
-	}
-	return c.(store.Store), nil
 }
 
 // shared returns the resource under key, opening it the first time; each

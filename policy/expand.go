@@ -88,27 +88,6 @@ var variables = map[string]variable{
 	"recipients_count": {fromRcpt, func(e *evalCtx) string {
 		return strconv.Itoa(len(e.t.AcceptedRcpts()))
 	}},
-	"srs_status":    {atRcpt, func(e *evalCtx) string { return srsRcpt(e).Status }},
-	"srs_recipient": {atRcpt, func(e *evalCtx) string { return srsRcpt(e).Recipient }},
-	"srs_orig_recipient": {atRcpt, func(e *evalCtx) string {
-		if e.r.SRS == nil {
-			return ""
-		}
-		return e.r.Addr
-	}},
-	"srs_db_key": {atRcpt, func(e *evalCtx) string { return srsRcpt(e).DBKey }},
-	"srs_db_address": {atRcpt, func(e *evalCtx) string {
-		if r := srsRcpt(e); r.DBKey != "" {
-			return r.Recipient
-		}
-		return ""
-	}},
-	"srs_orig_sender": {fromMail, func(e *evalCtx) string {
-		if e.t.SRS.OrigSender != "" {
-			return e.t.SRS.OrigSender
-		}
-		return e.t.Sender
-	}},
 	"message_size": {atData, func(e *evalCtx) string { return strconv.FormatInt(e.t.Size(), 10) }},
 }
 

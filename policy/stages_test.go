@@ -235,7 +235,7 @@ func TestRecipientInDataRefused(t *testing.T) {
 // says so however often it happens.
 func TestUnknownValueLastLineOfDefence(t *testing.T) {
 	d := &decoder{file: "t.yaml"}
-	tpl := compileTemplate(d, Str{Value: "for <$recipient> from <$sender_address> via $srs_recipient", Line: 1}, milter.StageRcpt, "test")
+	tpl := compileTemplate(d, Str{Value: "for <$recipient> from <$sender_address> via $domain", Line: 1}, milter.StageRcpt, "test")
 	if err := d.errs.Err(); err != nil {
 		t.Fatal(err)
 	}

@@ -7,6 +7,7 @@ import (
 
 	"github.com/tollgate/tollgate/policy"
 	"github.com/tollgate/tollgate/srs"
+	"github.com/tollgate/tollgate/srs/srsspec"
 )
 
 // cmdSRS rewrites one address with the configuration's SRS secrets, for
@@ -32,7 +33,7 @@ func cmdSRS(args []string, stdout, stderr io.Writer) int {
 		printConfigErrors(stderr, err)
 		return 1
 	}
-	s, err := p.SRS()
+	s, err := srsspec.Rewriter(p.Section("srs"))
 	if err != nil {
 		fmt.Fprintf(stderr, "tollgate srs: %s: %v\n", *config, err)
 		return 1
