@@ -1,10 +1,11 @@
 package deploy_test
 
 import (
+	"github.com/tollgate/tollgate/bmi"
 	"github.com/tollgate/tollgate/dcc"
 	"github.com/tollgate/tollgate/feature"
 	"github.com/tollgate/tollgate/srs/srsspec"
 )
 
 // features are those cmd/tollgate is built with, for loading the examples.
-var features = []feature.Spec{srsspec.Spec, dcc.Spec}
+var features = []feature.Spec{srsspec.Spec, dcc.Spec, bmi.Spec}

@@ -27,22 +27,3 @@ type ARCFacts struct {
 	AuthResult string   // the Authentication-Results value tollgate adds
 	Sealed     string   // the signing domain when tollgate sealed the message
 }
-
-// BMIRcpt is one recipient's Brightmail-style verdict (the seed's bmi_*).
-type BMIRcpt struct {
-	Optins      []string // opt-in strings set by bmi_optin or the opt-in file
-	Scanned     bool     // a scan result was judged; false: delivered normally
-	Deliver     bool     // bmi_deliver
-	Outcome     string   // deliver, alternate, drop
-	AltLocation string   // bmi_alt_location
-	Verdict     string   // bmi_base64_verdict
-	Tracker     string   // bmi_base64_tracker_verdict
-	Fired       []int    // rule numbers that fired
-}
-
-// BMIFacts is what happened to the scan of a message.
-type BMIFacts struct {
-	Run    bool   // control bmi_run was set
-	Scans  int    // scans made (one per distinct profile)
-	Reason string // why recipients got no verdict (an error kind, too_big), if any
-}

@@ -39,7 +39,6 @@ type Txn struct {
 	Logs      []string // log_message texts of rules that fired, for the summary line
 	Tags      [][2]string
 	ARC       ARCFacts
-	BMI       BMIFacts
 	Started   time.Time
 	Decision  Decision
 
@@ -78,7 +77,6 @@ type Recipient struct {
 	Args     string
 	Decision Decision // the rcpt-stage decision (Continue or Accept = accepted)
 	Index    int      // position among all RCPT commands of the message
-	BMI      *BMIRcpt // set when bmi is configured
 
 	facts map[string]any
 }

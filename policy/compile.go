@@ -37,7 +37,6 @@ type Policy struct {
 	vars     map[string]variable
 	controls map[string]control
 	arc      *arcPolicy
-	bmi      *bmiPolicy
 
 	unknownLog logLimiter // for variables that have no value where used
 }
@@ -78,7 +77,6 @@ type rule struct {
 	remove     []string
 	set        []setVar
 	controls   []string
-	bmiOptin   *template
 	mods       []featureMod // the features' modifiers
 
 	counter atomic.Pointer[ruleCounter] // tollgate_policy_decisions_total for this rule
@@ -106,8 +104,6 @@ const (
 var knownControls = map[string]milter.Stages{
 	"freeze":   fromMail, // quarantine (hold) the message in the MTA's queue
 	"arc_sign": fromMail, // seal the message with ARC once accepted
-	// This acts on a scan that starts with the body: too late at data.
-	"bmi_run": mailOrRcpt, // scan the message (for every recipient) once the body is in
 }
 
 var mailOrRcpt = milter.StageSet(milter.StageMail, milter.StageRcpt)
@@ -119,15 +115,13 @@ var conditionStages = map[string]milter.Stages{
 	"senders": fromMail, "sender_domains": fromMail,
 	"recipients": atRcpt, "recipient_domains": atRcpt,
 	"header": atData, "message_size": atData,
-	"arc":                 atData,
-	"bmi_deliver_default": fromRcpt, "bmi_deliver_alternate": fromRcpt, "bmi_dont_deliver": fromRcpt, "bmi_rule": fromRcpt,
-	"bmi_optin": atRcpt,
+	"arc": atData,
 	// Modifiers that change the message.
 	"add_header": fromMail, "remove_header": fromMail, "discard": fromMail,
 }
 
 // controlNeeds names the configuration section a control works through.
-var controlNeeds = map[string]string{"arc_sign": "arc", "bmi_run": "bmi"}
+var controlNeeds = map[string]string{"arc_sign": "arc"}
 
 // LoadFile reads, decodes and validates a configuration file with the
 // given features (cmd/tollgate lists those it is built with). The error, if
@@ -226,7 +220,6 @@ func compile(d *decoder, cfg *Config, fs *featureSet) *Policy {
 	compileIdentity(d, lc, &cfg.Identity, p)
 	fs.compile(d, lc)
 	p.arc = compileARC(d, cfg.ARC)
-	p.bmi = compileBMI(d, cfg.BMI)
 	stages := []struct {
 		stage milter.Stage
 		rules []Rule
@@ -353,30 +346,6 @@ func compileRule(d *decoder, lc *listCompiler, stage milter.Stage, index int, in
 	if len(b.ProxyHosts) > 0 {
 		r.conds = append(r.conds, proxyHostsCond{lc.hosts(b.ProxyHosts)})
 	}
-	bmiAllowed := true
-	for _, k := range []struct {
-		key string
-		set bool
-	}{{"bmi_deliver_default", b.BMIDeliverDefault != nil}, {"bmi_deliver_alternate", b.BMIDeliverAlternate != nil},
-		{"bmi_dont_deliver", b.BMIDontDeliver != nil}, {"bmi_rule", b.BMIRule != nil}} {
-		if k.set && !onlyAt(k.key, in.Verb.Line) {
-			bmiAllowed = false
-		}
-	}
-	if bc := compileBMIConds(b); len(bc) > 0 && bmiAllowed {
-		if p.bmi == nil {
-			d.errorf(in.Verb.Line, "bmi conditions need a valid bmi: section")
-		} else {
-			r.conds = append(r.conds, bc...)
-		}
-	}
-	if b.BMIOptin.Value != "" && onlyAt("bmi_optin", b.BMIOptin.Line) {
-		if p.bmi == nil {
-			d.errorf(b.BMIOptin.Line, "bmi_optin needs a valid bmi: section")
-		} else {
-			r.bmiOptin = compileTemplate(d, b.BMIOptin, stage, "bmi_optin")
-		}
-	}
 	if len(b.ARC) > 0 && onlyAt("arc", b.ARC[0].Line) {
 		if p.arc == nil {
 			d.errorf(b.ARC[0].Line, "arc: the condition needs a valid arc: section")
@@ -490,7 +459,7 @@ func compileRule(d *decoder, lc *listCompiler, stage milter.Stage, index int, in
 			d.errorf(c.Line, "control: %s is not available at %s (only at %s)", c.Value, stage, ctl.stages)
 			continue
 		}
-		if section := controlNeeds[c.Value]; section == "arc" && (p.arc == nil || len(p.arc.seal) == 0) || section == "bmi" && p.bmi == nil {
+		if section := controlNeeds[c.Value]; section == "arc" && (p.arc == nil || len(p.arc.seal) == 0) {
 			d.errorf(c.Line, "control: %s needs a valid %s: section", c.Value, section)
 			continue
 		}

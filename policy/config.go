@@ -15,7 +15,6 @@ type Config struct {
 	DrainTimeout  *Duration      `yaml:"drain_timeout"`
 	Identity      IdentityConfig `yaml:"identity"`
 	ARC           *ARCConfig     `yaml:"arc"`
-	BMI           *BMIConfig     `yaml:"bmi"`
 	Lists         namedLists     `yaml:"lists"`
 	ACL           ACLConfig      `yaml:"acl"`
 }
@@ -70,67 +69,6 @@ type ARCSignConfig struct {
 	Options  StrList `yaml:"options"`
 }
 
-// BMIConfig is the bmi: section: per-recipient verdicts from a real scanner.
-type BMIConfig struct {
-	Pos            Pos              `yaml:"-"`
-	Backend        BMIBackendConfig `yaml:"backend"`
-	Spool          BMISpoolConfig   `yaml:"spool"`
-	OptinFile      Str              `yaml:"optin_file"`
-	Profiles       map[string]Str   `yaml:"profiles"`
-	DefaultProfile Str              `yaml:"default_profile"`
-	Rules          []BMIRuleConfig  `yaml:"rules"`
-	OnError        Str              `yaml:"on_error"`
-	SpamHeaders    bool             `yaml:"spam_headers"`
-}
-
-// BMIBackendConfig names one scanner.
-type BMIBackendConfig struct {
-	Spamd  *BMIScannerConfig `yaml:"spamd"`
-	Rspamd *BMIScannerConfig `yaml:"rspamd"`
-}
-
-// BMIScannerConfig is a scanner's address and limits.
-type BMIScannerConfig struct {
-	Pos     Pos       `yaml:"-"`
-	Address Str       `yaml:"address"`
-	Timeout *Duration `yaml:"timeout"`
-	MaxSize *ByteSize `yaml:"max_size"`
-}
-
-// BMISpoolConfig bounds what a message may take in memory before a temp file.
-type BMISpoolConfig struct {
-	Memory *ByteSize `yaml:"memory"`
-	Dir    Str       `yaml:"dir"`
-}
-
-// BMIRuleConfig is one numbered rule.
-type BMIRuleConfig struct {
-	Pos         Pos     `yaml:"-"`
-	ID          int     `yaml:"id"`
-	When        BMIWhen `yaml:"when"`
-	Outcome     Str     `yaml:"outcome"`
-	AltLocation Str     `yaml:"alt_location"`
-}
-
-// BMIWhen holds a rule's conditions; all must hold.
-type BMIWhen struct {
-	ScoreAbove     *float64 `yaml:"score_above"`
-	ScoreBelow     *float64 `yaml:"score_below"`
-	ThresholdAbove *float64 `yaml:"threshold_above"`
-	ThresholdBelow *float64 `yaml:"threshold_below"`
-	MarginAbove    *float64 `yaml:"margin_above"`
-	MarginBelow    *float64 `yaml:"margin_below"`
-	IsSpam         *bool    `yaml:"is_spam"`
-	Actions        StrList  `yaml:"actions"`
-	SymbolsAny     StrList  `yaml:"symbols_any"`
-	SymbolsAll     StrList  `yaml:"symbols_all"`
-	Profiles       StrList  `yaml:"profiles"`
-	Recipients     StrList  `yaml:"recipients"`
-	RecipientRegex Str      `yaml:"recipient_regex"`
-	OptinAny       StrList  `yaml:"optin_any"`
-	OptinNone      StrList  `yaml:"optin_none"`
-}
-
 // ACLConfig holds one ACL per stage, each a list of rules tried in order.
 type ACLConfig struct {
 	Connect []Rule `yaml:"connect"`
@@ -154,22 +92,17 @@ type RuleBody struct {
 	Pos  Pos `yaml:"-"`
 	Name Str `yaml:"name"`
 
-	Hosts               StrList     `yaml:"hosts"`
-	Senders             StrList     `yaml:"senders"`
-	SenderDomains       StrList     `yaml:"sender_domains"`
-	Recipients          StrList     `yaml:"recipients"`
-	RecipientDomains    StrList     `yaml:"recipient_domains"`
-	Authenticated       StrList     `yaml:"authenticated"`
-	Proxied             *bool       `yaml:"proxied"`
-	ProxyHosts          StrList     `yaml:"proxy_hosts"`
-	ARC                 StrList     `yaml:"arc"`
-	BMIOptin            Str         `yaml:"bmi_optin"`
-	BMIDeliverDefault   *bool       `yaml:"bmi_deliver_default"`
-	BMIDeliverAlternate *bool       `yaml:"bmi_deliver_alternate"`
-	BMIDontDeliver      *bool       `yaml:"bmi_dont_deliver"`
-	BMIRule             []int       `yaml:"bmi_rule"`
-	Header              HeaderConds `yaml:"header"`
-	MessageSize         Str         `yaml:"message_size"`
+	Hosts            StrList     `yaml:"hosts"`
+	Senders          StrList     `yaml:"senders"`
+	SenderDomains    StrList     `yaml:"sender_domains"`
+	Recipients       StrList     `yaml:"recipients"`
+	RecipientDomains StrList     `yaml:"recipient_domains"`
+	Authenticated    StrList     `yaml:"authenticated"`
+	Proxied          *bool       `yaml:"proxied"`
+	ProxyHosts       StrList     `yaml:"proxy_hosts"`
+	ARC              StrList     `yaml:"arc"`
+	Header           HeaderConds `yaml:"header"`
+	MessageSize      Str         `yaml:"message_size"`
 
 	Message      Str         `yaml:"message"`
 	LogMessage   Str         `yaml:"log_message"`

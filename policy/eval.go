@@ -9,7 +9,6 @@ import (
 	"context"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/tollgate/tollgate/arc"
-	"github.com/tollgate/tollgate/bmi"
 	"github.com/tollgate/tollgate/feature"
 	"log/slog"
 	"net/netip"
@@ -249,9 +248,6 @@ func (ru *rule) fire(log *slog.Logger, metrics *milter.Metrics, e *evalCtx) {
 	if e.t == nil {
 		return
 	}
-	if ru.bmiOptin != nil && e.r != nil && e.r.BMI != nil {
-		e.r.BMI.Optins = append(e.r.BMI.Optins, bmi.SplitOptins(ru.bmiOptin.expand(e))...)
-	}
 	for _, fm := range ru.mods {
 		fm.apply(e.feature(), fm.value.expand(e))
 	}
@@ -311,8 +307,6 @@ type Env struct {
 	featureMetrics map[string]any // by feature: registered once per process
 	arcOnce        sync.Once
 	arcMetrics     *arc.Metrics
-	bmiOnce        sync.Once
-	bmiMetrics     *bmi.Metrics
 	resolvers      map[string]*arc.DNSResolver // kept across reloads for their caches
 
 	mu     sync.Mutex
@@ -355,14 +349,6 @@ func (e *Env) Runtime(p *Policy) (*Runtime, error) {
 		return nil, err
 	}
 	rt.modules = append(rt.modules, mods...)
-	if p.bmi != nil {
-		// After the other checks: the scan sees the headers as they left them.
-		e.bmiOnce.Do(func() { e.bmiMetrics = bmi.NewMetrics(e.registry) })
-		b := p.bmi
-		rt.modules = append(rt.modules, bmi.NewModule(bmi.ModuleOptions{Backend: b.backend, Rules: b.rules, Profiles: b.profiles,
-			Optins: b.optins, SpoolMemory: b.spoolMemory, SpoolDir: b.spoolDir, DeferOnError: b.deferOnError,
-			SpamHeaders: b.spamHeaders, Metrics: e.bmiMetrics, Log: e.Log}))
-	}
 	if p.arc != nil {
 		// Last: its seal must sign the headers as every other module left them.
 		e.arcOnce.Do(func() { e.arcMetrics = arc.NewMetrics(e.registry) })

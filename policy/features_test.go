@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"github.com/tollgate/tollgate/bmi"
 	"github.com/tollgate/tollgate/dcc"
 	"github.com/tollgate/tollgate/feature"
 	"github.com/tollgate/tollgate/srs/srsspec"
@@ -8,4 +9,4 @@ import (
 
 // testFeatures are the features cmd/tollgate is built with: the policy's
 // tests load configurations that use them.
-var testFeatures = []feature.Spec{srsspec.Spec, dcc.Spec}
+var testFeatures = []feature.Spec{srsspec.Spec, dcc.Spec, bmi.Spec}

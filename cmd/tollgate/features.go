@@ -1,6 +1,7 @@
 package main
 
 import (
+	"github.com/tollgate/tollgate/bmi"
 	"github.com/tollgate/tollgate/dcc"
 	"github.com/tollgate/tollgate/feature"
 	"github.com/tollgate/tollgate/srs/srsspec"
@@ -12,4 +13,5 @@ import (
 var features = []feature.Spec{
 	srsspec.Spec,
 	dcc.Spec,
+	bmi.Spec,
 }
