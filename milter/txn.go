@@ -38,7 +38,6 @@ type Txn struct {
 	Mutations Mutations
 	Logs      []string // log_message texts of rules that fired, for the summary line
 	Tags      [][2]string
-	ARC       ARCFacts
 	Started   time.Time
 	Decision  Decision
 

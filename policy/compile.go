@@ -36,7 +36,6 @@ type Policy struct {
 	features *featureSet
 	vars     map[string]variable
 	controls map[string]control
-	arc      *arcPolicy
 
 	unknownLog logLimiter // for variables that have no value where used
 }
@@ -102,8 +101,7 @@ const (
 // knownControls are the control names a rule may switch on, with the stages
 // where setting one still acts. Features add theirs.
 var knownControls = map[string]milter.Stages{
-	"freeze":   fromMail, // quarantine (hold) the message in the MTA's queue
-	"arc_sign": fromMail, // seal the message with ARC once accepted
+	"freeze": fromMail, // quarantine (hold) the message in the MTA's queue
 }
 
 var mailOrRcpt = milter.StageSet(milter.StageMail, milter.StageRcpt)
@@ -115,13 +113,9 @@ var conditionStages = map[string]milter.Stages{
 	"senders": fromMail, "sender_domains": fromMail,
 	"recipients": atRcpt, "recipient_domains": atRcpt,
 	"header": atData, "message_size": atData,
-	"arc": atData,
 	// Modifiers that change the message.
 	"add_header": fromMail, "remove_header": fromMail, "discard": fromMail,
 }
-
-// controlNeeds names the configuration section a control works through.
-var controlNeeds = map[string]string{"arc_sign": "arc"}
 
 // LoadFile reads, decodes and validates a configuration file with the
 // given features (cmd/tollgate lists those it is built with). The error, if
@@ -219,7 +213,6 @@ func compile(d *decoder, cfg *Config, fs *featureSet) *Policy {
 	lc := &listCompiler{named: cfg.Lists, d: d}
 	compileIdentity(d, lc, &cfg.Identity, p)
 	fs.compile(d, lc)
-	p.arc = compileARC(d, cfg.ARC)
 	stages := []struct {
 		stage milter.Stage
 		rules []Rule
@@ -346,13 +339,6 @@ func compileRule(d *decoder, lc *listCompiler, stage milter.Stage, index int, in
 	if len(b.ProxyHosts) > 0 {
 		r.conds = append(r.conds, proxyHostsCond{lc.hosts(b.ProxyHosts)})
 	}
-	if len(b.ARC) > 0 && onlyAt("arc", b.ARC[0].Line) {
-		if p.arc == nil {
-			d.errorf(b.ARC[0].Line, "arc: the condition needs a valid arc: section")
-		} else {
-			r.conds = append(r.conds, compileARCCond(d, b.ARC))
-		}
-	}
 	compileFeatureUses(d, p.features, stage, r, b.features)
 	if len(b.Authenticated) > 0 {
 		r.conds = append(r.conds, authCond{lc.patterns(b.Authenticated)})
@@ -457,10 +443,6 @@ func compileRule(d *decoder, lc *listCompiler, stage milter.Stage, index int, in
 		}
 		if !ctl.stages.Has(stage) {
 			d.errorf(c.Line, "control: %s is not available at %s (only at %s)", c.Value, stage, ctl.stages)
-			continue
-		}
-		if section := controlNeeds[c.Value]; section == "arc" && (p.arc == nil || len(p.arc.seal) == 0) {
-			d.errorf(c.Line, "control: %s needs a valid %s: section", c.Value, section)
 			continue
 		}
 		if ctl.feature != "" {

@@ -14,7 +14,6 @@ type Config struct {
 	OnError       Str            `yaml:"on_error"`
 	DrainTimeout  *Duration      `yaml:"drain_timeout"`
 	Identity      IdentityConfig `yaml:"identity"`
-	ARC           *ARCConfig     `yaml:"arc"`
 	Lists         namedLists     `yaml:"lists"`
 	ACL           ACLConfig      `yaml:"acl"`
 }
@@ -37,36 +36,6 @@ type IdentityConfig struct {
 	XClientHosts        StrList `yaml:"xclient_hosts"`
 	XClientDaemons      StrList `yaml:"xclient_daemons"`
 	ProxyWithoutXClient Str     `yaml:"proxy_without_xclient"`
-}
-
-// ARCConfig is the arc: section (the seed's verify = arc and arc_sign).
-type ARCConfig struct {
-	Pos                     Pos             `yaml:"-"`
-	AuthServID              Str             `yaml:"authserv_id"`
-	RemoveForgedAuthResults *bool           `yaml:"remove_forged_authresults"`
-	AddAuthResults          *bool           `yaml:"add_authresults"`
-	RemoteIP                bool            `yaml:"remote_ip"`
-	MinRSABits              *int            `yaml:"min_rsa_bits"`
-	Timeout                 *Duration       `yaml:"timeout"`
-	DNS                     ARCDNSConfig    `yaml:"dns"`
-	Sign                    []ARCSignConfig `yaml:"sign"`
-	Headers                 StrList         `yaml:"headers"`
-	Oversign                *StrList        `yaml:"oversign"`
-}
-
-// ARCDNSConfig points key lookups at a resolver.
-type ARCDNSConfig struct {
-	Server  Str       `yaml:"server"`
-	Timeout *Duration `yaml:"timeout"`
-}
-
-// ARCSignConfig is one signing key (the seed's arc_sign = domain : selector : key : options).
-type ARCSignConfig struct {
-	Pos      Pos     `yaml:"-"`
-	Domain   Str     `yaml:"domain"`
-	Selector Str     `yaml:"selector"`
-	Key      Str     `yaml:"key"`
-	Options  StrList `yaml:"options"`
 }
 
 // ACLConfig holds one ACL per stage, each a list of rules tried in order.
@@ -100,7 +69,6 @@ type RuleBody struct {
 	Authenticated    StrList     `yaml:"authenticated"`
 	Proxied          *bool       `yaml:"proxied"`
 	ProxyHosts       StrList     `yaml:"proxy_hosts"`
-	ARC              StrList     `yaml:"arc"`
 	Header           HeaderConds `yaml:"header"`
 	MessageSize      Str         `yaml:"message_size"`
 

@@ -8,7 +8,6 @@ import (
 
 	"context"
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/tollgate/tollgate/arc"
 	"github.com/tollgate/tollgate/feature"
 	"log/slog"
 	"net/netip"
@@ -305,9 +304,6 @@ type Env struct {
 	registry prometheus.Registerer
 
 	featureMetrics map[string]any // by feature: registered once per process
-	arcOnce        sync.Once
-	arcMetrics     *arc.Metrics
-	resolvers      map[string]*arc.DNSResolver // kept across reloads for their caches
 
 	mu     sync.Mutex
 	stores map[string]*sharedStore // resources (SRS database stores) by their options, kept across reloads
@@ -349,35 +345,12 @@ func (e *Env) Runtime(p *Policy) (*Runtime, error) {
 		return nil, err
 	}
 	rt.modules = append(rt.modules, mods...)
-	if p.arc != nil {
-		// Last: its seal must sign the headers as every other module left them.
-		e.arcOnce.Do(func() { e.arcMetrics = arc.NewMetrics(e.registry) })
-		rt.modules = append(rt.modules, arc.NewModule(arc.ModuleOptions{AuthServID: p.arc.authServID, Resolver: e.resolver(p.arc.dns),
-			MinRSABits: p.arc.minRSABits, Timeout: p.arc.timeout, RemoveForged: p.arc.removeForged, AddAuthResults: p.arc.addAR,
-			RemoteIP: p.arc.remoteIP, Seal: p.arc.seal, Metrics: e.arcMetrics, Log: e.Log}))
-	}
 	return rt, nil
 }
 
-// resolver returns the DNS resolver for these options, the same one across
-// reloads so its cache survives them.
-func (e *Env) resolver(o arc.DNSOptions) *arc.DNSResolver {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	key := o.Server + "|" + o.Timeout.String()
-	if r, ok := e.resolvers[key]; ok {
-		return r
-	}
-	if e.resolvers == nil {
-		e.resolvers = map[string]*arc.DNSResolver{}
-	}
-	r := arc.NewDNSResolver(o)
-	e.resolvers[key] = r
-	return r
-}
-
 // shared returns the resource under key, opening it the first time; each
-// call is one reference, given back with unref.
+// call is one reference, given back with unref. A resource (a database
+// store, a DNS resolver's cache) so outlives a reload that keeps its options.
 func (e *Env) shared(key string, open func() (io.Closer, error)) (io.Closer, error) {
 	e.mu.Lock()
 	defer e.mu.Unlock()

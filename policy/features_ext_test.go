@@ -1,6 +1,7 @@
 package policy_test
 
 import (
+	"github.com/tollgate/tollgate/arc"
 	"github.com/tollgate/tollgate/bmi"
 	"github.com/tollgate/tollgate/dcc"
 	"github.com/tollgate/tollgate/feature"
@@ -8,4 +9,4 @@ import (
 )
 
 // testFeatures are the features cmd/tollgate is built with.
-var testFeatures = []feature.Spec{srsspec.Spec, dcc.Spec, bmi.Spec}
+var testFeatures = []feature.Spec{srsspec.Spec, dcc.Spec, bmi.Spec, arc.Spec}

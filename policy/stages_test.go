@@ -131,26 +131,19 @@ func TestMatrixVariablesInEveryStage(t *testing.T) {
 
 // conditionProbes writes each condition (and stage-bound modifier) as a rule.
 var conditionProbes = map[string]string{
-	"hosts":                 `warn: {hosts: [192.0.2.1]}`,
-	"proxied":               `warn: {proxied: true}`,
-	"proxy_hosts":           `warn: {proxy_hosts: [127.0.0.1]}`,
-	"authenticated":         `warn: {authenticated: "*"}`,
-	"senders":               `warn: {senders: [a@example.net]}`,
-	"sender_domains":        `warn: {sender_domains: [example.net]}`,
-	"recipients":            `warn: {recipients: [b@example.org]}`,
-	"recipient_domains":     `warn: {recipient_domains: [example.org]}`,
-	"header":                `warn: {header: {name: Subject, regex: hel}}`,
-	"message_size":          `warn: {message_size: "> 1"}`,
-	"srs":                   `warn: {srs: [valid, none]}`,
-	"arc":                   `warn: {arc: [pass, none]}`,
-	"bmi_deliver_default":   `warn: {bmi_deliver_default: true}`,
-	"bmi_deliver_alternate": `warn: {bmi_deliver_alternate: true}`,
-	"bmi_dont_deliver":      `warn: {bmi_dont_deliver: true}`,
-	"bmi_rule":              `warn: {bmi_rule: [1]}`,
-	"bmi_optin":             `warn: {bmi_optin: "strict"}`,
-	"add_header":            `warn: {add_header: "X-Probe: 1"}`,
-	"remove_header":         `warn: {remove_header: X-Probe}`,
-	"discard":               `discard: {}`,
+	"hosts":             `warn: {hosts: [192.0.2.1]}`,
+	"proxied":           `warn: {proxied: true}`,
+	"proxy_hosts":       `warn: {proxy_hosts: [127.0.0.1]}`,
+	"authenticated":     `warn: {authenticated: "*"}`,
+	"senders":           `warn: {senders: [a@example.net]}`,
+	"sender_domains":    `warn: {sender_domains: [example.net]}`,
+	"recipients":        `warn: {recipients: [b@example.org]}`,
+	"recipient_domains": `warn: {recipient_domains: [example.org]}`,
+	"header":            `warn: {header: {name: Subject, regex: hel}}`,
+	"message_size":      `warn: {message_size: "> 1"}`,
+	"add_header":        `warn: {add_header: "X-Probe: 1"}`,
+	"remove_header":     `warn: {remove_header: X-Probe}`,
+	"discard":           `discard: {}`,
 }
 
 // Every condition in every stage, as the variables above.
@@ -167,6 +160,11 @@ func TestMatrixConditionsInEveryStage(t *testing.T) {
 		}
 		if _, ok := conditionStages[key]; !ok {
 			t.Errorf("condition %s has no stage set in conditionStages", key)
+		}
+	}
+	for key := range conditionProbes {
+		if _, ok := conditionStages[key]; !ok {
+			t.Errorf("probe for %s, which is no core condition", key)
 		}
 	}
 	for key, stages := range conditionStages {

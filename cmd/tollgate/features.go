@@ -1,6 +1,7 @@
 package main
 
 import (
+	"github.com/tollgate/tollgate/arc"
 	"github.com/tollgate/tollgate/bmi"
 	"github.com/tollgate/tollgate/dcc"
 	"github.com/tollgate/tollgate/feature"
@@ -14,4 +15,5 @@ var features = []feature.Spec{
 	srsspec.Spec,
 	dcc.Spec,
 	bmi.Spec,
+	arc.Spec,
 }

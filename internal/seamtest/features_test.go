@@ -1,6 +1,7 @@
 package seamtest
 
 import (
+	"github.com/tollgate/tollgate/arc"
 	"github.com/tollgate/tollgate/bmi"
 	"github.com/tollgate/tollgate/dcc"
 	"github.com/tollgate/tollgate/feature"
@@ -8,4 +9,4 @@ import (
 )
 
 // features are those cmd/tollgate is built with.
-var features = []feature.Spec{srsspec.Spec, dcc.Spec, bmi.Spec}
+var features = []feature.Spec{srsspec.Spec, dcc.Spec, bmi.Spec, arc.Spec}
