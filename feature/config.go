@@ -8,7 +8,6 @@ package feature
 
 import (
 	"errors"
-	"fmt"
 	"time"
 )
 
@@ -101,12 +100,3 @@ func ReportAll(r Reporter, err error, section Pos, prefix string) {
 	r.Errorf(line, "%s%v", prefix, err)
 }
 
-// Errorf is a FieldError for an option.
-func Errorf(field, format string, args ...any) error {
-	return &fieldError{field: field, msg: fmt.Sprintf(format, args...)}
-}
-
-type fieldError struct{ field, msg string }
-
-func (e *fieldError) Error() string       { return e.msg }
-func (e *fieldError) ConfigField() string { return e.field }

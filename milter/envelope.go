@@ -138,12 +138,6 @@ func (e *EnvelopeChanges) Target(r *Recipient) (addr string, dropped bool) {
 	return r.Addr, false
 }
 
-// Dropped reports whether r was dropped.
-func (e *EnvelopeChanges) Dropped(r *Recipient) bool {
-	_, dropped := e.Target(r)
-	return dropped
-}
-
 // Empty reports whether nothing is proposed.
 func (e *EnvelopeChanges) Empty() bool {
 	return e.sender == nil && len(e.rcpts) == 0 && len(e.added) == 0

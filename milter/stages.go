@@ -39,9 +39,6 @@ var AllStages = StagesFrom(StageConnect)
 // Has reports whether s is in the set.
 func (ss Stages) Has(s Stage) bool { return ss&(1<<s) != 0 }
 
-// And is the intersection of two sets.
-func (ss Stages) And(o Stages) Stages { return ss & o }
-
 // String lists the policy stages of the set in transaction order, e.g. "mail, rcpt".
 func (ss Stages) String() string {
 	var names []string

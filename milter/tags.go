@@ -11,4 +11,3 @@ func (t *Txn) Tag(key, value string) {
 	}
 	t.Tags = append(t.Tags, [2]string{key, value})
 }
-
