@@ -99,4 +99,3 @@ func ReportAll(r Reporter, err error, section Pos, prefix string) {
 	}
 	r.Errorf(line, "%s%v", prefix, err)
 }
-
