@@ -98,13 +98,11 @@ const (
 	DefaultDrainTimeout  = 30 * time.Second
 )
 
-// knownControls are the control names a rule may switch on, with the stages
-// where setting one still acts. Features add theirs.
+// knownControls are the core's control names, with the stages where setting
+// one still acts; the features add theirs through their specs.
 var knownControls = map[string]milter.Stages{
 	"freeze": fromMail, // quarantine (hold) the message in the MTA's queue
 }
-
-var mailOrRcpt = milter.StageSet(milter.StageMail, milter.StageRcpt)
 
 // conditionStages are the stages where each condition (and modifier that
 // depends on the stage) means something; check refuses it elsewhere.

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"reflect"
+	"slices"
 
 	"gopkg.in/yaml.v3"
 
@@ -130,6 +131,11 @@ func (fs *featureSet) takeSections(d *decoder, root *yaml.Node) *yaml.Node {
 		}
 		lf, ok := fs.byName[k.Value]
 		if !ok || k.Kind != yaml.ScalarNode {
+			if k.Kind == yaml.ScalarNode && !configKeys[k.Value] {
+				// Unknown here: suggest among the core's keys and the features'.
+				d.errorf(k.Line, "unknown key %q%s", k.Value, suggestKey(k.Value, fs.sectionKeys()))
+				continue
+			}
 			core.Content = append(core.Content, root.Content[i], v)
 			continue
 		}
@@ -329,6 +335,11 @@ func (b *RuleBody) decodeYAML(d *decoder, n *yaml.Node) {
 		}
 		rk, ok := d.ruleKeys[k.Value]
 		if !ok || k.Kind != yaml.ScalarNode {
+			if k.Kind == yaml.ScalarNode && !ruleBodyKeySet[k.Value] {
+				// Unknown here: suggest among the core's keys and the features'.
+				d.errorf(k.Line, "unknown key %q%s", k.Value, suggestKey(k.Value, d.ruleKeyInfo()))
+				continue
+			}
 			core.Content = append(core.Content, n.Content[i], v)
 			continue
 		}
@@ -347,4 +358,35 @@ func (b *RuleBody) decodeYAML(d *decoder, n *yaml.Node) {
 		b.features = append(b.features, featureUse{key: k.Value, line: k.Line, value: value})
 	}
 	d.decode(&core, (*plain)(b))
+}
+
+var ruleBodyKeySet = func() map[string]bool {
+	m := map[string]bool{}
+	for _, k := range ruleBodyKeys() {
+		m[k] = true
+	}
+	return m
+}()
+
+// sectionKeys are the top-level keys: the core's and the features' sections.
+func (fs *featureSet) sectionKeys() []fieldInfo {
+	keys, _ := structKeys(reflectTypeOfConfig, nil)
+	for _, lf := range fs.list {
+		keys = append(keys, fieldInfo{name: lf.spec.Name()})
+	}
+	return keys
+}
+
+// ruleKeyInfo are the rule keys: the core's and the features'.
+func (d *decoder) ruleKeyInfo() []fieldInfo {
+	keys, _ := structKeys(reflectTypeOfRuleBody, nil)
+	names := make([]string, 0, len(d.ruleKeys))
+	for k := range d.ruleKeys {
+		names = append(names, k)
+	}
+	slices.Sort(names) // ties in the suggestion go the same way every run
+	for _, k := range names {
+		keys = append(keys, fieldInfo{name: k})
+	}
+	return keys
 }

@@ -124,6 +124,15 @@ acl:
 			t.Errorf("got %v, want %s", err, bad.want)
 		}
 	}
+	// A typo is suggested the feature's word.
+	if _, err := Parse("t.yaml", []byte(strings.Replace(config, "tally_over: 10", "taly_over: 10", 1)), specs...); err == nil ||
+		!strings.Contains(err.Error(), `t.yaml:6: unknown key "taly_over" (did you mean "tally_over"?)`) {
+		t.Errorf("typo: %v", err)
+	}
+	if _, err := Parse("t.yaml", []byte(strings.Replace(config, "tally: {", "taly: {", 1)), specs...); err == nil ||
+		!strings.Contains(err.Error(), `t.yaml:1: unknown key "taly" (did you mean "tally"?)`) {
+		t.Errorf("typo: %v", err)
+	}
 	// Without the spec, its section is an unknown key.
 	if _, err := Parse("t.yaml", []byte(config), testFeatures...); err == nil || !strings.Contains(err.Error(), `unknown key "tally"`) {
 		t.Errorf("without the feature: %v", err)
