@@ -27,6 +27,7 @@ type Policy struct {
 	LogLevel      string // debug, info, warn, error
 	OnError       milter.Decision
 	DrainTimeout  time.Duration
+	Limits        milter.Limits
 	// Warnings are problems that do not stop loading (tollgate check prints them).
 	Warnings ErrorList
 
@@ -207,6 +208,7 @@ func compile(d *decoder, cfg *Config, fs *featureSet) *Policy {
 	if cfg.DrainTimeout != nil {
 		p.DrainTimeout = time.Duration(*cfg.DrainTimeout)
 	}
+	p.Limits = compileLimits(d, &cfg.Limits, p)
 
 	lc := &listCompiler{named: cfg.Lists, d: d}
 	compileIdentity(d, lc, &cfg.Identity, p)
