@@ -10,6 +10,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/tollgate/tollgate/milter"
 )
 
 // The real scanners are started once per test binary (sync.Once) and
@@ -110,4 +112,14 @@ func Find(rcpts []RcptInput, verdicts []Verdict, addr string) Verdict {
 		}
 	}
 	return NoVerdict()
+}
+
+// FactsOf returns what happened to the scan of a message: empty when none.
+func FactsOf(t *milter.Txn) *Facts {
+	if t != nil {
+		if f, ok := t.Fact(name).(*Facts); ok {
+			return f
+		}
+	}
+	return &Facts{}
 }

@@ -239,7 +239,7 @@ func TestKubernetesManifests(t *testing.T) {
 			t.Errorf("the configuration reads /etc/tollgate/keys/%s, which the Secret does not have", m[1])
 		}
 	}
-	p, err := policy.Parse("kubernetes/configmap.yaml "+configFile, []byte(strings.ReplaceAll(data, "/etc/tollgate/keys/", keys+"/")))
+	p, err := policy.Parse("kubernetes/configmap.yaml "+configFile, []byte(strings.ReplaceAll(data, "/etc/tollgate/keys/", keys+"/")), features...)
 	if err != nil {
 		t.Fatalf("the ConfigMap's configuration does not load:\n%v", err)
 	}

@@ -203,7 +203,7 @@ func TestDockerfile(t *testing.T) {
 	if config == "" {
 		t.Fatalf("%s: nothing is copied to %s, the configuration CMD names", dockerfile, cmdArgs[2])
 	}
-	p, err := policy.LoadFile(config)
+	p, err := policy.LoadFile(config, features...)
 	if err != nil {
 		t.Fatal(err)
 	}

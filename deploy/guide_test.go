@@ -46,7 +46,7 @@ func TestGuide(t *testing.T) {
 	if !ok || !ok2 {
 		t.Fatalf("docs/guide.md has no yaml block after %q", quickStartMarker)
 	}
-	p, err := policy.Parse("quick start", []byte(strings.ReplaceAll(config, "/etc/tollgate/arc2026.key", testKey(t))))
+	p, err := policy.Parse("quick start", []byte(strings.ReplaceAll(config, "/etc/tollgate/arc2026.key", testKey(t))), features...)
 	if err != nil {
 		t.Fatal(err)
 	}

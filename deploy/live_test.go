@@ -269,7 +269,7 @@ func runLive(bin, strace string) (res *liveResult, err error) {
 // describe lists every metric name the daemon's registry code registers for
 // this configuration, as the daemon builds it (cmd/tollgate/daemon.go).
 func describe(config string) (map[string]bool, error) {
-	p, err := policy.LoadFile(config)
+	p, err := policy.LoadFile(config, features...)
 	if err != nil {
 		return nil, err
 	}

@@ -122,7 +122,7 @@ func TestSystemdUnitSettings(t *testing.T) {
 		t.Errorf("[Install] WantedBy = %q", got)
 	}
 	// The stop timeout must leave the drain its time, with the packaged configuration.
-	p, err := policy.LoadFile(filepath.Join(repo, "deploy/examples/tollgate.yaml"))
+	p, err := policy.LoadFile(filepath.Join(repo, "deploy/examples/tollgate.yaml"), features...)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -335,7 +335,7 @@ func (c *connection) EndOfMessage(m gomilter.Modifier) (*gomilter.Response, erro
 	}
 	stopProgress()
 	if d.Verdict == Accept || d.Verdict == Continue {
-		if err := t.Mutations.Apply(m, t.Headers, c.leadingSpace); err != nil {
+		if err := t.Mutations.Apply(m, t.Headers, t.Rcpts, c.leadingSpace); err != nil {
 			// The MTA connection is unusable or refused a change it had granted:
 			// failing the milter connection makes the MTA apply its
 			// milter_default_action, which never loses the message.
@@ -406,7 +406,7 @@ func (c *connection) discardedRecipients(t *Txn, d Decision) Decision {
 	}
 	for _, r := range t.Rcpts {
 		if r.Decision.Verdict == Discard {
-			t.Mutations.DelRcpts = append(t.Mutations.DelRcpts, r.Addr)
+			t.Mutations.Envelope.Drop(r, "rcpt_discard")
 		}
 	}
 	return d
@@ -430,6 +430,7 @@ func (c *connection) Cleanup(gomilter.Modifier) {
 	c.cancel()
 	c.srv.metrics.SessionsActive.Dec()
 	c.srv.sessionDone()
+	release(c.sess.runtime)
 }
 
 // runStage runs the hooks of a deciding stage and then the policy of that stage.

@@ -16,7 +16,7 @@ func cmdCheck(args []string, stdout, stderr io.Writer) int {
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
-	p, err := policy.LoadFile(*config)
+	p, err := policy.LoadFile(*config, features...)
 	if err != nil {
 		printConfigErrors(stderr, err)
 		return 1

@@ -33,7 +33,7 @@ func cmdRun(args []string, stderr io.Writer) int {
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
-	p, err := policy.LoadFile(*config)
+	p, err := policy.LoadFile(*config, features...)
 	if err != nil {
 		printConfigErrors(stderr, err)
 		return 1
@@ -179,7 +179,7 @@ func (d *daemon) wait() int {
 // when it is valid; sessions already open keep the one they started with.
 func (d *daemon) reload() {
 	d.metrics.ConfigLastReload.SetToCurrentTime()
-	p, err := policy.LoadFile(d.configPath)
+	p, err := policy.LoadFile(d.configPath, features...)
 	var rt *policy.Runtime
 	if err == nil {
 		rt, err = d.env.Runtime(p)

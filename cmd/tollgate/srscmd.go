@@ -7,6 +7,7 @@ import (
 
 	"github.com/tollgate/tollgate/policy"
 	"github.com/tollgate/tollgate/srs"
+	"github.com/tollgate/tollgate/srs/srsspec"
 )
 
 // cmdSRS rewrites one address with the configuration's SRS secrets, for
@@ -27,12 +28,12 @@ func cmdSRS(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "usage: tollgate srs %s [--config FILE] ADDRESS\n", dir)
 		return 2
 	}
-	p, err := policy.LoadFile(*config)
+	p, err := policy.LoadFile(*config, features...)
 	if err != nil {
 		printConfigErrors(stderr, err)
 		return 1
 	}
-	s, err := p.SRS()
+	s, err := srsspec.Rewriter(p.Section("srs"))
 	if err != nil {
 		fmt.Fprintf(stderr, "tollgate srs: %s: %v\n", *config, err)
 		return 1

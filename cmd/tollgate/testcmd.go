@@ -151,7 +151,7 @@ func cmdTest(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "tollgate test:", err)
 		return 1
 	}
-	p, err := policy.LoadFile(*config)
+	p, err := policy.LoadFile(*config, features...)
 	if err != nil {
 		printConfigErrors(stderr, err)
 		return 1
