@@ -17,6 +17,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/tollgate/tollgate/internal/e2e"
 )
 
 // The Redis tests run a real redis-server (Debian package redis-server) on
@@ -47,9 +49,7 @@ type redisServer struct {
 // line (e.g. "--requirepass", "pw"). It is killed at the end of the test.
 func startRedis(t testing.TB, extra ...string) *redisServer {
 	t.Helper()
-	if _, err := os.Stat(redisServerPath); err != nil {
-		t.Fatalf("%s is missing: install Debian's redis-server package (apt-get install -y redis-server, or scripts/install-test-deps.sh): %v", redisServerPath, err)
-	}
+	e2e.RequireProgram(t, redisServerPath, "redis-server")
 	// A short directory: a unix socket's path must fit in 108 bytes.
 	dir, err := os.MkdirTemp("", "tgredis")
 	if err != nil {
