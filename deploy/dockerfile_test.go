@@ -2,6 +2,9 @@
 
 package deploy_test
 
+// The Dockerfile's build command, run as written: it must give a static
+// binary.
+
 import (
 	"debug/elf"
 	"encoding/json"

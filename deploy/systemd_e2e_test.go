@@ -2,6 +2,9 @@
 
 package deploy_test
 
+// The unit's checks that run systemd-analyze, and for the system-call
+// filter the daemon under strace.
+
 import (
 	"regexp"
 	"slices"

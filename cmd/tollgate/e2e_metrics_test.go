@@ -10,6 +10,7 @@ import (
 	"github.com/tollgate/tollgate/internal/e2e"
 )
 
+// The daemon's /metrics as served, checked by promtool.
 func TestMetricsEndpointLintsClean(t *testing.T) {
 	d := startDaemon(t, denyConfig)
 	rcpt(t, d.sock, "blocked@example.org")
