@@ -67,6 +67,7 @@ type daemon struct {
 	mu       sync.Mutex
 	policy   *policy.Policy
 	serveErr chan error
+	sigs     chan os.Signal // caught from start on
 }
 
 func (d *daemon) start(p *policy.Policy) error {
@@ -124,6 +125,10 @@ func (d *daemon) start(p *policy.Policy) error {
 		}()
 		metricsAddr = mln.Addr().String()
 	}
+	// Signals are caught before anyone can know the daemon is up: a SIGHUP
+	// sent right after "tollgate started" must reload, not kill it.
+	d.sigs = make(chan os.Signal, 4)
+	signal.Notify(d.sigs, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT)
 	d.serveErr = make(chan error, 1)
 	go func() { d.serveErr <- d.server.Serve(ln) }()
 	d.log.Info("tollgate started", "version", version, "config", d.configPath, "listen", listenerName(d.address, ln),
@@ -156,8 +161,7 @@ func (d *daemon) httpHandler() http.Handler {
 
 // wait serves until SIGTERM or SIGINT, reloading on SIGHUP.
 func (d *daemon) wait() int {
-	sigs := make(chan os.Signal, 4)
-	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT)
+	sigs := d.sigs
 	defer signal.Stop(sigs)
 	for {
 		select {
