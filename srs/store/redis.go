@@ -1,17 +1,16 @@
 package store
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"strconv"
 	"strings"
-	"sync"
-	"syscall"
+	"sync/atomic"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 )
 
 // Redis defaults.
@@ -56,35 +55,22 @@ type RedisOptions struct {
 	PoolSize int
 }
 
-// Redis is the shared store: a small RESP2 client for SET ... PX ... NX and
-// GET, with a pool of connections, safe for concurrent use. Several tollgate
-// daemons (behind several MTAs) pointed at one Redis reverse each other's
-// addresses. Entries expire in Redis itself (PX).
+// Redis is the shared store, on github.com/redis/go-redis/v9: SET ... PX ...
+// NX and GET over a pool of connections, safe for concurrent use. Several
+// tollgate daemons (behind several MTAs) pointed at one Redis reverse each
+// other's addresses. Entries expire in Redis itself (PX).
 //
 // A Redis that is down, hung or refusing our credentials makes Put and Get
-// return an error wrapping ErrUnavailable within the timeouts; every command
-// dials again as needed, so the client recovers by itself when Redis comes
-// back. A connection that fails is closed, never reused; after a failure on a
-// reused idle connection (Redis restarted since) the command is tried once
-// more on a new one.
+// return an error wrapping ErrUnavailable within the timeouts; go-redis dials
+// again as needed, so the client recovers by itself when Redis comes back,
+// and it checks an idle connection before reusing it (Redis restarted since).
 type Redis struct {
-	o                RedisOptions
-	network, address string
-	slots            chan struct{} // one per connection allowed open
-
-	mu     sync.Mutex
-	idle   []*redisConn
-	closed bool
+	o      RedisOptions
+	c      *redis.Client
+	closed atomic.Bool
 }
 
 var _ Store = (*Redis)(nil)
-
-type redisConn struct {
-	nc     net.Conn
-	br     *bufio.Reader
-	wbuf   []byte
-	broken bool // the context's AfterFunc ran: its deadline may hit later
-}
 
 // NewRedis checks o and returns a client without connecting: the first
 // command dials, so tollgate starts while Redis may be down (commands then
@@ -107,14 +93,13 @@ func NewRedis(o RedisOptions) (*Redis, error) {
 	}
 	var errs []error
 	bad := func(format string, a ...any) { errs = append(errs, fmt.Errorf("srs store: redis: "+format, a...)) }
-	r := &Redis{o: o}
+	network, address := "tcp", o.Addr
 	if path, ok := strings.CutPrefix(o.Addr, "unix:"); ok {
-		r.network, r.address = "unix", path
+		network, address = "unix", path
 		if path == "" {
 			bad("address %q: no socket path after unix:", o.Addr)
 		}
 	} else {
-		r.network, r.address = "tcp", o.Addr
 		host, port, err := net.SplitHostPort(o.Addr)
 		if err != nil {
 			bad("address %q: want host:port or unix:/path", o.Addr)
@@ -137,9 +122,65 @@ func NewRedis(o RedisOptions) (*Redis, error) {
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
 	}
-	r.slots = make(chan struct{}, o.PoolSize)
-	return r, nil
+	db := o.DB
+	c := redis.NewClient(&redis.Options{
+		Network:      network,
+		Addr:         address,
+		Username:     o.Username,
+		Password:     o.Password,
+		DialTimeout:  o.DialTimeout,
+		ReadTimeout:  o.ReadTimeout,
+		WriteTimeout: o.WriteTimeout,
+		PoolSize:     o.PoolSize,
+		PoolTimeout:  o.DialTimeout + o.WriteTimeout + o.ReadTimeout,
+		// RESP2: two commands need nothing of RESP3, whose features (push
+		// notifications, client-side caching) only add state to the pool.
+		Protocol: 2,
+		// The caller's deadline shortens the socket deadlines.
+		ContextTimeoutEnabled: true,
+		// No retries: the pool checks an idle connection before reusing it
+		// (Redis restarted since), and a retry would double the wait for a
+		// hung Redis; mail is retried by the MTA after a 4xx.
+		MaxRetries: -1,
+		// One dial a command, no backoff sleeps: a Redis that is down is
+		// answered at once. After PoolSize failed dials go-redis answers
+		// with the last dial error without dialling, and probes once a
+		// second until Redis is back.
+		DialerRetries: 1,
+		// Only SELECT here, so that its failure names the step (db 99);
+		// go-redis itself does AUTH (HELLO, or AUTH on servers without it).
+		OnConnect: func(ctx context.Context, cn *redis.Conn) error {
+			if db == 0 {
+				return nil
+			}
+			if err := cn.Select(ctx, db).Err(); err != nil {
+				return selectError{err}
+			}
+			return nil
+		},
+		// No identity sent on connect (CLIENT SETINFO): one round trip less,
+		// and nothing for an old server to refuse.
+		DisableIdentity: true,
+	})
+	return &Redis{o: o, c: c}, nil
 }
+
+// selectError names the step that failed. It has no Unwrap on purpose:
+// go-redis unwraps an OnConnect error once before returning it, which would
+// drop the step's name.
+type selectError struct{ err error }
+
+func (e selectError) Error() string { return "SELECT: " + e.err.Error() }
+
+func init() {
+	// go-redis logs to stderr by itself (dial failures, pool states); every
+	// failure reaches our callers as an error, which they log rate-limited.
+	redis.SetLogger(silent{})
+}
+
+type silent struct{}
+
+func (silent) Printf(context.Context, string, ...any) {}
 
 // Addr returns the address as configured.
 func (r *Redis) Addr() string { return r.o.Addr }
@@ -147,14 +188,7 @@ func (r *Redis) Addr() string { return r.o.Addr }
 // Ping checks that Redis answers (PING): nil or an error wrapping
 // ErrUnavailable. For health checks.
 func (r *Redis) Ping(ctx context.Context) error {
-	v, err := r.do(ctx, "PING")
-	if err != nil {
-		return err
-	}
-	if v.kind != '+' || v.str != "PONG" {
-		return r.replyErr("PING", v)
-	}
-	return nil
+	return r.run(ctx, "PING", func(ctx context.Context) error { return r.c.Ping(ctx).Err() })
 }
 
 // Put stores addr under Prefix+key for ttl (rounded up to a millisecond)
@@ -163,20 +197,34 @@ func (r *Redis) Put(ctx context.Context, key, addr string, ttl time.Duration) er
 	if err := checkPut(key, ttl); err != nil {
 		return err
 	}
-	ms := int64(ttl / time.Millisecond)
+	ms := ttl / time.Millisecond
 	if ttl%time.Millisecond != 0 {
 		ms++
 	}
-	v, err := r.do(ctx, "SET", r.o.Prefix+key, addr, "PX", strconv.FormatInt(ms, 10), "NX")
+	var stored bool
+	err := r.run(ctx, "SET", func(ctx context.Context) error {
+		// PX always (go-redis would write EX for whole seconds): the same
+		// command whatever the ttl.
+		res, err := r.c.Do(ctx, "SET", r.o.Prefix+key, addr, "PX", int64(ms), "NX").Result()
+		if errors.Is(err, redis.Nil) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if s, ok := res.(string); !ok || s != "OK" {
+			return fmt.Errorf("unexpected reply %v", res)
+		}
+		stored = true
+		return nil
+	})
 	switch {
 	case err != nil:
 		return err
-	case v.kind == '+' && v.str == "OK":
-		return nil
-	case v.kind == '$' && v.null:
+	case !stored:
 		return ErrKeyExists
 	}
-	return r.replyErr("SET", v)
+	return nil
 }
 
 // Get returns the address under Prefix+key (GET): ErrNotFound if there is
@@ -185,246 +233,76 @@ func (r *Redis) Get(ctx context.Context, key string) (string, error) {
 	if key == "" || len(key) > maxKeyLen {
 		return "", ErrNotFound
 	}
-	v, err := r.do(ctx, "GET", r.o.Prefix+key)
+	var addr string
+	found := true
+	err := r.run(ctx, "GET", func(ctx context.Context) error {
+		v, err := r.c.Get(ctx, r.o.Prefix+key).Result()
+		if errors.Is(err, redis.Nil) {
+			found = false
+			return nil
+		}
+		addr = v
+		return err
+	})
 	switch {
 	case err != nil:
 		return "", err
-	case v.kind == '$' && v.null:
+	case !found:
 		return "", ErrNotFound
-	case v.kind == '$':
-		return v.str, nil
 	}
-	return "", r.replyErr("GET", v)
+	return addr, nil
 }
 
-// Close closes the idle connections and makes every later command fail with
-// ErrUnavailable; connections in use are closed when their command ends.
+// Close closes the connections and makes every later command fail with
+// ErrUnavailable.
 func (r *Redis) Close() error {
-	r.mu.Lock()
-	idle := r.idle
-	r.idle, r.closed = nil, true
-	r.mu.Unlock()
-	for _, c := range idle {
-		c.nc.Close()
+	if r.closed.Swap(true) {
+		return nil
 	}
-	return nil
-}
-
-// redisError is an error reply (-ERR ..., -WRONGPASS ..., -OOM ...).
-type redisError string
-
-func (e redisError) Error() string { return string(e) }
-
-func (r *Redis) unavailable(err error) error {
-	return fmt.Errorf("%w: redis %s: %w", ErrUnavailable, r.o.Addr, err)
-}
-
-// replyErr: Redis answered, but not as it should: an error reply (out of
-// memory, a read-only replica, a key of another type) or a reply of the wrong
-// kind. Neither is the caller's fault; both are for an operator, and
-// temporary for mail.
-func (r *Redis) replyErr(cmd string, v reply) error {
-	if v.kind == '-' {
-		return r.unavailable(fmt.Errorf("%s: %w", cmd, redisError(v.str)))
-	}
-	return r.unavailable(fmt.Errorf("%s: %w: unexpected reply type %q", cmd, errProtocol, v.kind))
+	return r.c.Close()
 }
 
 var errClosed = errors.New("client closed")
 
-// do runs one command on a pooled connection. It returns the reply, which
-// may be an error reply, or an error wrapping ErrUnavailable.
-func (r *Redis) do(ctx context.Context, args ...string) (reply, error) {
+// run runs one command and maps its failure to ErrUnavailable. go-redis
+// bounds a command by the timeouts and the context's deadline, but does not
+// interrupt a socket read when the context is cancelled: run returns then,
+// and the command ends by itself within its timeouts, holding its pool slot
+// until then.
+func (r *Redis) run(ctx context.Context, cmd string, op func(context.Context) error) error {
+	if r.closed.Load() {
+		return r.unavailable(cmd, errClosed)
+	}
 	if err := ctx.Err(); err != nil {
-		return reply{}, r.unavailable(err)
+		return r.unavailable(cmd, err)
 	}
-	if err := r.acquire(ctx); err != nil {
-		return reply{}, r.unavailable(err)
-	}
-	defer func() { <-r.slots }()
-	for attempt := 0; ; attempt++ {
-		c, reused, err := r.conn(ctx)
-		if err != nil {
-			return reply{}, r.unavailable(err)
-		}
-		v, err := c.roundTrip(ctx, &r.o, args...)
-		if err == nil && !c.broken {
-			r.release(c)
-			return v, nil
-		}
-		c.nc.Close()
-		if err == nil {
-			return v, nil
-		}
-		if reused && attempt == 0 && stale(err) && ctx.Err() == nil {
-			// Redis closed this idle connection (restart, idle timeout):
-			// so, most likely, all the idle ones. Try once on a new one.
-			r.dropIdle()
-			continue
-		}
-		return reply{}, r.unavailable(err)
-	}
-}
-
-// acquire takes a connection slot, waiting no longer than the timeouts
-// together (a connection in use frees its slot within them).
-func (r *Redis) acquire(ctx context.Context) error {
+	done := make(chan error, 1)
+	go func() { done <- op(ctx) }()
+	var err error
 	select {
-	case r.slots <- struct{}{}:
-		return nil
-	default:
-	}
-	t := time.NewTimer(r.o.DialTimeout + r.o.WriteTimeout + r.o.ReadTimeout)
-	defer t.Stop()
-	select {
-	case r.slots <- struct{}{}:
-		return nil
+	case err = <-done:
 	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return fmt.Errorf("all %d connections busy", cap(r.slots))
+		err = ctx.Err()
 	}
+	if err == nil {
+		return nil
+	}
+	// Say why, when it was the context: its deadline, set on the socket,
+	// may fire before the context's own timer.
+	cerr := ctx.Err()
+	if dl, ok := ctx.Deadline(); cerr == nil && ok && !time.Now().Before(dl) {
+		cerr = context.DeadlineExceeded
+	}
+	if cerr != nil && !errors.Is(err, cerr) {
+		err = fmt.Errorf("%w (%w)", cerr, err)
+	}
+	return r.unavailable(cmd, err)
 }
 
-// conn returns an idle connection (reused true) or a new one.
-func (r *Redis) conn(ctx context.Context) (*redisConn, bool, error) {
-	r.mu.Lock()
-	if r.closed {
-		r.mu.Unlock()
-		return nil, false, errClosed
-	}
-	if n := len(r.idle); n > 0 {
-		c := r.idle[n-1]
-		r.idle = r.idle[:n-1]
-		r.mu.Unlock()
-		return c, true, nil
-	}
-	r.mu.Unlock()
-	c, err := r.dial(ctx)
-	return c, false, err
-}
-
-func (r *Redis) release(c *redisConn) {
-	r.mu.Lock()
-	if !r.closed {
-		r.idle = append(r.idle, c)
-		c = nil
-	}
-	r.mu.Unlock()
-	if c != nil {
-		c.nc.Close()
-	}
-}
-
-func (r *Redis) dropIdle() {
-	r.mu.Lock()
-	idle := r.idle
-	r.idle = nil
-	r.mu.Unlock()
-	for _, c := range idle {
-		c.nc.Close()
-	}
-}
-
-// dial connects, then AUTH and SELECT as configured.
-func (r *Redis) dial(ctx context.Context) (*redisConn, error) {
-	d := net.Dialer{Timeout: r.o.DialTimeout}
-	nc, err := d.DialContext(ctx, r.network, r.address)
-	if err != nil {
-		return nil, err
-	}
-	c := &redisConn{nc: nc, br: bufio.NewReaderSize(nc, maxLine)}
-	var steps [][]string
-	switch {
-	case r.o.Username != "":
-		steps = append(steps, []string{"AUTH", r.o.Username, r.o.Password})
-	case r.o.Password != "":
-		steps = append(steps, []string{"AUTH", r.o.Password})
-	}
-	if r.o.DB != 0 {
-		steps = append(steps, []string{"SELECT", strconv.Itoa(r.o.DB)})
-	}
-	for _, args := range steps {
-		v, err := c.roundTrip(ctx, &r.o, args...)
-		if err == nil && (v.kind != '+' || v.str != "OK") {
-			// Name the command, never its arguments: one is the password.
-			if v.kind == '-' {
-				err = fmt.Errorf("%s: %w", args[0], redisError(v.str))
-			} else {
-				err = fmt.Errorf("%s: %w: unexpected reply type %q", args[0], errProtocol, v.kind)
-			}
-		}
-		if err == nil && c.broken {
-			err = ctx.Err()
-		}
-		if err != nil {
-			nc.Close()
-			return nil, err
-		}
-	}
-	return c, nil
-}
-
-// aLongTimeAgo is a deadline in the past: it wakes a blocked read or write.
-var aLongTimeAgo = time.Unix(1, 0)
-
-// roundTrip writes one command and reads its reply, each step under its
-// timeout and the context's deadline; cancelling the context interrupts it.
-func (c *redisConn) roundTrip(ctx context.Context, o *RedisOptions, args ...string) (reply, error) {
-	stop := context.AfterFunc(ctx, func() { c.nc.SetDeadline(aLongTimeAgo) })
-	v, err := c.exchange(ctx, o, args)
-	if !stop() {
-		// The context ended during the exchange: the deadline was or will
-		// be set in the past at any moment, so the connection is done for.
-		c.broken = true
-	}
-	if err != nil {
-		// Say why, when it was the context: its deadline, set on the
-		// socket, may fire before the context's own timer.
-		cerr := ctx.Err()
-		if dl, ok := ctx.Deadline(); cerr == nil && ok && !time.Now().Before(dl) {
-			cerr = context.DeadlineExceeded
-		}
-		if cerr != nil {
-			err = fmt.Errorf("%w (%w)", cerr, err)
-		}
-	}
-	return v, err
-}
-
-func (c *redisConn) exchange(ctx context.Context, o *RedisOptions, args []string) (reply, error) {
-	c.wbuf = appendCommand(c.wbuf[:0], args...)
-	if cap(c.wbuf) > 64<<10 {
-		defer func() { c.wbuf = nil }()
-	}
-	c.nc.SetWriteDeadline(deadline(ctx, o.WriteTimeout))
-	if _, err := c.nc.Write(c.wbuf); err != nil {
-		return reply{}, err
-	}
-	c.nc.SetReadDeadline(deadline(ctx, o.ReadTimeout))
-	return readReply(c.br)
-}
-
-// deadline is now+d, or the context's deadline if sooner.
-func deadline(ctx context.Context, d time.Duration) time.Time {
-	t := time.Now().Add(d)
-	if dl, ok := ctx.Deadline(); ok && dl.Before(t) {
-		return dl
-	}
-	return t
-}
-
-// stale reports whether err is what a connection that the server closed
-// while it sat idle gives (Redis restarted, or its idle timeout): the command
-// was almost surely not run. Trying again is harmless for GET; for SET NX the
-// worst case (the first try did run) is ErrKeyExists, which DB.Forward
-// answers with a new key. Never a timeout: a hung Redis would double the
-// wait.
-func stale(err error) bool {
-	var ne net.Error
-	if errors.As(err, &ne) && ne.Timeout() {
-		return false
-	}
-	return errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) ||
-		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)
+// unavailable: Redis could not be reached, or answered with an error (out of
+// memory, a read-only replica, a key of another type, refused credentials).
+// None is the caller's fault; all are for an operator, and temporary for
+// mail. go-redis's messages name no password.
+func (r *Redis) unavailable(cmd string, err error) error {
+	return fmt.Errorf("%w: redis %s: %s: %w", ErrUnavailable, r.o.Addr, cmd, err)
 }

@@ -18,8 +18,8 @@ func fast(addr string) RedisOptions {
 	return RedisOptions{Addr: addr, DialTimeout: 300 * time.Millisecond, ReadTimeout: 300 * time.Millisecond, WriteTimeout: 300 * time.Millisecond}
 }
 
-// TestRedisNotRedis: a server speaking something else is a protocol error
-// (unavailable), and its connection is not reused.
+// TestRedisNotRedis: a server speaking something else is unavailable, and
+// its connection is not reused.
 func TestRedisNotRedis(t *testing.T) {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -54,7 +54,7 @@ func TestRedisNotRedis(t *testing.T) {
 	defer r.Close()
 	for range 2 {
 		_, err := r.Get(context.Background(), "k")
-		if !errors.Is(err, ErrUnavailable) || !errors.Is(err, errProtocol) {
+		if !errors.Is(err, ErrUnavailable) || errors.Is(err, ErrNotFound) {
 			t.Errorf("Get from an HTTP server: %v", err)
 		}
 	}
@@ -85,7 +85,7 @@ func TestRedisOptions(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if r.Addr() != DefaultRedisAddr || r.o.Prefix != DefaultRedisPrefix || cap(r.slots) != DefaultRedisPoolSize || r.o.ReadTimeout != DefaultRedisTimeout {
+	if o := r.c.Options(); r.Addr() != DefaultRedisAddr || r.o.Prefix != DefaultRedisPrefix || o.PoolSize != DefaultRedisPoolSize || o.ReadTimeout != DefaultRedisTimeout {
 		t.Errorf("defaults: %+v", r.o)
 	}
 	for _, addr := range []string{"127.0.0.1:6379", "[::1]:6379", "redis.example:6379", "unix:/run/redis/redis.sock"} {

@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	goredis "github.com/redis/go-redis/v9"
+
 	"github.com/tollgate/tollgate/internal/e2e"
 )
 
@@ -54,14 +56,39 @@ func dialRedisLater(t testing.TB, o RedisOptions) *Redis {
 	return r
 }
 
+// reply is what raw returns: a Redis reply as the tests look at it.
+type reply struct {
+	kind byte   // '+' status, ':' integer, '$' string
+	str  string // '+', '$'
+	n    int64  // ':'
+	null bool   // '$' nil
+}
+
 // raw runs a command as is (no prefix) and returns the reply.
 func raw(t testing.TB, r *Redis, args ...string) reply {
 	t.Helper()
-	v, err := r.do(context.Background(), args...)
+	a := make([]any, len(args))
+	for i, s := range args {
+		a[i] = s
+	}
+	v, err := r.c.Do(context.Background(), a...).Result()
+	if errors.Is(err, goredis.Nil) {
+		return reply{kind: '$', null: true}
+	}
 	if err != nil {
 		t.Fatalf("%v: %v", args, err)
 	}
-	return v
+	switch v := v.(type) {
+	case int64:
+		return reply{kind: ':', n: v}
+	case string:
+		if v == "OK" || v == "PONG" {
+			return reply{kind: '+', str: v}
+		}
+		return reply{kind: '$', str: v}
+	}
+	t.Fatalf("%v: reply %T %v", args, v, v)
+	return reply{}
 }
 
 func TestRedisBasics(t *testing.T) {
@@ -206,10 +233,7 @@ func TestRedisConcurrent(t *testing.T) {
 	for err := range errs {
 		t.Error(err)
 	}
-	r.mu.Lock()
-	idle := len(r.idle)
-	r.mu.Unlock()
-	if idle > pool {
+	if idle := int(r.c.PoolStats().IdleConns); idle > pool {
 		t.Errorf("%d idle connections, pool size %d", idle, pool)
 	}
 	// Redis counts our connections: the pool's, plus the one asking.

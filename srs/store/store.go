@@ -5,7 +5,7 @@
 // a rewritten address well under the 64-character local-part limit.
 //
 // Two stores implement Store: Bolt, an embedded bbolt file for a single
-// machine, and Redis, a small RESP2 client for several daemons behind several
+// machine, and Redis, on go-redis, for several daemons behind several
 // MTAs sharing one Redis. DB does the SRS side on top of an *srs.SRS.
 //
 // The address form, the key space and the expiry rules are described on DB
