@@ -502,3 +502,46 @@ func (m mailSRS) reverseOne(addr string) (string, error) {
 	out, err := m.run("reverse", []string{addr})
 	return strings.TrimSuffix(out, "\n"), err
 }
+
+// TestInteropHashAlphabet: Mail::SRS and postsrsd 1.10 reverse what we write
+// in the standard alphabet, and refuse the base64url hashes (where they
+// differ) that postsrsd 2.2.6+ writes: so a secret shared with them needs
+// hash_alphabet standard. We reverse both.
+func TestInteropHashAlphabet(t *testing.T) {
+	postsrsdPath := e2e.RequireProgram(t, "postsrsd", "postsrsd")
+	srsPath := e2e.RequireProgram(t, "srs", "srs (the Mail::SRS command line; libmail-srs-perl alone does not ship it)")
+	avoidMidnight(t)
+	now := time.Now()
+	opts := func(a Alphabet) Options {
+		return Options{Domain: vecDomain, Secrets: []string{peerNew}, HashLength: 4, MaxAge: 21 * Day, HashAlphabet: a, Now: at(now)}
+	}
+	std, url := mustNew(t, opts(AlphabetStandard)), mustNew(t, opts(AlphabetURL))
+	senders := sendersWithHashPunct(t, std, 8)
+	stdFwd, urlFwd := forwardAll(t, std, senders), forwardAll(t, url, senders)
+	m := mailSRS{path: srsPath, sep: '=', secrets: []string{peerNew}}
+	p := startPostsrsd(t, postsrsdPath, '=', peerNew)
+
+	got := m.reverse(t, stdFwd)
+	for i, a := range stdFwd {
+		if got[i] != senders[i] {
+			t.Errorf("Mail::SRS reverses our standard %s to %q, want %s", a, got[i], senders[i])
+		}
+		if r := p.reverse(t, a); r != "200 "+senders[i] {
+			t.Errorf("postsrsd 1.10 reverses our standard %s: %q", a, r)
+		}
+		if a == urlFwd[i] {
+			t.Fatalf("%s: the alphabets wrote the same address", a)
+		}
+		if r, err := m.reverseOne(urlFwd[i]); err == nil {
+			t.Errorf("Mail::SRS reversed the base64url %s to %q", urlFwd[i], r)
+		}
+		if r := p.reverse(t, urlFwd[i]); !strings.HasPrefix(r, "500 ") {
+			t.Errorf("postsrsd 1.10 reversed the base64url %s: %q", urlFwd[i], r)
+		}
+		for _, addr := range []string{a, urlFwd[i]} {
+			if r, err := url.Reverse(addr); err != nil || r != senders[i] {
+				t.Errorf("we reverse %s to %q, %v", addr, r, err)
+			}
+		}
+	}
+}

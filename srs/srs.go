@@ -114,9 +114,24 @@ type Options struct {
 	// or '-'. Reverse accepts all three, whatever this says.
 	Separator byte
 
+	// HashAlphabet is the base64 alphabet Forward writes hashes in:
+	// AlphabetStandard (default; '+' and '/', as libsrs2, Mail::SRS and
+	// postsrsd before 2.2.6) or AlphabetURL ('-' and '_', as postsrsd 2.2.6
+	// and later, for receivers that refuse '/' in a local part). Reverse
+	// accepts both, whatever this says.
+	HashAlphabet Alphabet
+
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 }
+
+// Alphabet is the base64 alphabet of written hashes.
+type Alphabet string
+
+const (
+	AlphabetStandard Alphabet = "standard" // RFC 4648 base64: + and /
+	AlphabetURL      Alphabet = "url"      // RFC 4648 base64url: - and _
+)
 
 // SRS rewrites senders (Forward) and checks and undoes rewritten addresses
 // (Reverse). Build it with New.
@@ -130,6 +145,7 @@ type SRS struct {
 	useHash    bool
 	useStamp   bool
 	sep        byte
+	urlHash    bool
 	now        func() time.Time
 }
 
@@ -222,6 +238,12 @@ func New(o Options) (*SRS, error) {
 		bad("separator", "separator %q: must be one of = + -", sep)
 	}
 
+	switch o.HashAlphabet {
+	case "", AlphabetStandard, AlphabetURL:
+	default:
+		bad("hash_alphabet", "hash_alphabet %q: must be standard or url", o.HashAlphabet)
+	}
+
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
 	}
@@ -239,6 +261,7 @@ func New(o Options) (*SRS, error) {
 		useHash:    o.UseHash == nil || *o.UseHash,
 		useStamp:   o.UseTimestamp == nil || *o.UseTimestamp,
 		sep:        sep,
+		urlHash:    o.HashAlphabet == AlphabetURL,
 		now:        now,
 	}
 	for _, key := range secrets {
@@ -310,6 +333,7 @@ func (s *SRS) Forward(sender string) (string, error) {
 	stamp := makeStamp(s.day())
 	var digest [maxDigest]byte
 	s.hash(0, &digest, stamp, host, local)
+	s.toAlphabet(digest[:s.hashLen])
 	var b strings.Builder
 	b.Grow(5 + s.hashLen + 1 + 2 + 1 + len(host) + 1 + len(local) + 1 + len(s.domain))
 	b.WriteString("SRS0")
@@ -329,6 +353,7 @@ func (s *SRS) Forward(sender string) (string, error) {
 func (s *SRS) srs1(hop, rest string) string {
 	var digest [maxDigest]byte
 	s.hash(0, &digest, hop, rest)
+	s.toAlphabet(digest[:s.hashLen])
 	var b strings.Builder
 	b.Grow(5 + s.hashLen + 1 + len(hop) + 1 + len(rest) + 1 + len(s.domain))
 	b.WriteString("SRS1")
@@ -491,6 +516,7 @@ func (s *SRS) checkHash(given string, parts ...string) error {
 	n := min(len(given), s.hashLen)
 	var got [maxHashLength]byte
 	lowerInto(got[:n], given[:n])
+	fromURLAlphabet(got[:n])
 	match := 0
 	for i := range s.secrets {
 		// Every secret is tried, matched or not: the time taken depends on
@@ -523,6 +549,35 @@ func (s *SRS) hash(i int, out *[maxDigest]byte, parts ...string) {
 		st.buf = make([]byte, 0, 256)
 	}
 	s.macs[i].Put(st)
+}
+
+// toAlphabet rewrites a standard base64 hash into the configured alphabet.
+func (s *SRS) toAlphabet(h []byte) {
+	if !s.urlHash {
+		return
+	}
+	for i, c := range h {
+		switch c {
+		case '+':
+			h[i] = '-'
+		case '/':
+			h[i] = '_'
+		}
+	}
+}
+
+// fromURLAlphabet maps base64url's '-' and '_' to standard base64's '+' and
+// '/', so that a received hash in either alphabet compares with ours. Neither
+// alphabet uses the other's two characters, so nothing is confused.
+func fromURLAlphabet(h []byte) {
+	for i, c := range h {
+		switch c {
+		case '-':
+			h[i] = '+'
+		case '_':
+			h[i] = '/'
+		}
+	}
 }
 
 // day is today's number since 1970-01-01, UTC.

@@ -32,6 +32,7 @@ type Config struct {
 	UseHash        *bool             `yaml:"use_hash"`
 	UseTimestamp   *bool             `yaml:"use_timestamp"`
 	Separator      feature.Str       `yaml:"separator"`
+	HashAlphabet   feature.Str       `yaml:"hash_alphabet"`
 	LocalDomains   feature.StrList   `yaml:"local_domains"`
 	ExcludeDomains feature.StrList   `yaml:"exclude_domains"`
 	Database       *DatabaseConfig   `yaml:"database"`
@@ -217,7 +218,8 @@ func compile(d feature.Reporter, domains func(feature.StrList) func(string) bool
 	line := in.Pos.Line
 	db := compileDB(d, in.Database) // its problems too, whatever the rest
 	failed := false
-	o := srs.Options{Domain: in.Domain.Value, UseHash: in.UseHash, UseTimestamp: in.UseTimestamp}
+	o := srs.Options{Domain: in.Domain.Value, UseHash: in.UseHash, UseTimestamp: in.UseTimestamp,
+		HashAlphabet: srs.Alphabet(in.HashAlphabet.Value)}
 	if in.Domain.Value == "" {
 		d.Errorf(line, "srs.domain is required: the domain SRS addresses are written at")
 	}

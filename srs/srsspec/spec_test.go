@@ -1,6 +1,7 @@
 package srsspec
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -91,6 +92,27 @@ acl:
 	}
 }
 
+func TestSRSHashAlphabetConfig(t *testing.T) {
+	for alphabet, punct := range map[string]string{"standard": "+/", "url": "-_"} {
+		p := mustParse(t, "srs: {domain: fwd.example.org, secrets: [s3cret], hash_alphabet: "+alphabet+"}\n")
+		s, err := Rewriter(p.Section("srs"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		found := false
+		for i := 0; i < 200 && !found; i++ {
+			a, err := s.Forward(fmt.Sprintf("u%d@example.net", i))
+			if err != nil {
+				t.Fatal(err)
+			}
+			found = strings.ContainsAny(a[5:11], punct)
+		}
+		if !found {
+			t.Errorf("hash_alphabet %s: no hash with %q in 200 forwards", alphabet, punct)
+		}
+	}
+}
+
 func TestSRSConfigErrors(t *testing.T) {
 	loose := secretsFile(t, 0o644, "s")
 	for _, tc := range []struct{ yml, want string }{
@@ -99,6 +121,7 @@ func TestSRSConfigErrors(t *testing.T) {
 		{"srs: {domain: fwd.example.org, secrets_file: " + loose + "}\n", "t.yaml:1: srs.secrets_file:"},
 		{"srs: {domain: fwd.example.org, secrets: [a], separator: \"#\"}\n", "srs.separator"},
 		{"srs: {domain: fwd.example.org, secrets: [a], hash_length: 2}\n", "t.yaml:1: "},
+		{"srs:\n  domain: fwd.example.org\n  secrets: [a]\n  hash_alphabet: base64\n", `t.yaml:4: srs: hash_alphabet "base64": must be standard or url`},
 		{"acl:\n  rcpt:\n    - accept: {control: [srs_forward]}\n", "t.yaml:3: control: srs_forward needs a valid srs: section"},
 		{"srs: {domain: f.example, secrets: [a]}\nacl:\n  mail:\n    - accept: {srs: [valid]}\n", "t.yaml:4: acl.mail: srs is not available at mail"},
 		{"srs: {domain: f.example, secrets: [a]}\nacl:\n  rcpt:\n    - accept: {srs: [bogus]}\n", `t.yaml:4: srs: "bogus" is not valid`},
