@@ -126,8 +126,46 @@ if [ "${#sendmail_stale[@]}" -gt 0 ]; then
 	did+=("downloaded ${sendmail_debs[*]} into $sendmail_cache")
 fi
 
+# Exim 4.96 (srs/: its native SRS scheme), downloaded and never installed
+# (exim4-daemon-heavy conflicts with postfix): the e2e tests unpack the debs
+# into a private directory, as for Sendmail. Exim refuses to run without its
+# system user Debian-exim, which the package would have made. Keep in step
+# with eximDebs in srs/exim_e2e_test.go.
+exim_debs=(exim4-daemon-heavy exim4-base exim4-config libmariadb3 libidn12 libspf2-2 mariadb-common)
+exim_cache=/var/cache/tollgate-tests/exim
+exim_stale=()
+for p in "${exim_debs[@]}"; do
+	if ! compgen -G "$exim_cache/${p}_*.deb" >/dev/null; then
+		exim_stale+=("$p")
+	fi
+done
+if [ "${#exim_stale[@]}" -gt 0 ]; then
+	log=$(mktemp)
+	tmp=$(mktemp -d)
+	cleanup+=("$log" "$tmp")
+	if ! apt-cache policy exim4-daemon-heavy 2>/dev/null | grep -q 'Candidate: [0-9]'; then
+		apt-get update >"$log" 2>&1 || { cat "$log" >&2; echo "install-test-deps: apt-get update failed" >&2; exit 1; }
+	fi
+	chmod 755 "$tmp"
+	chown _apt "$tmp" 2>/dev/null || true
+	if ! (cd "$tmp" && apt-get download "${exim_debs[@]}") >"$log" 2>&1; then
+		cat "$log" >&2
+		echo "install-test-deps: downloading ${exim_debs[*]} failed" >&2
+		exit 1
+	fi
+	mkdir -p "$exim_cache"
+	rm -f "$exim_cache"/*.deb
+	mv "$tmp"/*.deb "$exim_cache"/
+	chmod 644 "$exim_cache"/*.deb
+	did+=("downloaded ${exim_debs[*]} into $exim_cache")
+fi
+if ! getent passwd Debian-exim >/dev/null; then
+	useradd --system --user-group --no-create-home --home-dir /var/spool/exim4 --shell /usr/sbin/nologin Debian-exim
+	did+=("added the system user Debian-exim")
+fi
+
 if [ "${#did[@]}" -eq 0 ]; then
-	echo "install-test-deps: nothing to do, ${packages[*]} already installed, Sendmail's packages in $sendmail_cache"
+	echo "install-test-deps: nothing to do, ${packages[*]} already installed, Sendmail's packages in $sendmail_cache, Exim's in $exim_cache"
 else
 	msg=$(printf '%s; ' "${did[@]}")
 	echo "install-test-deps: ${msg%; }"

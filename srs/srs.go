@@ -121,6 +121,15 @@ type Options struct {
 	// accepts both, whatever this says.
 	HashAlphabet Alphabet
 
+	// Scheme is how Forward writes: SchemeGuarded (default) or SchemeExim,
+	// Exim's native srs_encode (see exim.go; HashLength, HashAlphabet,
+	// Separator and MaxAge do not apply to it).
+	Scheme Scheme
+
+	// Accept lists the schemes Reverse reads, tried in this order; default
+	// just Scheme. A migration from Exim lists both.
+	Accept []Scheme
+
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 }
@@ -146,6 +155,8 @@ type SRS struct {
 	useStamp   bool
 	sep        byte
 	urlHash    bool
+	scheme     Scheme
+	accept     []Scheme
 	now        func() time.Time
 }
 
@@ -244,6 +255,28 @@ func New(o Options) (*SRS, error) {
 		bad("hash_alphabet", "hash_alphabet %q: must be standard or url", o.HashAlphabet)
 	}
 
+	scheme := o.Scheme
+	if scheme == "" {
+		scheme = SchemeGuarded
+	}
+	if scheme != SchemeGuarded && scheme != SchemeExim {
+		bad("scheme", "scheme %q: must be guarded or exim", scheme)
+	}
+	accept := o.Accept
+	if len(accept) == 0 {
+		accept = []Scheme{scheme}
+	}
+	seen := map[Scheme]bool{}
+	for _, a := range accept {
+		switch {
+		case a != SchemeGuarded && a != SchemeExim:
+			bad("accept", "accept: %q is not guarded or exim", a)
+		case seen[a]:
+			bad("accept", "accept: %q listed twice", a)
+		}
+		seen[a] = true
+	}
+
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
 	}
@@ -262,6 +295,8 @@ func New(o Options) (*SRS, error) {
 		useStamp:   o.UseTimestamp == nil || *o.UseTimestamp,
 		sep:        sep,
 		urlHash:    o.HashAlphabet == AlphabetURL,
+		scheme:     scheme,
+		accept:     accept,
 		now:        now,
 	}
 	for _, key := range secrets {
@@ -317,6 +352,9 @@ func (s *SRS) Forward(sender string) (string, error) {
 	}
 	if sameDomain(host, s.domain) {
 		return sender, nil
+	}
+	if s.scheme == SchemeExim {
+		return s.eximForward(sender, host, local), nil
 	}
 
 	switch tag(local) {
@@ -378,13 +416,44 @@ func (s *SRS) srs1(hop, rest string) string {
 // them into a log/metric label and the seed's srs_status. The checks run in
 // this order: tag and separator, structure, stamp syntax, hash length, hash,
 // stamp age.
+//
+// With several schemes accepted (Accept), each is tried in turn; the first
+// that accepts wins. When none does, the error is "expired" if some scheme
+// found the hash good (the address is ours, only old), else the first
+// scheme's.
 func (s *SRS) Reverse(addr string) (string, error) {
+	var first error
+	for _, scheme := range s.accept {
+		var back string
+		var err error
+		if scheme == SchemeExim {
+			back, err = s.eximReverse(addr)
+		} else {
+			back, err = s.guardedReverse(addr)
+		}
+		if err == nil {
+			return back, nil
+		}
+		if first == nil || errors.Is(err, ErrExpired) && !errors.Is(first, ErrExpired) {
+			first = err
+		}
+	}
+	return "", first
+}
+
+// Scheme is how Forward writes.
+func (s *SRS) Scheme() Scheme { return s.scheme }
+
+func (s *SRS) guardedReverse(addr string) (string, error) {
 	local := addr
 	if at := strings.LastIndexByte(addr, '@'); at >= 0 {
 		local = addr[:at]
 	}
 	kind := tag(local)
 	switch {
+	case (kind == 0 || kind == '?') && strings.IndexByte(local, '"') >= 0 && IsSRS(local):
+		// Only Exim's scheme quotes the whole local part.
+		return "", fmt.Errorf("%w: quoted (the guarded scheme never quotes the whole local part)", ErrBadFormat)
 	case kind == 0:
 		return "", ErrNotSRS
 	case kind == '?':
@@ -445,11 +514,15 @@ func sameDomain(a, b string) bool {
 
 // IsSRS reports whether addr's local part starts like an SRS address: SRS0 or
 // SRS1 (any case) followed by =, + or -. It says nothing about validity.
+//
+// A quoted local part is looked into, its quotes removed ("SRS0=...=a
+// b"@fwd.example, as Exim's scheme writes a sender whose local part needed
+// quotes).
 func IsSRS(addr string) bool {
 	if at := strings.LastIndexByte(addr, '@'); at >= 0 {
 		addr = addr[:at]
 	}
-	k := tag(addr)
+	k := tag(unquoteLocal(addr))
 	return k == '0' || k == '1'
 }
 
@@ -579,6 +652,8 @@ func fromURLAlphabet(h []byte) {
 		}
 	}
 }
+
+func subtleCompare(a, b string) int { return subtle.ConstantTimeCompare([]byte(a), []byte(b)) }
 
 // day is today's number since 1970-01-01, UTC.
 func (s *SRS) day() int64 {

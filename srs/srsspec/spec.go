@@ -33,6 +33,8 @@ type Config struct {
 	UseTimestamp   *bool             `yaml:"use_timestamp"`
 	Separator      feature.Str       `yaml:"separator"`
 	HashAlphabet   feature.Str       `yaml:"hash_alphabet"`
+	Scheme         feature.Str       `yaml:"scheme"`
+	Accept         feature.StrList   `yaml:"accept"`
 	LocalDomains   feature.StrList   `yaml:"local_domains"`
 	ExcludeDomains feature.StrList   `yaml:"exclude_domains"`
 	Database       *DatabaseConfig   `yaml:"database"`
@@ -219,7 +221,10 @@ func compile(d feature.Reporter, domains func(feature.StrList) func(string) bool
 	db := compileDB(d, in.Database) // its problems too, whatever the rest
 	failed := false
 	o := srs.Options{Domain: in.Domain.Value, UseHash: in.UseHash, UseTimestamp: in.UseTimestamp,
-		HashAlphabet: srs.Alphabet(in.HashAlphabet.Value)}
+		HashAlphabet: srs.Alphabet(in.HashAlphabet.Value), Scheme: srs.Scheme(in.Scheme.Value)}
+	for _, a := range in.Accept {
+		o.Accept = append(o.Accept, srs.Scheme(a.Value))
+	}
 	if in.Domain.Value == "" {
 		d.Errorf(line, "srs.domain is required: the domain SRS addresses are written at")
 	}

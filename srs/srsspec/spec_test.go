@@ -113,6 +113,30 @@ func TestSRSHashAlphabetConfig(t *testing.T) {
 	}
 }
 
+func TestSRSSchemeConfig(t *testing.T) {
+	p := mustParse(t, "srs: {domain: fwd.example, secrets: [tops3cr3t], scheme: exim}\n")
+	s, err := Rewriter(p.Section("srs"))
+	if err != nil || s.Scheme() != srs.SchemeExim {
+		t.Fatal(s, err)
+	}
+	exim, _ := s.Forward("alice@example.com")
+	if back, err := s.Reverse(exim); err != nil || back != "alice@example.com" {
+		t.Errorf("exim scheme: %s reverses to %q, %v", exim, back, err)
+	}
+	// Guarded forward, both accepted: the migration from Exim.
+	p = mustParse(t, "srs:\n  domain: fwd.example\n  secrets: [tops3cr3t]\n  scheme: guarded\n  accept: [guarded, exim]\n")
+	m, _ := Rewriter(p.Section("srs"))
+	guarded, _ := m.Forward("alice@example.com")
+	for _, a := range []string{exim, guarded} {
+		if back, err := m.Reverse(a); err != nil || back != "alice@example.com" {
+			t.Errorf("accept both: %s reverses to %q, %v", a, back, err)
+		}
+	}
+	if guarded == exim {
+		t.Errorf("both schemes wrote %s", exim)
+	}
+}
+
 func TestSRSConfigErrors(t *testing.T) {
 	loose := secretsFile(t, 0o644, "s")
 	for _, tc := range []struct{ yml, want string }{
@@ -122,6 +146,8 @@ func TestSRSConfigErrors(t *testing.T) {
 		{"srs: {domain: fwd.example.org, secrets: [a], separator: \"#\"}\n", "srs.separator"},
 		{"srs: {domain: fwd.example.org, secrets: [a], hash_length: 2}\n", "t.yaml:1: "},
 		{"srs:\n  domain: fwd.example.org\n  secrets: [a]\n  hash_alphabet: base64\n", `t.yaml:4: srs: hash_alphabet "base64": must be standard or url`},
+		{"srs:\n  domain: fwd.example.org\n  secrets: [a]\n  scheme: sendmail\n", `t.yaml:4: srs: scheme "sendmail": must be guarded or exim`},
+		{"srs:\n  domain: fwd.example.org\n  secrets: [a]\n  accept: [guarded, postsrsd]\n", `t.yaml:4: srs: accept: "postsrsd" is not guarded or exim`},
 		{"acl:\n  rcpt:\n    - accept: {control: [srs_forward]}\n", "t.yaml:3: control: srs_forward needs a valid srs: section"},
 		{"srs: {domain: f.example, secrets: [a]}\nacl:\n  mail:\n    - accept: {srs: [valid]}\n", "t.yaml:4: acl.mail: srs is not available at mail"},
 		{"srs: {domain: f.example, secrets: [a]}\nacl:\n  rcpt:\n    - accept: {srs: [bogus]}\n", `t.yaml:4: srs: "bogus" is not valid`},
