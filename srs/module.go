@@ -14,6 +14,10 @@ import (
 type Metrics struct {
 	Forward *prometheus.CounterVec // result: rewritten, skipped_null_sender, skipped_local, skipped_ours, or a Reason
 	Reverse *prometheus.CounterVec // result: valid, or a Reason (bad_hash, expired, ...)
+	// Socketmap counts the socketmap server's refusals and bad input:
+	// malformed, too_big, unknown_map, idle_timeout, connection_limit,
+	// accept_error.
+	Socketmap *prometheus.CounterVec
 }
 
 // NewMetrics registers the SRS metrics on reg.
@@ -23,8 +27,10 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "Envelope senders considered for SRS forwarding, by result."}, []string{"result"}),
 		Reverse: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "tollgate", Subsystem: "srs", Name: "reverse_total",
 			Help: "Recipients at the SRS domain, by result of reversing them."}, []string{"result"}),
+		Socketmap: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "tollgate", Subsystem: "srs", Name: "socketmap_events_total",
+			Help: "Socketmap requests refused and connections closed, by event."}, []string{"event"}),
 	}
-	reg.MustRegister(m.Forward, m.Reverse)
+	reg.MustRegister(m.Forward, m.Reverse, m.Socketmap)
 	m.Forward.WithLabelValues("rewritten")
 	m.Reverse.WithLabelValues("valid")
 	return m

@@ -38,6 +38,16 @@ type Config struct {
 	LocalDomains   feature.StrList   `yaml:"local_domains"`
 	ExcludeDomains feature.StrList   `yaml:"exclude_domains"`
 	Database       *DatabaseConfig   `yaml:"database"`
+	Socketmap      *SocketmapConfig  `yaml:"socketmap"`
+}
+
+// SocketmapConfig is the socketmap server for Postfix's canonical maps
+// (postsrsd 2.x's socketmap, drop-in).
+type SocketmapConfig struct {
+	Pos            feature.Pos       `yaml:"-"`
+	Listen         feature.Str       `yaml:"listen"` // unix:/path or inet:host:port
+	MaxConnections *int              `yaml:"max_connections"`
+	IdleTimeout    *feature.Duration `yaml:"idle_timeout"`
 }
 
 // DatabaseConfig is SRS database mode (the seed's srs_dbinsert/srs_dbselect).
@@ -83,10 +93,17 @@ func (spec) Compile(cfg any, env *feature.CompileEnv) feature.Section {
 
 // section is the compiled srs: section.
 type section struct {
-	srs    *srs.SRS
-	local  func(domain string) bool
-	maxAge time.Duration
-	db     *database
+	srs       *srs.SRS
+	local     func(domain string) bool
+	maxAge    time.Duration
+	db        *database
+	socketmap *socketmap
+}
+
+// socketmap is the socketmap server as configured.
+type socketmap struct {
+	listen string
+	o      srs.SocketmapOptions
 }
 
 // database is database mode as configured; the store itself is opened when
@@ -128,6 +145,20 @@ func (s *section) Module(env *feature.ModuleEnv) (milter.Module, error) {
 			return nil, fmt.Errorf("srs database: %w", err)
 		}
 		o.DB, o.Always = store.NewDB(s.srs, c.(store.Store), s.maxAge), s.db.always
+	}
+	if s.socketmap != nil {
+		// Keyed by the address alone: a reload that keeps it keeps the
+		// server and its connections, and gives it the new rewriter.
+		sm := s.socketmap
+		c, err := env.Shared("socketmap:"+sm.listen, func() (io.Closer, error) {
+			so := sm.o
+			so.Metrics, so.Log = o.Metrics, env.Log
+			return srs.ListenSocketmap(sm.listen, o, so)
+		})
+		if err != nil {
+			return nil, fmt.Errorf("srs socketmap: %w", err)
+		}
+		c.(*srs.Socketmap).SetRewriter(o)
 	}
 	return srs.NewModule(o), nil
 }
@@ -219,6 +250,7 @@ func compile(d feature.Reporter, domains func(feature.StrList) func(string) bool
 	}
 	line := in.Pos.Line
 	db := compileDB(d, in.Database) // its problems too, whatever the rest
+	sm := compileSocketmap(d, in.Socketmap)
 	failed := false
 	o := srs.Options{Domain: in.Domain.Value, UseHash: in.UseHash, UseTimestamp: in.UseTimestamp,
 		HashAlphabet: srs.Alphabet(in.HashAlphabet.Value), Scheme: srs.Scheme(in.Scheme.Value)}
@@ -276,7 +308,7 @@ func compile(d feature.Reporter, domains func(feature.StrList) func(string) bool
 	if maxAge == 0 {
 		maxAge = srs.DefaultMaxAge
 	}
-	return &section{srs: s, maxAge: maxAge, db: db,
+	return &section{srs: s, maxAge: maxAge, db: db, socketmap: sm,
 		local: func(dom string) bool { return local(dom) || exclude(dom) }}
 }
 
@@ -333,4 +365,31 @@ func compileDB(d feature.Reporter, in *DatabaseConfig) *database {
 		return nil
 	}
 	return db
+}
+
+func compileSocketmap(d feature.Reporter, in *SocketmapConfig) *socketmap {
+	if in == nil {
+		return nil
+	}
+	sm := &socketmap{listen: in.Listen.Value}
+	if _, _, err := srs.ParseSocketmapListen(in.Listen.Value); err != nil {
+		line := in.Listen.Line
+		if line == 0 {
+			line = in.Pos.Line
+		}
+		d.Errorf(line, "srs.socketmap.listen: %q: want unix:/absolute/path or inet:host:port", in.Listen.Value)
+	}
+	if in.MaxConnections != nil {
+		if *in.MaxConnections < 1 {
+			d.Errorf(in.Pos.KeyLine("max_connections"), "srs.socketmap.max_connections: %d: must be at least 1", *in.MaxConnections)
+		}
+		sm.o.MaxConns = *in.MaxConnections
+	}
+	if in.IdleTimeout != nil {
+		if *in.IdleTimeout <= 0 {
+			d.Errorf(in.Pos.KeyLine("idle_timeout"), "srs.socketmap.idle_timeout: must be positive")
+		}
+		sm.o.IdleTimeout = time.Duration(*in.IdleTimeout)
+	}
+	return sm
 }

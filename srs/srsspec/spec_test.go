@@ -2,10 +2,12 @@ package srsspec
 
 import (
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -189,6 +191,76 @@ func TestSRSDatabaseConfig(t *testing.T) {
 	} {
 		if _, err := policy.Parse("t.yaml", []byte(tc.yml), specs...); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%q: %v", tc.yml, err)
+		}
+	}
+}
+
+func TestSRSSocketmapConfig(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	yml := func(secret string) string {
+		return "srs:\n  domain: fwd.example.org\n  secrets: [" + secret + "]\n  socketmap: {listen: \"inet:" + addr + "\", max_connections: 4, idle_timeout: 5s}\n"
+	}
+	env := newEnv()
+	query := func(req string) string {
+		t.Helper()
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		fmt.Fprintf(c, "%d:%s,", len(req), req)
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		b := make([]byte, 200)
+		n, _ := c.Read(b)
+		return string(b[:n])
+	}
+	p1 := mustParse(t, yml("one"))
+	rt1, err := env.Runtime(p1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rt1.Hold() // as the daemon's server does
+	s1, _ := Rewriter(p1.Section("srs"))
+	a1, _ := s1.Forward("alice@example.net")
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	req := "forward alice@example.net"
+	fmt.Fprintf(c, "%d:%s,", len(req), req)
+	buf := make([]byte, 200)
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	n, _ := c.Read(buf)
+	if want := fmt.Sprintf("%d:OK %s,", 3+len(a1), a1); string(buf[:n]) != want {
+		t.Errorf("forward: %q, want %q", buf[:n], want)
+	}
+	// A reload with another secret: the same server, the new rewriter.
+	rt2, err := env.Runtime(mustParse(t, yml("two")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rt2.Hold()
+	rt1.Release()
+	req = "reverse " + a1
+	if got := query(req); !strings.Contains(got, "NOTFOUND Hash invalid") {
+		t.Errorf("after the reload: %q", got)
+	}
+	rt2.Release()
+	if _, err := net.Dial("tcp", addr); err == nil {
+		t.Error("the socketmap still listens with no configuration using it")
+	}
+	for _, tc := range []struct{ yml, want string }{
+		{"srs:\n  domain: f.example\n  secrets: [a]\n  socketmap: {listen: \"tcp:1.2.3.4:5\"}\n", `t.yaml:4: srs.socketmap.listen: "tcp:1.2.3.4:5"`},
+		{"srs:\n  domain: f.example\n  secrets: [a]\n  socketmap:\n    listen: inet:127.0.0.1:10003\n    max_connections: 0\n", "t.yaml:6: srs.socketmap.max_connections"},
+	} {
+		if _, err := policy.Parse("t.yaml", []byte(tc.yml), specs...); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%q: %v, want %q", tc.yml, err, tc.want)
 		}
 	}
 }
