@@ -273,12 +273,13 @@ func flip(c byte) string {
 // postsrsd is a running postsrsd 1.10 with its forward and reverse tables.
 type postsrsd struct {
 	fwd, rev *tcpTable
+	fport    int // the forward table's port, for more connections
 }
 
 // startPostsrsd runs postsrsd in the foreground (1.10 forks only with -D and
 // needs no -u when the ports are unprivileged) on two free loopback ports,
 // and stops it when the test ends.
-func startPostsrsd(t *testing.T, path string, sep byte, secrets ...string) *postsrsd {
+func startPostsrsd(t testing.TB, path string, sep byte, secrets ...string) *postsrsd {
 	t.Helper()
 	dir := t.TempDir()
 	secretsFile := filepath.Join(dir, "secrets")
@@ -317,7 +318,7 @@ func startPostsrsd(t *testing.T, path string, sep byte, secrets ...string) *post
 			rev.close()
 			stopProcess(cmd, exited)
 		})
-		return &postsrsd{fwd: fwd, rev: rev}
+		return &postsrsd{fwd: fwd, rev: rev, fport: fport}
 	}
 	t.Fatalf("postsrsd did not start: %s", lastLog)
 	return nil
@@ -364,7 +365,7 @@ func stopProcess(cmd *exec.Cmd, exited <-chan error) {
 	}
 }
 
-func freePort(t *testing.T) int {
+func freePort(t testing.TB) int {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
