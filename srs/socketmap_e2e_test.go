@@ -6,6 +6,9 @@ import (
 	"bufio"
 	"fmt"
 	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -25,20 +28,38 @@ func TestSocketmapPostfix(t *testing.T) {
 	e2e.RequireProgram(t, "postfix", "postfix")
 	rw := ModuleOptions{SRS: mustNew(t, Options{Domain: "fwd.example", Secrets: []string{"tops3cr3t"}}),
 		Local: func(d string) bool { return strings.EqualFold(d, "forward.example") }}
-	sm, err := ListenSocketmap("inet:127.0.0.1:0", rw, SocketmapOptions{Metrics: NewMetrics(prometheus.NewRegistry())})
+	// A directory Postfix's processes (user postfix) can traverse.
+	dir, err := os.MkdirTemp("", "tollgate-srs-socketmap-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	sock := filepath.Join(dir, "srs.sock")
+	sm, err := ListenSocketmap("unix:"+sock, rw, SocketmapOptions{Metrics: NewMetrics(prometheus.NewRegistry())})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer sm.Close()
-	addr := sm.Addr().String()
-	pf := e2e.StartPostfix(t, e2e.PostfixOptions{MainCF: map[string]string{
-		"virtual_alias_domains":       "forward.example",
-		"virtual_alias_maps":          "inline:{ alice@forward.example=alice@next.example }",
-		"sender_canonical_maps":       "socketmap:inet:" + addr + ":forward",
-		"sender_canonical_classes":    "envelope_sender",
-		"recipient_canonical_maps":    "socketmap:inet:" + addr + ":reverse",
-		"recipient_canonical_classes": "envelope_recipient",
-	}})
+	mainCF := readmeMainCF(t, "# main.cf: SRS through tollgate's socketmap", "/run/tollgate/srs.sock", sock)
+	mainCF["virtual_alias_domains"] = "forward.example"
+	mainCF["virtual_alias_maps"] = "inline:{ alice@forward.example=alice@next.example }"
+	pf := e2e.StartPostfix(t, e2e.PostfixOptions{MainCF: mainCF})
+
+	// The guide's check by hand: postmap -q on both maps.
+	postmap := e2e.RequireProgram(t, "postmap", "postfix")
+	q := func(key, m string) string {
+		out, err := exec.Command(postmap, "-q", key, "socketmap:unix:"+sock+":"+m).CombinedOutput()
+		if err != nil {
+			t.Fatalf("postmap -q %s %s: %v %s", key, m, err, out)
+		}
+		return strings.TrimSpace(string(out))
+	}
+	if a := q("alice@example.net", "forward"); !strings.HasPrefix(a, "SRS0=") || q(a, "reverse") != "alice@example.net" {
+		t.Errorf("postmap -q: forward %q", a)
+	}
 
 	res := pf.Swaks(t, "--from", "bob@orig.example", "--to", "alice@forward.example", "--header", "Subject: forwarded")
 	if res.ExitCode != 0 {
@@ -84,6 +105,41 @@ func TestSocketmapPostfix(t *testing.T) {
 	if !found {
 		t.Errorf("the local sender was rewritten: %+v", msgs)
 	}
+}
+
+// readmeMainCF returns the main.cf lines of the README.md block that starts
+// with first, with from replaced by to: the documentation applied as printed.
+func readmeMainCF(t *testing.T, first, from, to string) map[string]string {
+	t.Helper()
+	blockOf := func(path string) string {
+		doc, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, block, ok := strings.Cut(string(doc), "```text\n"+first+"\n")
+		block, _, ok2 := strings.Cut(block, "```")
+		if !ok || !ok2 {
+			t.Fatalf("%s has no block starting %q", path, first)
+		}
+		return block
+	}
+	// The guide prints the same lines: what is tested here is what it says.
+	block := blockOf("README.md")
+	if guide := blockOf("../docs/guide.md"); guide != block {
+		t.Fatalf("docs/guide.md prints other main.cf lines than srs/README.md:\n%s\n%s", guide, block)
+	}
+	conf := map[string]string{}
+	for line := range strings.Lines(block) {
+		k, v, ok := strings.Cut(strings.TrimSpace(line), " = ")
+		if !ok {
+			t.Fatalf("README.md: %q is not a main.cf line", line)
+		}
+		conf[k] = strings.ReplaceAll(v, from, to)
+	}
+	if len(conf) == 0 {
+		t.Fatal("README.md: an empty main.cf block")
+	}
+	return conf
 }
 
 // BenchmarkSocketmapVsPostsrsd: forward requests per second at 16
