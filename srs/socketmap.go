@@ -58,6 +58,7 @@ type Socketmap struct {
 	wg      sync.WaitGroup
 	mu      sync.Mutex
 	conns   map[net.Conn]struct{}
+	regs    []*registration // open registrations, newest last
 	closed  bool
 	lastLog atomic.Int64 // unix nanoseconds of the last malformed-input log line
 }
@@ -125,8 +126,46 @@ func NewSocketmap(rw ModuleOptions, o SocketmapOptions) *Socketmap {
 	return s
 }
 
-// SetRewriter makes later requests use rw (a reload).
+// SetRewriter makes later requests use rw.
 func (s *Socketmap) SetRewriter(rw ModuleOptions) { s.rw.Store(&rw) }
+
+// Register makes later requests use rw until the returned closer is closed;
+// then the newest registration still open is used again. A configuration
+// registers its rewriter for as long as it lives, so that a reload that
+// fails after registering, or an old configuration ending, never leaves the
+// server on a rewriter (and database store) that is gone.
+func (s *Socketmap) Register(rw ModuleOptions) io.Closer {
+	r := &registration{s: s, rw: &rw}
+	s.mu.Lock()
+	s.regs = append(s.regs, r)
+	s.rw.Store(r.rw)
+	s.mu.Unlock()
+	return r
+}
+
+type registration struct {
+	s    *Socketmap
+	rw   *ModuleOptions
+	once sync.Once
+}
+
+func (r *registration) Close() error {
+	r.once.Do(func() {
+		s := r.s
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		for i, x := range s.regs {
+			if x == r {
+				s.regs = append(s.regs[:i], s.regs[i+1:]...)
+				break
+			}
+		}
+		if n := len(s.regs); n > 0 {
+			s.rw.Store(s.regs[n-1].rw)
+		}
+	})
+	return nil
+}
 
 // Addr is the listener's address.
 func (s *Socketmap) Addr() net.Addr { return s.ln.Addr() }

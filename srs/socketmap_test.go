@@ -214,3 +214,31 @@ func (c *bufferConn) Read(p []byte) (int, error)       { return c.in.Read(p) }
 func (c *bufferConn) Write(p []byte) (int, error)      { return c.out.Write(p) }
 func (c *bufferConn) SetReadDeadline(time.Time) error  { return nil }
 func (c *bufferConn) SetWriteDeadline(time.Time) error { return nil }
+
+// A configuration that ends (or a reload that failed after registering)
+// gives the server back to the newest one still open.
+func TestSocketmapRegister(t *testing.T) {
+	one := ModuleOptions{SRS: mustNew(t, Options{Domain: "one.example", Secrets: []string{"1"}})}
+	two := ModuleOptions{SRS: mustNew(t, Options{Domain: "two.example", Secrets: []string{"2"}})}
+	s := NewSocketmap(one, SocketmapOptions{})
+	domain := func() string {
+		r := s.Lookup(t.Context(), "forward", "a@example.net")
+		return r[strings.LastIndexByte(r, '@')+1:]
+	}
+	r1 := s.Register(one)
+	r2 := s.Register(two)
+	if d := domain(); d != "two.example" {
+		t.Errorf("newest registration: %s", d)
+	}
+	r2.Close()
+	if d := domain(); d != "one.example" {
+		t.Errorf("after the newest closed: %s", d)
+	}
+	r3 := s.Register(two)
+	r1.Close()
+	r1.Close()
+	if d := domain(); d != "two.example" {
+		t.Errorf("after an older one closed: %s", d)
+	}
+	r3.Close()
+}

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"path/filepath"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -158,10 +159,21 @@ func (s *section) Module(env *feature.ModuleEnv) (milter.Module, error) {
 		if err != nil {
 			return nil, fmt.Errorf("srs socketmap: %w", err)
 		}
-		c.(*srs.Socketmap).SetRewriter(o)
+		// This configuration's rewriter, for as long as its runtime lives
+		// (a key of its own, so released with the runtime, or at once if
+		// the runtime fails to build).
+		server := c.(*srs.Socketmap)
+		if _, err := env.Shared(fmt.Sprintf("socketmap-rewriter:%s:%d", sm.listen, registrations.Add(1)), func() (io.Closer, error) {
+			return server.Register(o), nil
+		}); err != nil {
+			return nil, fmt.Errorf("srs socketmap: %w", err)
+		}
 	}
 	return srs.NewModule(o), nil
 }
+
+// registrations numbers the socketmap registrations, one a runtime.
+var registrations atomic.Int64
 
 // Rewriter is the SRS rewriter of a compiled srs: section (for tollgate srs
 // forward|reverse); an error when there is none.
