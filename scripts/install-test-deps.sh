@@ -164,6 +164,20 @@ if ! getent passwd Debian-exim >/dev/null; then
 	did+=("added the system user Debian-exim")
 fi
 
+# faketime: runs the private Exim at a fixed date, so that the SRS tests
+# compare its srs_encode on chosen days (day 0 of the stamp cycle, one-letter
+# stamps, old stamps) and not only today's.
+if [ "$(dpkg-query -W -f='${Status}' faketime 2>/dev/null)" != "install ok installed" ]; then
+	log=$(mktemp)
+	cleanup+=("$log")
+	if ! { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends faketime; } >"$log" 2>&1; then
+		cat "$log" >&2
+		echo "install-test-deps: installing faketime failed" >&2
+		exit 1
+	fi
+	did+=("installed faketime")
+fi
+
 if [ "${#did[@]}" -eq 0 ]; then
 	echo "install-test-deps: nothing to do, ${packages[*]} already installed, Sendmail's packages in $sendmail_cache, Exim's in $exim_cache"
 else

@@ -10,18 +10,21 @@ import (
 
 // Exim's native SRS (Exim 4.95+, built with SUPPORT_SRS: the expansion item
 // ${srs_encode {secret}{return_path}{domain}} and the condition
-// ${if inbound_srs {local_part}{secret}}), byte for byte as Exim 4.96's
-// src/src/expand.c writes and checks it. The rules, with what they mean:
+// ${if inbound_srs {local_part}{secret}}), byte for byte as Debian's Exim
+// 4.96 writes and checks it: src/src/expand.c of 4.96 with the fix of 4.97
+// "Fix ${srs_encode ..} for mod-1024 day zero" (Exim commit 51f9c07cd),
+// which Debian carries; the tests run that binary. The rules:
 //
 //   - Forward writes SRS0=HHHH=ST=domain=local@<srs domain>: HHHH the first 4
 //     lower-case hex digits of HMAC-MD5(secret, lower(return path as given)),
-//     ST the day (days since 1970 mod 1024) in base32, lower case, without
-//     leading zeros (one letter before day 32 of the cycle, none on day 0),
-//     then the domain and the local part, its quotes removed. A local part
+//     ST the day (days since 1970 mod 1024) as two base32 letters, lower
+//     case (4.96 as released dropped leading zeros, and wrote no stamp at
+//     all on day 0 of the cycle), then the domain and the local part, its
+//     quotes removed. A local part
 //     that had quotes makes the whole new local part quoted. Always SRS0,
 //     whatever the sender: there is no SRS1 in this scheme, and the
 //     separator is always '='.
-//   - Reverse (inbound_srs) matches ^(?i)SRS0=([^=]+)=([A-Z2-7]+)=([^=]*)=(.*)$
+//   - Reverse (inbound_srs) matches ^(?i)SRS0=([^=]+)=([A-Z2-7]{2})=([^=]*)=(.*)$
 //     against the local part, rebuilds the recipient as lower(local) @
 //     lower(domain), the local part quoted if it holds anything but atext
 //     and dots, and accepts when the stamp is at most 10 days old (fixed in
@@ -86,15 +89,10 @@ func eximHash(secret []byte, text string) string {
 	return hex.EncodeToString(mac.Sum(nil)[:eximHashLen/2])
 }
 
-// eximStamp writes a day in base32, most significant digit first, with no
-// leading zeros: "" on day 0 of the 1024-day cycle, as Exim does.
+// eximStamp writes a day as two lower-case base32 letters.
 func eximStamp(day int64) string {
 	v := day & (stampSlots - 1)
-	var out []byte
-	for ; v != 0; v >>= 5 {
-		out = append([]byte{eximBase32[v&31]}, out...)
-	}
-	return string(out)
+	return string([]byte{eximBase32[v>>5], eximBase32[v&31]})
 }
 
 // eximReverse is Exim's inbound_srs, on the local part of addr as an Exim
@@ -125,7 +123,7 @@ func (s *SRS) eximReverse(addr string) (string, error) {
 	switch {
 	case !ok1 || !ok2 || !ok3 || hash == "":
 		return "", fmt.Errorf("%w: SRS0 needs hash, stamp, domain and local part", ErrBadFormat)
-	case stamp == "" || strings.Trim(stamp, eximBase32) != "":
+	case len(stamp) != 2 || strings.Trim(stamp, eximBase32) != "":
 		return "", fmt.Errorf("%w %q", ErrBadStamp, stamp)
 	}
 	q := ""

@@ -59,8 +59,20 @@ func unpackExim(t *testing.T) eximBin {
 // returns the results.
 func (x eximBin) expand(t *testing.T, exprs []string) []string {
 	t.Helper()
-	cmd := exec.Command(filepath.Join(x.root, "usr/sbin/exim4"), "-C", x.conf, "-be")
-	cmd.Env = []string{"LD_LIBRARY_PATH=" + filepath.Join(x.root, "usr/lib/x86_64-linux-gnu") + ":" + filepath.Join(x.root, "usr/lib"), "PATH=/usr/bin:/bin"}
+	return x.expandAt(t, time.Time{}, exprs)
+}
+
+// expandAt is expand with Exim's clock at when (faketime), or the real
+// clock for the zero time.
+func (x eximBin) expandAt(t *testing.T, when time.Time, exprs []string) []string {
+	t.Helper()
+	args := []string{filepath.Join(x.root, "usr/sbin/exim4"), "-C", x.conf, "-be"}
+	if !when.IsZero() {
+		ft := e2e.RequireProgram(t, "faketime", "faketime")
+		args = append([]string{ft, "-f", when.UTC().Format("2006-01-02 15:04:05")}, args...)
+	}
+	cmd := exec.Command(args[0], args[1:]...)
+	cmd.Env = []string{"TZ=UTC", "LD_LIBRARY_PATH=" + filepath.Join(x.root, "usr/lib/x86_64-linux-gnu") + ":" + filepath.Join(x.root, "usr/lib"), "PATH=/usr/bin:/bin"}
 	cmd.Stdin = strings.NewReader(strings.Join(exprs, "\n") + "\n")
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
@@ -208,6 +220,49 @@ func TestEximNativeSRS(t *testing.T) {
 			folded = append(folded, strings.ToUpper(a))
 		}
 		agree(t, s, folded, reversible)
+	})
+
+	// Forward on chosen days, Exim's clock set with faketime: day 0 of the
+	// 1024-day cycle and the first 32 days (where 4.96 as released wrote no
+	// stamp or one letter; Debian's carries the fix), the cycle's end, an
+	// old date.
+	t.Run("forward on fixed days", func(t *testing.T) {
+		const cycleStart = 20480 // 2026-01-27, a multiple of 1024 days
+		for _, day := range []int64{cycleStart, cycleStart + 1, cycleStart + 31, cycleStart + 32, cycleStart - 1, 19000, 20790} {
+			when := time.Unix(day*86400+12*3600, 0)
+			fixed := ours(when)
+			got := x.expandAt(t, when, encode)
+			for i, sender := range senders {
+				if a := forwardOne(t, fixed, sender); a != got[i] {
+					t.Errorf("day %d (%s), Forward(%q):\n  ours %s\n  Exim %s", day, when.Format(time.DateOnly), sender, a, got[i])
+				}
+			}
+			// And on that day Exim's inbound_srs agrees with us, on what
+			// it wrote then and on what it wrote 10 and 11 days before
+			// (across the cycle's wrap for the first days).
+			var addrs []string
+			for _, back := range []int{0, 10, 11} {
+				addrs = append(addrs, forwardOne(t, ours(when.AddDate(0, 0, -back)), "alice@example.com"))
+			}
+			exprs := make([]string, len(addrs))
+			for i, a := range addrs {
+				exprs[i] = fmt.Sprintf("${if inbound_srs {%s}{%s}{yes:$srs_recipient}{no}}", eximEscape(inboundLocal(a)), eximSecret)
+			}
+			verdicts := x.expandAt(t, when, exprs)
+			for i, a := range addrs {
+				back, err := fixed.Reverse(a)
+				want := "no"
+				if err == nil {
+					want = "yes:" + back
+				}
+				if verdicts[i] != want {
+					t.Errorf("day %d: %s: Exim says %q, we say %q, %v", day, a, verdicts[i], back, err)
+				}
+			}
+			if day == cycleStart && (!strings.Contains(got[0], "=aa=") || verdicts[0] == "no") {
+				t.Errorf("day 0 of the cycle: Exim wrote %s and said %q to it; want stamp aa, accepted", got[0], verdicts[0])
+			}
+		}
 	})
 
 	t.Run("stamps: 10 days valid, 11 not, none from the future", func(t *testing.T) {

@@ -32,8 +32,8 @@ func TestEximForward(t *testing.T) {
 	if got := forwardOne(t, s, `"a b"@example.com`); !strings.HasPrefix(got, `"SRS0=`) || !strings.HasSuffix(got, `=example.com=a b"@fwd.example`) {
 		t.Errorf("quoted: %s", got)
 	}
-	// Stamps: no leading zeros; empty on day 0 of the cycle.
-	for day, want := range map[int64]string{0: "", 1: "b", 31: "7", 32: "ba", 1023: "77", 1024: "", 20790: "jw"} {
+	// Stamps: always two letters (Debian's 4.96 carries 4.97's day-zero fix).
+	for day, want := range map[int64]string{0: "aa", 1: "ab", 31: "a7", 32: "ba", 1023: "77", 1024: "aa", 20790: "jw"} {
 		if got := eximStamp(day); got != want {
 			t.Errorf("eximStamp(%d) = %q, want %q", day, got, want)
 		}
@@ -65,6 +65,8 @@ func TestEximReverse(t *testing.T) {
 		{"SRS0=4df1a=jw=example.com=alice@fwd.example", "", ErrBadHash},
 		{"SRS0=4df1=j1=example.com=alice@fwd.example", "", ErrBadStamp},
 		{"SRS0=4df1==example.com=alice@fwd.example", "", ErrBadStamp},
+		{"SRS0=4df1=w=example.com=alice@fwd.example", "", ErrBadStamp},
+		{"SRS0=4df1=ajw=example.com=alice@fwd.example", "", ErrBadStamp},
 		{"SRS0+4df1=jw=example.com=alice@fwd.example", "", ErrBadFormat},
 		{"SRS1=4df1=hop.example==4df1=jw=example.com=alice@fwd.example", "", ErrBadFormat},
 		{"SRS0=4df1=jw=example.com@fwd.example", "", ErrBadFormat},
