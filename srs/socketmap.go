@@ -72,6 +72,11 @@ func ListenSocketmap(addr string, rw ModuleOptions, o SocketmapOptions) (*Socket
 	}
 	if network == "unix" {
 		if fi, err := os.Lstat(address); err == nil && fi.Mode()&os.ModeSocket != 0 {
+			// Replace a stale socket, never a live one (another daemon's).
+			if c, err := net.DialTimeout("unix", address, time.Second); err == nil {
+				c.Close()
+				return nil, fmt.Errorf("srs socketmap: %s is in use by another process", address)
+			}
 			os.Remove(address)
 		}
 	}

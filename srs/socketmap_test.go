@@ -170,6 +170,23 @@ func TestSocketmapUnixSocket(t *testing.T) {
 		c.Close()
 		s.Close()
 	}
+	// A live socket is never taken over.
+	live, err := ListenSocketmap("unix:"+path, socketmapRewriter(t), SocketmapOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer live.Close()
+	if s, err := ListenSocketmap("unix:"+path, socketmapRewriter(t), SocketmapOptions{}); err == nil || !strings.Contains(err.Error(), "in use") {
+		t.Errorf("a second server on a live socket: %v", err)
+		if s != nil {
+			s.Close()
+		}
+	}
+	if c, err := net.Dial("unix", path); err != nil {
+		t.Errorf("the live socket is gone: %v", err)
+	} else {
+		c.Close()
+	}
 	for _, bad := range []string{"tcp:127.0.0.1:1", "unix:relative", "inet:nohost", ""} {
 		if _, _, err := ParseSocketmapListen(bad); err == nil {
 			t.Errorf("ParseSocketmapListen(%q) accepted", bad)
