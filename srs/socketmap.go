@@ -232,8 +232,10 @@ func (s *Socketmap) serve(ln net.Listener) {
 				s.mu.Lock()
 				delete(s.conns, c)
 				s.mu.Unlock()
-				c.Close()
+				// The slot first: a peer that sees the close may dial
+				// again at once, and must find it free.
 				<-s.slots
+				c.Close()
 			}()
 			s.ServeConn(c)
 		})
@@ -263,7 +265,9 @@ func (s *Socketmap) ServeConn(c net.Conn) {
 			}
 			return // EOF, timeout, reset: nothing to answer
 		}
-		name, key, _ := strings.Cut(req, " ")
+		// As postsrsd's strtok_r: spaces before the map name are skipped,
+		// one after it ends it.
+		name, key, _ := strings.Cut(strings.TrimLeft(req, " "), " ")
 		if name == "" {
 			s.count("malformed")
 			s.logLimited("srs socketmap: empty request, connection closed")

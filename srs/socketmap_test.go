@@ -54,6 +54,7 @@ func TestSocketmapLookups(t *testing.T) {
 		{"forward bob@fwd.example", "NOTFOUND Need not rewrite local domain."},
 		{"forward nobody", "NOTFOUND No domain."},
 		{"forward", "NOTFOUND No domain."},
+		{"  forward alice@example.net", "OK " + fwd},
 		{"reverse postmaster@fwd.example", "NOTFOUND Not an SRS address."},
 		{"reverse " + strings.Replace(fwd, "SRS0=", "SRS0=x", 1), "NOTFOUND Hash invalid in SRS address."},
 		{"reverse SRS0=abc=JW=example.net=alice@fwd.example", "NOTFOUND Hash too short in SRS address."},
@@ -72,7 +73,7 @@ func TestSocketmapLookups(t *testing.T) {
 	if got := smExchange(t, c, br, "reverse "+expired); got != "NOTFOUND Time stamp out of date." {
 		t.Errorf("expired: %q", got)
 	}
-	if n := testutil.ToFloat64(metrics.Forward.WithLabelValues("rewritten")); n != 2 {
+	if n := testutil.ToFloat64(metrics.Forward.WithLabelValues("rewritten")); n != 3 {
 		t.Errorf("forward rewritten = %v", n)
 	}
 	if n := testutil.ToFloat64(metrics.Reverse.WithLabelValues("bad_hash")); n != 1 {
