@@ -7,11 +7,12 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/tollgate/tollgate/internal/docs"
 	"github.com/tollgate/tollgate/policy"
 )
 
 // docs/guide.md: its YAML examples load (policy's documentation test loads
-// every one); here, its fences are yaml, sh or text, the repository files it
+// every one); here, its fences are yaml, sh, text or a program's kind, the repository files it
 // names exist, and the quick start's tollgate socket and Postfix's
 // smtpd_milters name the same file through Postfix's chroot.
 func TestGuide(t *testing.T) {
@@ -26,8 +27,8 @@ func TestGuide(t *testing.T) {
 			continue
 		}
 		lang := strings.TrimPrefix(strings.TrimSpace(l), "```")
-		if !inFence && lang != "yaml" && lang != "sh" && lang != "text" {
-			t.Errorf("docs/guide.md:%d: fence %q: use yaml (a complete tollgate configuration), sh or text", i+1, lang)
+		if !inFence && lang != "yaml" && lang != "sh" && lang != "text" && !docs.IsProgram(lang) {
+			t.Errorf("docs/guide.md:%d: fence %q: use yaml (a complete tollgate configuration), sh, text, or the program's kind (%v)", i+1, lang, docs.Programs)
 		}
 		inFence = !inFence
 	}
