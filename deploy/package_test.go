@@ -380,7 +380,7 @@ func (d *unitDaemon) stop(t *testing.T) {
 }
 
 // quickStartMarker precedes the configuration the guide's quick start installs.
-const quickStartMarker = "<!-- quick start configuration: deploy/package_test.go installs it -->"
+const quickStartMarker = "<!-- snippet: quick-start (deploy/package_test.go installs it) -->"
 
 // followQuickStart does what docs/guide.md's quick start says after
 // "dpkg -i": an ARC key in /etc/tollgate owned by tollgate, the guide's

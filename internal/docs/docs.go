@@ -62,7 +62,7 @@ type Block struct {
 
 func (b Block) String() string { return fmt.Sprintf("%s:%d", b.File, b.Line) }
 
-var snippetName = regexp.MustCompile(`^\s*<!--\s*snippet:\s*(\S+)\s*-->\s*$`)
+var snippetName = regexp.MustCompile(`^\s*<!--\s*snippet:\s*(\S+)(\s[^>]*)?-->\s*$`)
 
 // Parse reads the fenced blocks of one markdown file's content.
 func Parse(file string, data []byte) ([]Block, error) {

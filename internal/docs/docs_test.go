@@ -64,7 +64,7 @@ func TestSnippetsAreMarkedAndReadable(t *testing.T) {
 }
 
 func TestParse(t *testing.T) {
-	md := "text\n<!-- snippet: quick -->\n```main.cf\na = b\n```\n\n1. item\n\n   ```text\n   # main.cf\n   x = y\n   ```\n"
+	md := "text\n<!-- snippet: quick (a note) -->\n```main.cf\na = b\n```\n\n1. item\n\n   ```text\n   # main.cf\n   x = y\n   ```\n"
 	bs, err := Parse("x.md", []byte(md))
 	if err != nil {
 		t.Fatal(err)
