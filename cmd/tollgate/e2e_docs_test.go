@@ -11,9 +11,11 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/tollgate/tollgate/dcc/dcctest"
 	"github.com/tollgate/tollgate/internal/docs"
 	"github.com/tollgate/tollgate/internal/e2e"
 )
@@ -37,14 +39,28 @@ func TestDocSnippets(t *testing.T) {
 	}
 	s := &snippets{blocks: blocks, applied: map[string]bool{}}
 
-	t.Run("main.cf blocks attach Postfix", s.mainCFBlocks)
-	t.Run("quick start", s.quickStart)
-	t.Run("ARC and SRS together with bounces through virtual_alias_domains", s.together)
-	t.Run("master.cf: the XCLIENT listener", s.proxyListener)
-	t.Run("master.cf: the submission port", s.submission)
-	t.Run("sendmail.mc", s.sendmail)
-	t.Run("prometheus.yml", s.prometheus)
-
+	scenarios := []struct {
+		name string
+		run  func(*testing.T)
+	}{
+		{"main.cf blocks attach Postfix", s.mainCFBlocks},
+		{"quick start", s.quickStart},
+		{"ARC and SRS together with bounces through virtual_alias_domains", s.together},
+		{"DCC greylisting", s.dcc},
+		{"BMI with spamd", s.bmi},
+		{"master.cf: the XCLIENT listener", s.proxyListener},
+		{"master.cf: the submission port", s.submission},
+		{"sendmail.mc", s.sendmail},
+		{"prometheus.yml", s.prometheus},
+	}
+	ran := 0
+	for _, sc := range scenarios {
+		t.Run(sc.name, func(t *testing.T) { ran++; sc.run(t) })
+	}
+	if ran < len(scenarios) {
+		t.Logf("%d of %d scenarios selected by -run: which blocks no test applies is not checked", ran, len(scenarios))
+		return
+	}
 	for _, b := range blocks {
 		if docs.IsProgram(b.Info) && !s.applied[b.Info+"\x00"+b.Text] {
 			t.Errorf("%v: a ```%s block that no test applies: add it to TestDocSnippets", b, b.Info)
@@ -414,4 +430,85 @@ func (s *snippets) prometheus(t *testing.T) {
 			t.Errorf("%v: promtool check config: %v\n%s", b, err, out)
 		}
 	}
+}
+
+// The guide's DCC setup: greylisted first, delivered on retry; the HELO map
+// gives dccifd the cluster's address.
+func (s *snippets) dcc(t *testing.T) {
+	var greylist atomic.Bool
+	greylist.Store(true)
+	dccd := dcctest.New(t, dcctest.Config{Handler: func(*dcctest.Request) dcctest.Reply {
+		if greylist.Load() {
+			return dcctest.Reply{Overall: 'G', Header: dcctest.DefaultHeader}
+		}
+		return dcctest.Reply{Overall: 'A', Header: dcctest.DefaultHeader}
+	}})
+	heloMap := filepath.Join(t.TempDir(), "dcc-helo-map")
+	if err := os.WriteFile(heloMap, []byte("mail.example.net 192.0.2.10\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	mainCF := s.use(s.named(t, "quick-start-main.cf"))
+	pf := startChrooted(t, mainCF, "", nil)
+	d := startForPostfix(t, pf, mainCF, s.named(t, "dcc").Text, map[string]string{
+		"/var/dcc/dccifd": dccd.DCCAddress(), "/etc/tollgate/dcc-helo-map": heloMap})
+	send := func() e2e.SwaksResult {
+		return pf.Swaks(t, "--helo", "mail.example.net", "--from", "alice@example.net", "--to", "bob@example.org")
+	}
+	if res := send(); res.ExitCode == 0 || !strings.Contains(res.Output, "451 4.7.1 greylisted, please try again later") {
+		t.Fatalf("first attempt: exit %d\n%s", res.ExitCode, res.Output)
+	}
+	greylist.Store(false)
+	if res := send(); res.ExitCode != 0 {
+		t.Fatalf("retry: exit %d\n%s", res.ExitCode, res.Output)
+	}
+	pf.WaitMessages(t, 1, 30*time.Second)
+	if reqs := dccd.WaitRequests(2, 5*time.Second); len(reqs) != 2 || reqs[1].ClientIP.String() != "192.0.2.10" {
+		t.Errorf("dccifd requests %+v: want the client from the HELO map", reqs)
+	}
+	d.waitLog(t, "decision=accept")
+}
+
+// The guide's BMI setup on a real spamd: the strict opt-in drops spam for
+// its recipient only; a very spammy message is held in Postfix's hold queue.
+func (s *snippets) bmi(t *testing.T) {
+	spamd := e2e.StartSpamd(t, map[string]string{"strict": "required_score -5"})
+	optins := filepath.Join(t.TempDir(), "bmi-optins")
+	if err := os.WriteFile(optins, []byte("ceo@example.org: strict\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	mainCF := s.use(s.named(t, "quick-start-main.cf"))
+	pf := startChrooted(t, mainCF, "", nil)
+	d := startForPostfix(t, pf, mainCF, s.named(t, "bmi").Text, map[string]string{
+		`"127.0.0.1:783"`: `"` + spamd.Addr + `"`, "/etc/tollgate/bmi-optins": optins})
+
+	res := pf.Swaks(t, "--from", "alice@example.net", "--to", "ceo@example.org,bob@example.org",
+		"--header", "Subject: lunch", "--body", "Shall we have lunch on Friday?")
+	if res.ExitCode != 0 {
+		t.Fatalf("exit %d\n%s", res.ExitCode, res.Output)
+	}
+	msg := pf.WaitMessages(t, 1, 60*time.Second)[0]
+	if to := msg.Envelope.To(); len(to) != 1 || !strings.Contains(to[0], "bob@example.org") {
+		t.Errorf("delivered to %v: the strict opt-in's recipient must not get it", to)
+	}
+
+	gtube := "XJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X"
+	if res := pf.Swaks(t, "--from", "alice@example.net", "--to", "bob@example.org", "--header", "Subject: gtube", "--body", gtube); res.ExitCode != 0 {
+		t.Fatalf("exit %d\n%s", res.ExitCode, res.Output)
+	}
+	hold := filepath.Join(pf.QueueDir(), "hold")
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		entries, _ := os.ReadDir(hold)
+		if len(entries) == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the GTUBE message is not in the hold queue (%d files)\npostfix log:\n%s", len(entries), pf.Log())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if n := len(pf.Sink.Messages(t)); n != 1 {
+		t.Errorf("%d messages delivered, want 1: the quarantined one went through", n)
+	}
+	d.waitMetric(t, `tollgate_bmi_verdicts_total{outcome="drop"} 1`)
 }
