@@ -21,8 +21,13 @@ func cmdCheck(args []string, stdout, stderr io.Writer) int {
 		printConfigErrors(stderr, err)
 		return 1
 	}
+	errs := validateForRun(p, "", "")
 	for _, w := range p.Warnings {
 		fmt.Fprintf(stderr, "%s: warning: %s\n", location(w), w.Msg)
+	}
+	if len(errs) > 0 {
+		printConfigErrors(stderr, errs)
+		return 1
 	}
 	fmt.Fprintf(stdout, "%s: OK\n", *config)
 	return 0

@@ -38,6 +38,10 @@ func cmdRun(args []string, stderr io.Writer) int {
 		printConfigErrors(stderr, err)
 		return 1
 	}
+	if errs := validateForRun(p, *listen, *metricsListen); len(errs) > 0 {
+		printConfigErrors(stderr, errs)
+		return 1
+	}
 	d := &daemon{configPath: *config, listenFlag: *listen, metricsFlag: *metricsListen, stderr: stderr}
 	if err := d.start(p); err != nil {
 		fmt.Fprintf(stderr, "tollgate: %v\n", err)
