@@ -164,3 +164,25 @@ func writeFile(t *testing.T, dir, name, content string) string {
 	}
 	return p
 }
+
+// tollgate(8) names every option every subcommand has.
+func TestManPageHasEveryOption(t *testing.T) {
+	page, err := os.ReadFile("../../deploy/man/tollgate.8")
+	if err != nil {
+		t.Fatal(err)
+	}
+	optionName := regexp.MustCompile(`(?m)^  --([a-z][a-z-]*)`)
+	n := 0
+	for _, args := range [][]string{{"run"}, {"check"}, {"test"}, {"srs", "forward"}, {"srs", "reverse"}, {"arc", "keygen"}} {
+		out, _, _ := runBinary(t, append(args, "--help")...)
+		for _, m := range optionName.FindAllStringSubmatch(out, -1) {
+			n++
+			if m[1] != "help" && !strings.Contains(string(page), `\-\-`+strings.ReplaceAll(m[1], "-", `\-`)) {
+				t.Errorf("tollgate(8) does not describe tollgate %s --%s (docs/man/tollgate.8.md)", strings.Join(args, " "), m[1])
+			}
+		}
+	}
+	if n < 25 {
+		t.Errorf("only %d options found in the help texts", n)
+	}
+}
