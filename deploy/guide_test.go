@@ -41,6 +41,27 @@ func TestGuide(t *testing.T) {
 		}
 	}
 
+	// Section 5's complete configurations are for the quick start's
+	// chrooted Postfix: pasted alone, each must keep listen: and socket:.
+	sec5, _, _ := strings.Cut(guide[strings.Index(guide, "## 5. Each feature from zero"):], "## 6. ")
+	blocks, err := docs.Parse("docs/guide.md", []byte(sec5))
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, b := range blocks {
+		if b.Info != "yaml" {
+			continue
+		}
+		n++
+		if !strings.Contains(b.Text, "listen: unix:/var/spool/postfix/tollgate/tollgate.sock\n") || !strings.Contains(b.Text, "socket: {group: postfix, mode: \"0660\"}\n") {
+			t.Errorf("docs/guide.md section 5, configuration %d, drops listen: or socket::\n%s", n, b.Text)
+		}
+	}
+	if n < 5 {
+		t.Errorf("only %d configurations in section 5", n)
+	}
+
 	// The quick start: the configuration, then main.cf's lines.
 	_, after, ok := strings.Cut(guide, quickStartMarker+"\n```yaml\n")
 	config, rest, ok2 := strings.Cut(after, "```")

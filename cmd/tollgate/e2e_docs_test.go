@@ -37,6 +37,18 @@ func TestDocSnippets(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The files deploy/ ships for the MTAs are snippets too, applied whole.
+	for _, f := range []struct{ path, info string }{
+		{"deploy/postfix/main.cf", docs.MainCF},
+		{"deploy/postfix/master.cf", docs.MasterCF},
+		{"deploy/sendmail/sendmail.mc", docs.SendmailMC},
+	} {
+		b, err := os.ReadFile("../../" + f.path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		blocks = append(blocks, docs.Block{File: f.path, Line: 1, Info: f.info, Text: string(b)})
+	}
 	s := &snippets{blocks: blocks, applied: map[string]bool{}}
 
 	scenarios := []struct {
@@ -310,19 +322,26 @@ func (s *snippets) together(t *testing.T) {
 // with the guide's proxy configuration; a client named by XCLIENT is seen
 // as that client, with its login.
 func (s *snippets) proxyListener(t *testing.T) {
-	var block docs.Block
+	n := 0
 	for _, b := range s.distinct(docs.MasterCF) {
 		if strings.Contains(b.Text, "smtpd_authorized_xclient_hosts") {
-			if block.Text != "" {
-				t.Fatalf("%v and %v print different XCLIENT listeners: keep one", block, b)
-			}
-			block = b
+			n++
+			t.Run(b.String(), func(t *testing.T) { s.proxyListenerBlock(t, b) })
 		}
 	}
-	if block.Text == "" {
+	if n == 0 {
 		t.Fatal("no master.cf block with the XCLIENT listener")
 	}
-	addr, _, _ := strings.Cut(s.use(block), " ")
+}
+
+func (s *snippets) proxyListenerBlock(t *testing.T, block docs.Block) {
+	var addr string
+	for _, l := range strings.Split(s.use(block), "\n") {
+		if l != "" && l[0] != '#' && l[0] != ' ' {
+			addr, _, _ = strings.Cut(l, " ")
+			break
+		}
+	}
 	mainCF := s.use(s.named(t, "quick-start-main.cf"))
 	// This host takes mail for example.org: the proxied client is not in
 	// mynetworks, and an XCLIENT login is not a SASL login to Postfix.
