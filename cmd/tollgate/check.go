@@ -25,7 +25,7 @@ func cmdCheck(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	errs := validateForRun(p, "", "")
-	for _, w := range p.Warnings {
+	for _, w := range append(p.Warnings, postfixWarnings(p)...) {
 		fmt.Fprintf(stderr, "%s: warning: %s\n", location(w), w.Msg)
 	}
 	if len(errs) > 0 {

@@ -49,7 +49,7 @@ func TestCheckRefusesWhatRunRefuses(t *testing.T) {
 	if err := os.WriteFile(config, []byte(good), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if out, err := exec.Command(binary, "check", "--config", config).CombinedOutput(); err != nil || strings.TrimSpace(string(out)) != config+": OK" {
+	if out, err := exec.Command(binary, "check", "--config", config).Output(); err != nil || strings.TrimSpace(string(out)) != config+": OK" {
 		t.Errorf("check: %v\n%s", err, out)
 	}
 	cmd := exec.Command(binary, "run", "--config", config)
