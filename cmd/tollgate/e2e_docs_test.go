@@ -4,6 +4,7 @@ package main
 
 import (
 	"errors"
+	"net"
 	"os"
 	"os/exec"
 	"os/user"
@@ -409,8 +410,13 @@ func (s *snippets) sendmail(t *testing.T) {
 				t.Cleanup(func() { os.RemoveAll(dir) })
 			}
 			if _, err := os.Lstat(sock); err == nil {
-				t.Fatalf("%s exists: a tollgate runs on this machine; the test needs the documented path", sock)
+				if c, err := net.Dial("unix", sock); err == nil {
+					c.Close()
+					t.Fatalf("%s answers: a tollgate runs on this machine; the test needs the documented path", sock)
+				}
+				os.Remove(sock) // left by a daemon that was killed
 			}
+			t.Cleanup(func() { os.Remove(sock) }) // after the daemon's own cleanup kills it
 			config := strings.Replace(s.named(t, "sendmail").Text, "acl:\n", "acl:\n  data:\n    - accept: {name: stamp, add_header: \"X-Doc-Snippet: $sender_host_address $queue_id\"}\n", 1)
 			d := launchDaemon(t, config, "unix:"+sock)
 			sm := e2e.StartSendmail(t, e2e.SendmailOptions{MCText: b.Text})
