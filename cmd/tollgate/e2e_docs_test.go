@@ -65,6 +65,7 @@ func TestDocSnippets(t *testing.T) {
 		{"master.cf: the submission port", s.submission},
 		{"sendmail.mc", s.sendmail},
 		{"prometheus.yml", s.prometheus},
+		{"systemd drop-ins", s.systemd},
 	}
 	ran := 0
 	for _, sc := range scenarios {
@@ -536,4 +537,44 @@ func (s *snippets) bmi(t *testing.T) {
 		t.Errorf("%d messages delivered, want 1: the quarantined one went through", n)
 	}
 	d.waitMetric(t, `tollgate_bmi_verdicts_total{outcome="drop"} 1`)
+}
+
+// Each systemd block is a drop-in for the shipped unit, as "systemctl edit"
+// writes it; systemd-analyze verifies the unit with it, in a root holding
+// the unit, the programs it runs and systemd's own units.
+func (s *snippets) systemd(t *testing.T) {
+	e2e.RequireProgram(t, "/usr/bin/systemd-analyze", "systemd")
+	for _, b := range s.distinct(docs.Systemd) {
+		root := t.TempDir()
+		for _, d := range []string{"usr/bin", "bin", "lib/systemd", "etc/systemd/system/tollgate.service.d"} {
+			if err := os.MkdirAll(filepath.Join(root, d), 0o755); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for _, c := range [][]string{
+			{"cp", binary, filepath.Join(root, "usr/bin/tollgate")},
+			{"cp", "/bin/kill", filepath.Join(root, "bin/kill")},
+			{"cp", "-a", "/lib/systemd/system", filepath.Join(root, "lib/systemd/")},
+			{"cp", "../../deploy/systemd/tollgate.service", filepath.Join(root, "etc/systemd/system/tollgate.service")},
+		} {
+			if out, err := exec.Command(c[0], c[1:]...).CombinedOutput(); err != nil {
+				t.Fatalf("%v: %v\n%s", c, err, out)
+			}
+		}
+		dropIn := filepath.Join(root, "etc/systemd/system/tollgate.service.d/override.conf")
+		if err := os.WriteFile(dropIn, []byte(s.use(b)), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		out, err := exec.Command("/usr/bin/systemd-analyze", "verify", "--root="+root, "tollgate.service").CombinedOutput()
+		if err != nil || strings.TrimSpace(string(out)) != "" {
+			t.Errorf("%v: systemd-analyze verify with the drop-in: %v\n%s", b, err, out)
+		}
+		// A key the unit does not know would be reported: the check sees the drop-in.
+		if err := os.WriteFile(dropIn, []byte(b.Text+"NoSuchSetting=1\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if out, _ := exec.Command("/usr/bin/systemd-analyze", "verify", "--root="+root, "tollgate.service").CombinedOutput(); !strings.Contains(string(out), "NoSuchSetting") {
+			t.Errorf("systemd-analyze did not read the drop-in at %s:\n%s", dropIn, out)
+		}
+	}
 }

@@ -40,7 +40,7 @@ func TestSnippetsAreMarkedAndReadable(t *testing.T) {
 			}
 		}
 	}
-	for _, kind := range []string{MainCF, MasterCF, SendmailMC, Prometheus} {
+	for _, kind := range []string{MainCF, MasterCF, PostfixMap, SendmailMC, Prometheus, Systemd} {
 		if counts[kind] == 0 {
 			t.Errorf("no ```%s block in the documentation: the detection has gone blind", kind)
 		}
