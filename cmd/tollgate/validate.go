@@ -114,17 +114,25 @@ func (c *runChecks) tcpAddress(key, hostport string) {
 			return
 		}
 	}
-	local, err := localIPs()
-	if err != nil {
-		c.errorf(key, "listing this host's addresses: %v", err)
-		return
-	}
 	for _, ip := range ips {
-		if ip.IsUnspecified() || slices.ContainsFunc(local, ip.Equal) {
+		if ip.IsUnspecified() || isLocal(ip) {
 			return
 		}
 	}
 	c.errorf(key, "%s is not an address of this host: nothing can listen on it", host)
+}
+
+// isLocal reports whether ip is an address of this host, by binding a
+// port the system chooses: listing the interfaces would need a netlink
+// socket, which the unit's RestrictAddressFamilies= refuses (check runs
+// in the unit's sandbox, and a port the daemon holds must not matter).
+func isLocal(ip net.IP) bool {
+	ln, err := net.Listen("tcp", net.JoinHostPort(ip.String(), "0"))
+	if err != nil {
+		return false
+	}
+	ln.Close()
+	return true
 }
 
 func (c *runChecks) writableDir(key, dir string) {
@@ -145,20 +153,6 @@ func (c *runChecks) writableDir(key, dir string) {
 // value is a scalar of the file by its dotted key, "" if absent.
 func (c *runChecks) value(key string) string {
 	return scalarValues(c.p.File)[key]
-}
-
-func localIPs() ([]net.IP, error) {
-	addrs, err := net.InterfaceAddrs()
-	if err != nil {
-		return nil, err
-	}
-	var ips []net.IP
-	for _, a := range addrs {
-		if n, ok := a.(*net.IPNet); ok {
-			ips = append(ips, n.IP)
-		}
-	}
-	return ips, nil
 }
 
 // lookupAccount resolves a user or group name or number as milter.Listen does.
