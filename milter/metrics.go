@@ -27,6 +27,12 @@ type Metrics struct {
 	UntrustedLogins  prometheus.Counter
 
 	stageObservers [stageCount]prometheus.Observer // StageDuration per stage, looked up once
+
+	// The wire and its limits.
+	WireViolations *prometheus.CounterVec // reason
+	LimitsHit      *prometheus.CounterVec // limit
+	AcceptErrors   prometheus.Counter
+	Panics         prometheus.Counter
 }
 
 func (m *Metrics) stage(s Stage) prometheus.Observer { return m.stageObservers[s] }
@@ -73,6 +79,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	reg.MustRegister(m.SessionsActive, m.Sessions, m.Messages, m.Recipients, m.StageDuration, m.ModuleDuration,
 		m.ModuleErrors, m.PolicyDecisions, m.PolicyErrors, m.MessageBytes, m.ProtocolWarnings, m.MTAErrors,
 		m.ConfigReloads, m.ConfigLastReload, m.ConfigLastOK, m.ProxySessions, m.UntrustedLogins)
+	m.registerWire(reg)
 	for _, k := range []string{"handoff", "proxied", "without_xclient"} {
 		m.ProxySessions.WithLabelValues(k)
 	}
@@ -86,4 +93,22 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		m.ConfigReloads.WithLabelValues(r)
 	}
 	return m
+}
+
+func (m *Metrics) registerWire(reg prometheus.Registerer) {
+	m.WireViolations = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "tollgate", Name: "wire_violations_total",
+		Help: "MTA connections closed because a packet was malformed, by reason."}, []string{"reason"})
+	m.LimitsHit = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "tollgate", Name: "limits_hit_total",
+		Help: "Times a limit was reached (max_connections, idle_timeout, max_packet: connection refused or closed; max_headers, max_header_bytes: message got on_error)."}, []string{"limit"})
+	m.AcceptErrors = prometheus.NewCounter(prometheus.CounterOpts{Namespace: "tollgate", Name: "accept_errors_total",
+		Help: "Temporary failures to accept an MTA connection (out of file descriptors and the like), each retried after a back-off."})
+	m.Panics = prometheus.NewCounter(prometheus.CounterOpts{Namespace: "tollgate", Name: "connection_panics_total",
+		Help: "Panics recovered while serving an MTA connection; each closed that connection only."})
+	reg.MustRegister(m.WireViolations, m.LimitsHit, m.AcceptErrors, m.Panics)
+	for _, r := range wireViolations {
+		m.WireViolations.WithLabelValues(r)
+	}
+	for _, l := range limitNames {
+		m.LimitsHit.WithLabelValues(l)
+	}
 }

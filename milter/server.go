@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -17,8 +18,10 @@ import (
 // connection gets the Runtime current when it was negotiated.
 type Server struct {
 	log     *slog.Logger
+	warnLog *slog.Logger // rate-limited: warnings that can repeat per packet, message or connection
 	metrics *Metrics
 	milter  *gomilter.Server
+	lim     atomic.Pointer[Limits]
 
 	mu       sync.Mutex
 	current  Runtime
@@ -39,6 +42,12 @@ type ServerOptions struct {
 	// end-of-message work waits on a backend (dccifd, a scanner); default
 	// 10 s, well inside the MTAs' command timeouts.
 	ProgressInterval time.Duration
+	// Limits bound what one MTA peer can make the daemon hold; zero fields
+	// get the defaults.
+	Limits Limits
+	// LogInterval is how often a repeating warning is summed up (default
+	// DefaultLogInterval).
+	LogInterval time.Duration
 }
 
 // NewServer creates a server that starts with rt.
@@ -50,6 +59,8 @@ func NewServer(rt Runtime, opts ServerOptions) *Server {
 	if s.log == nil {
 		s.log = slog.Default()
 	}
+	s.warnLog = RateLimited(s.log, opts.LogInterval)
+	s.SetLimits(opts.Limits)
 	setWarningSink(s)
 	milterOpts := []gomilter.Option{
 		gomilter.WithDynamicMilter(s.newConnection),
@@ -90,9 +101,25 @@ func (s *Server) Runtime() Runtime {
 	return s.current
 }
 
-// Serve accepts MTA connections on ln until Shutdown.
+// SetLimits changes the limits; a connection open now gets the new ones from
+// its next packet on.
+func (s *Server) SetLimits(l Limits) {
+	l = l.withDefaults()
+	s.lim.Store(&l)
+}
+
+func (s *Server) limits() Limits { return *s.lim.Load() }
+
+// limitHit counts a limit that was reached and says so, once per interval.
+func (s *Server) limitHit(limit, msg string, attrs ...any) {
+	s.metrics.LimitsHit.WithLabelValues(limit).Inc()
+	s.warnLog.Warn(msg, append([]any{"limit", limit}, attrs...)...)
+}
+
+// Serve accepts MTA connections on ln until Shutdown. Temporary accept
+// errors (out of file descriptors) never end it.
 func (s *Server) Serve(ln net.Listener) error {
-	err := s.milter.Serve(ln)
+	err := s.milter.Serve(&guardedListener{Listener: ln, guard: &wireGuard{srv: s}, sleep: time.Sleep})
 	if errors.Is(err, gomilter.ErrServerClosed) {
 		return nil
 	}
@@ -126,11 +153,11 @@ func (s *Server) negotiate(mtaVersion, _ uint32, mtaActions, _ gomilter.OptActio
 	want := needs.Actions.milter()
 	actions := want & mtaActions
 	if actions != want {
-		s.log.Warn("the MTA does not allow every change this configuration makes; those changes will fail",
+		s.warnLog.Warn("the MTA does not allow every change this configuration makes; those changes will fail",
 			"wanted", want.String(), "offered", mtaActions.String())
 	}
 	actions |= gomilter.OptSetMacros & mtaActions
-	return version, actions, protocolFor(needs) & mtaProtocol, offered, nil
+	return version, actions, protocolFor(needs) & mtaProtocol, chunkSize(offered, s.limits().MaxPacket), nil
 }
 
 func protocolFor(n Needs) gomilter.OptProtocol {
@@ -203,7 +230,7 @@ func (s *Server) newConnection(_ uint32, actions gomilter.OptAction, protocol go
 	s.active.Add(1)
 	s.metrics.SessionsActive.Inc()
 	s.metrics.Sessions.Inc()
-	return c
+	return guarded{c}
 }
 
 // go-milter reports protocol trouble through a package-level function; it is
@@ -219,7 +246,14 @@ func setWarningSink(s *Server) {
 		gomilter.LogWarning = func(format string, v ...any) {
 			if srv := warningSink.Load(); srv != nil {
 				srv.metrics.ProtocolWarnings.Inc()
-				srv.log.Warn("milter protocol: " + fmt.Sprintf(format, v...))
+				// The format up to its first value is the kind of trouble;
+				// the values (addresses, codes) would make every line a kind
+				// of its own.
+				kind := format
+				if i := strings.IndexByte(format, '%'); i > 0 {
+					kind = strings.TrimRight(format[:i], " :")
+				}
+				srv.warnLog.Warn("milter protocol: "+kind, "detail", fmt.Sprintf(format, v...))
 			}
 		}
 	})

@@ -31,11 +31,42 @@ type connection struct {
 	// pending is the first failure or rejection seen while headers and body
 	// streamed; those stages send no reply, so it is decided at end of message.
 	pending *Decision
+	// overLimit is the on_error decision of a message whose header section
+	// went past max_headers or max_header_bytes: nothing more of it is kept
+	// and no module judges it.
+	overLimit *Decision
+	headers   int // header fields of the current message
+	// connected is set once Connect ran: a later Connect or a QUIT_NC starts
+	// a new SMTP session on this milter connection.
+	connected bool
 }
 
-func (c *connection) NewConnection(gomilter.Modifier) error { return nil }
+// NewConnection is called once after negotiation and again on QUIT_NC, when
+// the MTA reuses the milter connection for another SMTP session: nothing of
+// the previous one may remain.
+func (c *connection) NewConnection(gomilter.Modifier) error {
+	if c.connected {
+		c.newSession()
+	}
+	return nil
+}
+
+// newSession replaces the session (identity, macros taken from it, acl_c_*
+// variables) with a fresh one for the next SMTP session.
+func (c *connection) newSession() {
+	if c.txn != nil {
+		c.finish(Decision{}, true)
+	}
+	c.sess = &Session{ID: c.srv.nextID.Add(1), runtime: c.sess.runtime, Vars: map[string]string{}}
+	c.connected = false
+	c.srv.metrics.Sessions.Inc()
+}
 
 func (c *connection) Connect(host, family string, port uint16, addr string, m gomilter.Modifier) (*gomilter.Response, error) {
+	if c.connected {
+		c.newSession()
+	}
+	c.connected = true
 	id := &c.sess.Identity
 	id.fromConnect(host, family, port, addr)
 	id.fromMacros(m)
@@ -92,7 +123,7 @@ func (c *connection) MailFrom(from, esmtpArgs string, m gomilter.Modifier) (*gom
 	id.fromMacros(m)
 	if !id.checkLogin() {
 		c.srv.metrics.UntrustedLogins.Inc()
-		c.srv.log.Warn("XCLIENT login off the proxy path ignored", "session", c.sess.ID, "client", id.Client(),
+		c.srv.warnLog.Warn("XCLIENT login off the proxy path ignored", "session", c.sess.ID, "client", id.Client(),
 			"login", id.UntrustedLogin, "daemon", id.DaemonName)
 	}
 	c.sess.Messages++
@@ -169,11 +200,29 @@ func (c *connection) Header(name, value string, m gomilter.Modifier) (*gomilter.
 	if t == nil {
 		return gomilter.RespContinue, nil
 	}
+	if c.overLimit != nil {
+		return gomilter.RespContinue, nil
+	}
+	c.headers++
+	size := int64(len(name) + 1 + len(value) + 2)
+	if lim := c.srv.limits(); c.headers > lim.MaxHeaders || t.HeaderBytes+size > lim.MaxHeaderBytes {
+		limit, reason := limitHeaders, fmt.Sprintf("more than %d header fields", lim.MaxHeaders)
+		if c.headers <= lim.MaxHeaders {
+			limit, reason = limitHeaderBytes, fmt.Sprintf("header section larger than %d bytes", lim.MaxHeaderBytes)
+		}
+		d := c.sess.runtime.OnError()
+		d.Rule, d.Reason = "limits", reason
+		c.overLimit = &d
+		t.Headers = nil // what was kept is incomplete now: let it go
+		c.srv.limitHit(limit, "message header section over the limit; the message gets on_error",
+			"session", c.sess.ID, "queue_id", t.QueueID, "decision", d.Verdict.String())
+		return gomilter.RespContinue, nil
+	}
 	h := Header{Name: name, Value: value}
 	if c.keepHeaders {
 		t.Headers = append(t.Headers, h)
 	}
-	t.HeaderBytes += int64(len(name) + 1 + len(value) + 2)
+	t.HeaderBytes += size
 	if !c.leadingSpace {
 		t.HeaderBytes++ // the space the MTA swallowed
 	}
@@ -200,7 +249,7 @@ func (c *connection) BodyChunk(chunk []byte, m gomilter.Modifier) (*gomilter.Res
 		return gomilter.RespContinue, nil
 	}
 	t.BodyBytes += int64(len(chunk))
-	if !c.bodyHooks {
+	if !c.bodyHooks || c.overLimit != nil {
 		return gomilter.RespContinue, nil
 	}
 	c.stream(StageBody, func(mod Module) hook {
@@ -234,6 +283,18 @@ func (c *connection) EndOfMessage(m gomilter.Modifier) (*gomilter.Response, erro
 		t.QueueID = q
 	}
 	c.srv.metrics.MessageBytes.Observe(float64(t.Size()))
+	if c.overLimit != nil {
+		// Modules saw an incomplete header section: none of them acts on the
+		// message, and an accepting on_error passes it unchanged.
+		d := *c.overLimit
+		if d.Verdict == Continue {
+			d.Verdict = Accept
+		}
+		t.Decision = d
+		resp, err := c.reply(StageData, d, nil)
+		c.finish(d, false)
+		return resp, err
+	}
 	start := time.Now()
 	stopProgress := c.keepAlive(m)
 	var d Decision
@@ -387,7 +448,7 @@ func (c *connection) runStage(stage Stage, t *Txn, r *Recipient, find func(Modul
 		c.srv.metrics.PolicyErrors.WithLabelValues(stage.String()).Inc()
 		od := c.sess.runtime.OnError()
 		od.Reason = err.Error()
-		c.srv.log.Error("policy evaluation failed", "session", c.sess.ID, "stage", stage.String(),
+		c.srv.warnLog.Error("policy evaluation failed", "session", c.sess.ID, "stage", stage.String(),
 			"queue_id", queueID(t), "decision", od.Verdict.String(), "err", err)
 		return od
 	}
@@ -446,7 +507,7 @@ func (c *connection) callModule(stage Stage, mod Module, find func(Module) hook)
 	if mp != nil {
 		attrs = append(attrs, "stack", string(mp.stack))
 	}
-	c.srv.log.Error("module failed", attrs...)
+	c.srv.warnLog.Error("module failed", attrs...)
 	return d, true
 }
 
@@ -499,7 +560,7 @@ func (c *connection) reply(stage Stage, d Decision, r *Recipient) (*gomilter.Res
 	resp, err := gomilter.RejectWithCodeAndReason(uint16(rep.Code), text)
 	if err != nil {
 		// Only an oversized text gets here: fall back to the MTA's own reply.
-		c.srv.log.Warn("reply not sendable, using the MTA's default reply", "reply", rep.String(), "err", err)
+		c.srv.warnLog.Warn("reply not sendable, using the MTA's default reply", "reply", rep.String(), "err", err)
 		if d.Verdict == Reject {
 			return gomilter.RespReject, nil
 		}
@@ -512,7 +573,7 @@ func (c *connection) reply(stage Stage, d Decision, r *Recipient) (*gomilter.Res
 func (c *connection) finish(d Decision, aborted bool) {
 	t := c.txn
 	c.txn = nil
-	c.pending = nil
+	c.pending, c.overLimit, c.headers = nil, nil, 0
 	if t == nil {
 		return
 	}

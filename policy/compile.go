@@ -26,6 +26,7 @@ type Policy struct {
 	LogLevel      string // debug, info, warn, error
 	OnError       milter.Decision
 	DrainTimeout  time.Duration
+	Limits        milter.Limits
 	// Warnings are problems that do not stop loading (tollgate check prints them).
 	Warnings ErrorList
 
@@ -201,6 +202,7 @@ func compile(d *decoder, cfg *Config) *Policy {
 	if cfg.DrainTimeout != nil {
 		p.DrainTimeout = time.Duration(*cfg.DrainTimeout)
 	}
+	p.Limits = compileLimits(d, &cfg.Limits, p)
 
 	lc := &listCompiler{named: cfg.Lists, d: d}
 	compileIdentity(d, lc, &cfg.Identity, p)

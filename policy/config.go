@@ -13,6 +13,7 @@ type Config struct {
 	Log           LogConfig      `yaml:"log"`
 	OnError       Str            `yaml:"on_error"`
 	DrainTimeout  *Duration      `yaml:"drain_timeout"`
+	Limits        LimitsConfig   `yaml:"limits"`
 	Identity      IdentityConfig `yaml:"identity"`
 	SRS           *SRSConfig     `yaml:"srs"`
 	DCC           *DCCConfig     `yaml:"dcc"`
@@ -27,6 +28,16 @@ type SocketConfig struct {
 	Mode  Str `yaml:"mode"`
 	User  Str `yaml:"user"`
 	Group Str `yaml:"group"`
+}
+
+// LimitsConfig bounds what one MTA peer can make the daemon hold (README
+// "Limits"). Values are strings so that each error names its own line.
+type LimitsConfig struct {
+	MaxConnections Str `yaml:"max_connections"`
+	IdleTimeout    Str `yaml:"idle_timeout"`
+	MaxPacket      Str `yaml:"max_packet"`
+	MaxHeaders     Str `yaml:"max_headers"`
+	MaxHeaderBytes Str `yaml:"max_header_bytes"`
 }
 
 // LogConfig chooses the log format and level.

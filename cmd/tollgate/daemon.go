@@ -85,14 +85,16 @@ func (d *daemon) start(p *policy.Policy) error {
 		Help: "Version of the running tollgate."}, []string{"version", "goversion"})
 	buildInfo.WithLabelValues(version, runtime.Version()).Set(1)
 	d.registry.MustRegister(buildInfo)
-	d.env = policy.NewEnv(d.log, d.registry)
+	// Modules warn per message while a backend is down: one line per kind of
+	// trouble and interval is enough, the summary lines keep the facts.
+	d.env = policy.NewEnv(milter.RateLimited(d.log, milter.DefaultLogInterval), d.registry)
 	d.metrics = d.env.Metrics
 	d.policy = p
 	rt, err := d.env.Runtime(p)
 	if err != nil {
 		return err
 	}
-	d.server = milter.NewServer(rt, milter.ServerOptions{Logger: d.log, Metrics: d.metrics})
+	d.server = milter.NewServer(rt, milter.ServerOptions{Logger: d.log, Metrics: d.metrics, Limits: p.Limits})
 	d.metrics.ConfigLastReload.SetToCurrentTime()
 	d.metrics.ConfigLastOK.Set(1)
 
@@ -210,6 +212,7 @@ func (d *daemon) reload() {
 		d.log.Warn("listen addresses changed in the configuration; they take effect on restart")
 	}
 	d.level.Set(parseLevel(p.LogLevel))
+	d.server.SetLimits(p.Limits)
 	d.server.SetRuntime(rt)
 	d.metrics.ConfigReloads.WithLabelValues("success").Inc()
 	d.metrics.ConfigLastOK.Set(1)
@@ -217,7 +220,9 @@ func (d *daemon) reload() {
 }
 
 // shutdown drains: no new connections, sessions in flight get the drain time
-// to finish; a second signal stops at once.
+// to finish; a second SIGTERM or SIGINT stops at once. A SIGHUP (logrotate)
+// during the drain changes nothing: reloading a configuration no new session
+// will use is pointless, and cutting the drain for it loses mail.
 func (d *daemon) shutdown(sigs <-chan os.Signal) int {
 	d.mu.Lock()
 	drain := d.policy.DrainTimeout
@@ -226,11 +231,19 @@ func (d *daemon) shutdown(sigs <-chan os.Signal) int {
 	ctx, cancel := context.WithTimeout(context.Background(), drain)
 	defer cancel()
 	go func() {
-		select {
-		case <-sigs:
-			d.log.Warn("second signal: closing remaining sessions now")
-			cancel()
-		case <-ctx.Done():
+		for {
+			select {
+			case sig := <-sigs:
+				if sig == syscall.SIGHUP {
+					d.log.Info("SIGHUP ignored while draining", "active_sessions", d.server.ActiveSessions())
+					continue
+				}
+				d.log.Warn("second signal: closing remaining sessions now", "signal", sig.String())
+				cancel()
+				return
+			case <-ctx.Done():
+				return
+			}
 		}
 	}()
 	err := d.server.Shutdown(ctx)
