@@ -143,7 +143,8 @@ func TestCheckPrintRoundTrip(t *testing.T) {
 		}
 	}
 	out, _, _ := runBinary(t, "check", "--print", "--config", filepath.Join(dir, "minimal.yaml"))
-	for _, want := range []string{"listen: unix:/run/tollgate/tollgate.sock\n", "socket: {mode: \"0660\"}\n", "metrics_listen: 127.0.0.1:9795\n", "log: {format: text, level: info}\n", "on_error: tempfail\n", "drain_timeout: 30s\n"} {
+	for _, want := range []string{"listen: unix:/run/tollgate/tollgate.sock\n", "socket: {mode: \"0660\"}\n", "metrics_listen: 127.0.0.1:9795\n", "log: {format: text, level: info}\n", "on_error: tempfail\n", "drain_timeout: 30s\n",
+		"limits:\n  max_connections: 1000\n  idle_timeout: 10m\n  max_packet: 256K\n  max_headers: 1000\n  max_header_bytes: 1M\n"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("the defaults lack %q:\n%s", want, out)
 		}

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strconv"
 	"strings"
 
 	"gopkg.in/yaml.v3"
@@ -13,9 +14,9 @@ import (
 )
 
 // printEffective writes the configuration as the daemon uses it, like
-// "postconf": every top-level setting with its value, defaults filled in,
-// then the file's sections (identity, lists, features, acl) as written, with
-// their comments. The output is itself a configuration that loads to the same
+// "postconf": every top-level setting and the limits with their values,
+// defaults filled in, then the file's sections (identity, lists, features,
+// acl) as written, with their comments. The output is itself a configuration that loads to the same
 // policy.
 func printEffective(p *policy.Policy, stdout, stderr io.Writer) int {
 	data, err := os.ReadFile(p.File)
@@ -58,13 +59,20 @@ func printEffective(p *policy.Policy, stdout, stderr io.Writer) int {
 	add("log", logNode)
 	add("on_error", scalar(onErrorName(p.OnError.Verdict)))
 	add("drain_timeout", scalar(durationText(p.DrainTimeout.String())))
-	topLevel := map[string]bool{"listen": true, "socket": true, "metrics_listen": true, "log": true, "on_error": true, "drain_timeout": true}
+	limits := mapping(
+		"max_connections", strconv.Itoa(p.Limits.MaxConnections),
+		"idle_timeout", durationText(p.Limits.IdleTimeout.String()),
+		"max_packet", byteSize(int64(p.Limits.MaxPacket)),
+		"max_headers", strconv.Itoa(p.Limits.MaxHeaders),
+		"max_header_bytes", byteSize(p.Limits.MaxHeaderBytes))
+	add("limits", limits)
+	topLevel := map[string]bool{"listen": true, "socket": true, "metrics_listen": true, "log": true, "on_error": true, "drain_timeout": true, "limits": true}
 	for i := 0; i+1 < len(written.Content); i += 2 {
 		if !topLevel[written.Content[i].Value] {
 			out.Content = append(out.Content, written.Content[i], written.Content[i+1])
 		}
 	}
-	fmt.Fprintf(stdout, "# The effective configuration of %s (tollgate check --print):\n# top-level settings with their defaults, then the sections as written.\n", p.File)
+	fmt.Fprintf(stdout, "# The effective configuration of %s (tollgate check --print):\n# top-level settings and limits with their defaults, then the sections as written.\n", p.File)
 	enc := yaml.NewEncoder(stdout)
 	enc.SetIndent(2)
 	if err := enc.Encode(out); err != nil {
@@ -78,7 +86,7 @@ func printEffective(p *policy.Policy, stdout, stderr io.Writer) int {
 	return 0
 }
 
-func scalar(v string) *yaml.Node { return &yaml.Node{Kind: yaml.ScalarNode, Tag: "!!str", Value: v} }
+func scalar(v string) *yaml.Node { return &yaml.Node{Kind: yaml.ScalarNode, Value: v} }
 
 func quoted(v string) *yaml.Node {
 	n := scalar(v)
@@ -103,6 +111,17 @@ func onErrorName(v milter.Verdict) string {
 		return "reject"
 	}
 	return "tempfail"
+}
+
+// byteSize writes a size as the configuration does: 256K, 1M.
+func byteSize(n int64) string {
+	switch {
+	case n > 0 && n%(1<<20) == 0:
+		return strconv.FormatInt(n>>20, 10) + "M"
+	case n > 0 && n%(1<<10) == 0:
+		return strconv.FormatInt(n>>10, 10) + "K"
+	}
+	return strconv.FormatInt(n, 10)
 }
 
 // durationText drops Go's zero units: "1m0s" -> "1m", "1h30m0s" -> "1h30m".
