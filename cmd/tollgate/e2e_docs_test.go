@@ -59,6 +59,8 @@ func TestDocSnippets(t *testing.T) {
 		{"main.cf blocks attach Postfix", s.mainCFBlocks},
 		{"quick start", s.quickStart},
 		{"ARC and SRS together with bounces through virtual_alias_domains", s.together},
+		{"SRS section with bounces through virtual_alias_domains", s.srsSection},
+		{"ARC section", s.arcSection},
 		{"DCC greylisting", s.dcc},
 		{"BMI with spamd", s.bmi},
 		{"master.cf: the XCLIENT listener", s.proxyListener},
@@ -260,12 +262,17 @@ func postmap(t *testing.T, pf *e2e.Postfix, file string) {
 // SRS sender and a seal; its bounce, sent to the SRS address, passes
 // Postfix's unlisted-recipient check (the default), is reversed by tollgate
 // and delivered to the original sender; a forged one is refused by tollgate.
-func (s *snippets) together(t *testing.T) {
+func (s *snippets) together(t *testing.T) { s.forwarding(t, "together", true) }
+
+// Section 5.2 alone: the same forwarding and bounces, without a seal.
+func (s *snippets) srsSection(t *testing.T) { s.forwarding(t, "srs", false) }
+
+func (s *snippets) forwarding(t *testing.T, snippet string, sealed bool) {
 	mainCF := s.use(s.named(t, "quick-start-main.cf")) + s.use(s.named(t, "srs-main.cf"))
 	if strings.Contains(mainCF, "smtpd_reject_unlisted_recipient") {
 		t.Fatal("the guide changes smtpd_reject_unlisted_recipient: the test is for the default")
 	}
-	config := s.named(t, "together").Text
+	config := s.named(t, snippet).Text
 	secrets := filepath.Join(t.TempDir(), "srs.secrets")
 	if err := os.WriteFile(secrets, []byte("c2VjcmV0IG9mIHRoZSBndWlkZQ==\n"), 0o600); err != nil {
 		t.Fatal(err)
@@ -290,8 +297,8 @@ func (s *snippets) together(t *testing.T) {
 	if to := fwd.Envelope.To(); len(to) != 1 || !strings.Contains(to[0], "alice@elsewhere.example") {
 		t.Errorf("forwarded to %v", to)
 	}
-	if len(fwd.Header("ARC-Seal")) != 1 {
-		t.Errorf("the forwarded message is not sealed:\n%s", fwd.Raw)
+	if n := len(fwd.Header("ARC-Seal")); sealed && n != 1 || !sealed && n != 0 {
+		t.Errorf("the forwarded message has %d ARC seals:\n%s", n, fwd.Raw)
 	}
 
 	// The bounce comes back to the SRS address.
@@ -577,4 +584,32 @@ func (s *snippets) systemd(t *testing.T) {
 			t.Errorf("systemd-analyze did not read the drop-in at %s:\n%s", dropIn, out)
 		}
 	}
+}
+
+// Section 5.1: mail to a list address is sealed, with the timestamps
+// option; other mail is validated, not sealed.
+func (s *snippets) arcSection(t *testing.T) {
+	mainCF := s.use(s.named(t, "quick-start-main.cf"))
+	pf := startChrooted(t, mainCF, "", map[string]string{"relay_domains": "lists.example.org example.org"})
+	d := startForPostfix(t, pf, mainCF, s.named(t, "arc").Text, map[string]string{"/etc/tollgate/arc2026.key": arcKey(t)})
+	for _, rcpt := range []string{"team@lists.example.org", "bob@example.org"} {
+		if res := pf.Swaks(t, "--from", "alice@example.net", "--to", rcpt, "--header", "Subject: to "+rcpt); res.ExitCode != 0 {
+			t.Fatalf("to %s: exit %d\n%s", rcpt, res.ExitCode, res.Output)
+		}
+	}
+	msgs := pf.WaitMessages(t, 2, 30*time.Second)
+	for _, m := range msgs {
+		to := strings.Join(m.Envelope.To(), ",")
+		seal := m.Header("ARC-Seal")
+		switch {
+		case strings.Contains(to, "lists.example.org") && (len(seal) != 1 || !regexp.MustCompile(`\bt=\d+`).MatchString(seal[0])):
+			t.Errorf("list mail: ARC-Seal %q, want one with t= (options: [timestamps])", seal)
+		case !strings.Contains(to, "lists.example.org") && len(seal) != 0:
+			t.Errorf("mail to %s was sealed: %q", to, seal)
+		}
+		if ar := m.Header("Authentication-Results"); len(ar) != 1 || !strings.HasPrefix(ar[0], "mx.example.org; arc=none") {
+			t.Errorf("mail to %s: Authentication-Results %q", to, ar)
+		}
+	}
+	d.waitLog(t, "ARC=none/sealed")
 }
