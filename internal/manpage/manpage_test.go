@@ -3,7 +3,6 @@ package manpage
 import (
 	"flag"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"reflect"
 	"regexp"
@@ -85,24 +84,6 @@ func TestManPageHasEveryConfigKey(t *testing.T) {
 	for k := range keys {
 		if !regexp.MustCompile(`(^|[^a-z_])` + regexp.QuoteMeta(k) + `([^a-z_]|$)`).MatchString(page) {
 			t.Errorf("tollgate.yaml(5) does not mention the key %q: document it in README.md's Configuration reference", k)
-		}
-	}
-}
-
-// man(1) reads both pages without a warning.
-func TestManPagesFormat(t *testing.T) {
-	manProgram, err := exec.LookPath("man")
-	if err != nil {
-		t.Fatal("man is missing: install the Debian package man-db")
-	}
-	for _, page := range pages {
-		cmd := exec.Command(manProgram, "--warnings", "-E", "UTF-8", "-l", filepath.Join(root, page))
-		cmd.Env = append(os.Environ(), "MANWIDTH=80", "MAN_KEEP_FORMATTING=0")
-		var stderr strings.Builder
-		cmd.Stderr = &stderr
-		out, err := cmd.Output()
-		if err != nil || stderr.Len() > 0 || len(out) < 1000 {
-			t.Errorf("man %s: %v (%d bytes)\n%s", page, err, len(out), stderr.String())
 		}
 	}
 }

@@ -63,3 +63,35 @@ func TestCheckWarnsWhenPostfixCannotReachTheSocket(t *testing.T) {
 		})
 	}
 }
+
+// A user that is not in the socket's group cannot hand the socket to it:
+// check says so, as the daemon would fail.
+func TestCheckSocketGroupMembership(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Fatal("this test runs check as another user: run it as root")
+	}
+	setpriv, err := exec.LookPath("setpriv")
+	if err != nil {
+		t.Fatal("setpriv is missing: install util-linux")
+	}
+	dir, err := os.MkdirTemp("", "tollgate-check-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	if err := os.Chmod(dir, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	config := filepath.Join(dir, "tollgate.yaml")
+	if err := os.WriteFile(config, []byte("listen: unix:"+dir+"/t.sock\nsocket: {group: \"0\"}\nacl:\n  rcpt:\n    - accept: {}\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	bin := filepath.Join(dir, "tollgate")
+	if b, err := os.ReadFile(binary); err != nil || os.WriteFile(bin, b, 0o755) != nil {
+		t.Fatal("copying the binary where nobody can run it")
+	}
+	out, err := exec.Command(setpriv, "--reuid=nobody", "--regid=nogroup", "--clear-groups", "--", bin, "check", "--config", config).CombinedOutput()
+	if want := config + ":2: socket.group: this user (nobody) is not in the group 0"; err == nil || !strings.Contains(string(out), want) {
+		t.Errorf("check as nobody: %v, want %q in:\n%s", err, want, out)
+	}
+}
