@@ -17,15 +17,8 @@ import (
 	"github.com/tollgate/tollgate/policy"
 )
 
-// runChecks are what "run" needs from the host before it serves, beyond
-// what loading the configuration checks: the socket's owner and group exist
-// and this user may hand the socket to them, the socket's directory is
-// usable, listen addresses belong to this host, and the SRS database's
-// directory (run opens the database) is writable. "check" and "run" both call it, so that a configuration
-// "check" passes does not fail at start (the unit runs "check" first).
-//
-// listenFlag and metricsFlag are run's overrides ("" for none); what they
-// replace is not checked.
+// runChecks collects the problems validateForRun finds, at the lines of
+// the keys they concern.
 type runChecks struct {
 	p     *policy.Policy
 	lines map[string]int // dotted key -> line in the file
@@ -35,6 +28,14 @@ type runChecks struct {
 // unitRuntimeDir is the systemd unit's RuntimeDirectory=.
 const unitRuntimeDir = "/run/tollgate"
 
+// validateForRun checks what "run" needs from the host before it serves,
+// beyond what loading the configuration checks: the socket's owner and group
+// exist and this user may hand the socket to them, the socket's directory is
+// usable, listen addresses belong to this host, and the SRS database's
+// directory (run opens the database) exists and is writable. "check" and
+// "run" both call it, so that a configuration "check" passes does not fail
+// at start (the unit runs "check" first). listenFlag and metricsFlag are
+// run's overrides ("" for none); what they replace is not checked.
 func validateForRun(p *policy.Policy, listenFlag, metricsFlag string) policy.ErrorList {
 	c := &runChecks{p: p, lines: keyLines(p.File)}
 	if listenFlag == "" {
