@@ -43,7 +43,11 @@ func TestGuide(t *testing.T) {
 
 	// Section 5's complete configurations are for the quick start's
 	// chrooted Postfix: pasted alone, each must keep listen: and socket:.
-	sec5, _, _ := strings.Cut(guide[strings.Index(guide, "## 5. Each feature from zero"):], "## 6. ")
+	_, sec5, ok := strings.Cut(guide, "## 5. Each feature from zero")
+	if !ok {
+		t.Fatal("docs/guide.md has no section 5")
+	}
+	sec5, _, _ = strings.Cut(sec5, "## 6. ")
 	blocks, err := docs.Parse("docs/guide.md", []byte(sec5))
 	if err != nil {
 		t.Fatal(err)
@@ -90,3 +94,6 @@ func testKey(t *testing.T) string {
 	run(t, tollgateBinary(t), "arc", "keygen", "--domain", "example.org", "--selector", "t", "--type", "ed25519", "--out", p)
 	return p
 }
+
+// quickStartMarker precedes the configuration the guide's quick start installs.
+const quickStartMarker = "<!-- snippet: quick-start (deploy/package_test.go installs it) -->"

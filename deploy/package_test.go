@@ -1,3 +1,5 @@
+//go:build e2e
+
 package deploy_test
 
 import (
@@ -14,6 +16,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/tollgate/tollgate/internal/e2e"
 )
 
 const debVersion = "0.0.0~deploytest1"
@@ -27,7 +31,7 @@ func TestDebianPackage(t *testing.T) {
 	requireRoot(t)
 	for _, p := range [][2]string{{"dpkg-deb", "dpkg"}, {"dpkg", "dpkg"}, {"adduser", "adduser"},
 		{"setpriv", "util-linux"}, {"systemd-analyze", "systemd"}, {"perl", "perl-base"}, {"postconf", "postfix"}} {
-		requireProgram(t, p[0], p[1])
+		e2e.RequireProgram(t, p[0], p[1])
 	}
 	if _, err := user.LookupGroup("postfix"); err != nil {
 		t.Fatal("the package test needs Postfix's user and group: install postfix (scripts/install-test-deps.sh does)")
@@ -62,7 +66,7 @@ func TestDebianPackage(t *testing.T) {
 	run(t, "dpkg", "-i", deb)
 	run(t, "dpkg", "-i", deb) // an upgrade: the maintainer scripts run again
 	checkInstalled(t)
-	sa := requireProgram(t, "systemd-analyze", "systemd")
+	sa := e2e.RequireProgram(t, "systemd-analyze", "systemd")
 	if out, err := runErr(sa, "verify", "/lib/systemd/system/tollgate.service"); err != nil || strings.TrimSpace(out) != "" {
 		t.Errorf("systemd-analyze verify of the installed unit: %v\n%s", err, out)
 	}
@@ -405,9 +409,6 @@ func (d *unitDaemon) stop(t *testing.T) {
 	}
 }
 
-// quickStartMarker precedes the configuration the guide's quick start installs.
-const quickStartMarker = "<!-- snippet: quick-start (deploy/package_test.go installs it) -->"
-
 // followQuickStart does what docs/guide.md's quick start says after
 // "dpkg -i": an ARC key in /etc/tollgate owned by tollgate, the guide's
 // configuration, "tollgate check", the daemon on the socket inside Postfix's
@@ -468,7 +469,7 @@ func followQuickStart(t *testing.T) {
 // (the overrides the package ships say why for the one deliberate finding,
 // the static binary).
 func checkLintian(t *testing.T, deb string) {
-	lintian := requireProgram(t, "lintian", "lintian")
+	lintian := e2e.RequireProgram(t, "lintian", "lintian")
 	out, err := runErr(lintian, "--fail-on", "error,warning", deb)
 	var findings []string
 	for _, l := range strings.Split(out, "\n") {

@@ -6,6 +6,9 @@ import (
 	"math"
 	"sort"
 	"strings"
+
+	"github.com/tollgate/tollgate/internal/message"
+	"github.com/tollgate/tollgate/internal/mta"
 )
 
 // This file is the one place that writes to the MTA. Modules and the policy only
@@ -272,42 +275,35 @@ func AddAngle(s string) string {
 // FinalHeaders is the header list as the next hop will see it once Apply has
 // run, values as on the wire after the colon (leading space included): what
 // an ARC seal must sign. The ARC set itself is not included, and neither is
-// the MTA's own Received line, which milters never see.
+// the MTA's own Received line, which milters never see. It replays Apply on
+// mta.HeaderList, the model of how the MTA applies changes that
+// `tollgate test --emit` uses too.
 func (m *Mutations) FinalHeaders(received []Header, leadingSpace bool) []Header {
-	wire := func(v string) string {
-		if v != "" && v[0] != ' ' && v[0] != '\t' {
-			return " " + v
-		}
-		return v
-	}
-	removed := m.removals(received)
-	out := make([]Header, 0, len(received)+len(m.AuthResults)+len(m.Prepend)+len(m.Append))
-	for _, group := range [][]HeaderField{m.AuthResults, m.Prepend} {
-		for _, f := range group {
-			out = append(out, Header{Name: f.Name, Value: wire(f.Value)})
-		}
-	}
-	count := make(map[string]int)
+	list := mta.HeaderList{Fields: make([]message.Field, 0, len(received)+len(m.allAdded())), LeadingSpace: leadingSpace}
 	for _, h := range received {
-		name := strings.ToLower(h.Name)
-		count[name]++
-		ref := HeaderRef{Name: name, Index: count[name]}
-		if hasRef(removed, ref) {
-			continue
-		}
 		v := h.Value
-		for _, c := range m.Changes {
-			if c.Index == ref.Index && strings.EqualFold(c.Name, ref.Name) {
-				v = c.Value
-			}
-		}
 		if !leadingSpace {
 			v = " " + v // the MTA swallowed it
 		}
-		out = append(out, Header{Name: h.Name, Value: wire(v)})
+		list.Fields = append(list.Fields, message.Field{Name: h.Name, Value: v})
 	}
-	for _, f := range m.Append {
-		out = append(out, Header{Name: f.Name, Value: wire(f.Value)})
+	// A change Apply refuses fails the message; what is signed then goes nowhere.
+	_ = m.Apply(headerMTA{&list}, received, leadingSpace)
+	out := make([]Header, 0, len(list.Fields))
+	for _, f := range list.Fields[min(len(m.ARCSet), len(list.Fields)):] {
+		v := f.Value
+		if v != "" && v[0] != ' ' && v[0] != '\t' {
+			v = " " + v
+		}
+		out = append(out, Header{Name: f.Name, Value: v})
 	}
 	return out
 }
+
+// headerMTA is an MTA that keeps only the header changes.
+type headerMTA struct{ *mta.HeaderList }
+
+func (headerMTA) ChangeFrom(string, string) error   { return nil }
+func (headerMTA) AddRecipient(string, string) error { return nil }
+func (headerMTA) DeleteRecipient(string) error      { return nil }
+func (headerMTA) Quarantine(string) error           { return nil }

@@ -1,7 +1,7 @@
 package policy
 
 import (
-	"gopkg.in/yaml.v3"
+	"go.yaml.in/yaml/v3"
 )
 
 // Config is the YAML file as written. Every key is documented in README.md

@@ -2,12 +2,13 @@ package policy
 
 import (
 	"fmt"
-	"github.com/tollgate/tollgate/arc"
 	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
+
+	"github.com/tollgate/tollgate/arc"
 )
 
 var yamlBlock = regexp.MustCompile("(?s)```yaml\n(.*?)```")

@@ -6,15 +6,17 @@ import (
 	"sync"
 
 	"context"
+	"log/slog"
+	"net/netip"
+	"regexp"
+
 	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/tollgate/tollgate/arc"
 	"github.com/tollgate/tollgate/bmi"
 	"github.com/tollgate/tollgate/dcc"
 	"github.com/tollgate/tollgate/srs"
 	"github.com/tollgate/tollgate/srs/store"
-	"log/slog"
-	"net/netip"
-	"regexp"
 
 	"github.com/tollgate/tollgate/milter"
 )
@@ -288,18 +290,6 @@ type Env struct {
 // NewEnv registers the core metrics on reg.
 func NewEnv(log *slog.Logger, reg prometheus.Registerer) *Env {
 	return &Env{Log: log, Metrics: milter.NewMetrics(reg), registry: reg}
-}
-
-// NewRuntime is Env.Runtime for tests and tools that keep no registry (the
-// features' metrics go to a private one) and open no store: it panics on a
-// configuration whose stores cannot be opened.
-func NewRuntime(p *Policy, log *slog.Logger, metrics *milter.Metrics) *Runtime {
-	env := &Env{Log: log, Metrics: metrics, registry: prometheus.NewRegistry()}
-	rt, err := env.Runtime(p)
-	if err != nil {
-		panic(err)
-	}
-	return rt
 }
 
 // Runtime builds the modules a policy configures. It fails only when a store

@@ -70,10 +70,7 @@ func TestCheckSocketGroupMembership(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Fatal("this test runs check as another user: run it as root")
 	}
-	setpriv, err := exec.LookPath("setpriv")
-	if err != nil {
-		t.Fatal("setpriv is missing: install util-linux")
-	}
+	setpriv := e2e.RequireProgram(t, "setpriv", "util-linux")
 	dir, err := os.MkdirTemp("", "tollgate-check-")
 	if err != nil {
 		t.Fatal(err)

@@ -11,7 +11,7 @@ import (
 	"strconv"
 	"syscall"
 
-	"gopkg.in/yaml.v3"
+	"go.yaml.in/yaml/v3"
 
 	"github.com/tollgate/tollgate/milter"
 	"github.com/tollgate/tollgate/policy"

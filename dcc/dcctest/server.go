@@ -368,10 +368,9 @@ func protoErr(format string, args ...any) error {
 // recorder keeps the raw bytes (up to the limit), the count and the hash
 // of the message part.
 type recorder struct {
-	req    *Request
-	limit  int
-	hash   hash.Hash
-	inBody bool
+	req   *Request
+	limit int
+	hash  hash.Hash
 }
 
 func (r *recorder) record(p []byte) {

@@ -462,7 +462,7 @@ func unpackSendmail(base, root string, debs []string) error {
 // root/usr/lib/x86_64-linux-gnu.
 func libDir(root string) string {
 	var found string
-	filepath.WalkDir(filepath.Join(root, "usr/lib"), func(path string, d fs.DirEntry, err error) error {
+	_ = filepath.WalkDir(filepath.Join(root, "usr/lib"), func(path string, d fs.DirEntry, err error) error {
 		if err == nil && d.Name() == "libwrap.so.0" {
 			found = filepath.Dir(path)
 			return fs.SkipAll

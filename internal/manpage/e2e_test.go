@@ -8,14 +8,13 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/tollgate/tollgate/internal/e2e"
 )
 
 // man(1) reads both pages without a warning.
 func TestManPagesFormat(t *testing.T) {
-	manProgram, err := exec.LookPath("man")
-	if err != nil {
-		t.Fatal("man is missing: install the Debian package man-db")
-	}
+	manProgram := e2e.RequireProgram(t, "man", "man-db")
 	for _, page := range pages {
 		cmd := exec.Command(manProgram, "--warnings", "-E", "UTF-8", "-l", filepath.Join(root, page))
 		cmd.Env = append(os.Environ(), "MANWIDTH=80", "MAN_KEEP_FORMATTING=0")

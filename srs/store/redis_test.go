@@ -1,3 +1,5 @@
+//go:build e2e
+
 package store
 
 import (
@@ -23,6 +25,13 @@ import (
 // (scripts/install-test-deps.sh).
 
 const redisServerPath = "/usr/bin/redis-server"
+
+func init() {
+	realRedis = func(t *testing.T) (Store, func()) {
+		s := startRedis(t)
+		return dialRedis(t, fast(s.addr)), s.stop
+	}
+}
 
 type redisServer struct {
 	t      testing.TB
@@ -136,9 +145,9 @@ func (s *redisServer) signal(sig syscall.Signal) {
 
 func dialRedis(t testing.TB, o RedisOptions) *Redis {
 	t.Helper()
-	r, err := DialRedis(o)
+	r, err := dialAndPing(o)
 	if err != nil {
-		t.Fatalf("DialRedis(%s): %v", o.Addr, err)
+		t.Fatalf("dialAndPing(%s): %v", o.Addr, err)
 	}
 	t.Cleanup(func() { r.Close() })
 	return r
@@ -163,11 +172,6 @@ func raw(t testing.TB, r *Redis, args ...string) reply {
 		t.Fatalf("%v: %v", args, err)
 	}
 	return v
-}
-
-// fast are timeouts short enough for the failure tests.
-func fast(addr string) RedisOptions {
-	return RedisOptions{Addr: addr, DialTimeout: 300 * time.Millisecond, ReadTimeout: 300 * time.Millisecond, WriteTimeout: 300 * time.Millisecond}
 }
 
 func TestRedisBasics(t *testing.T) {
@@ -243,13 +247,13 @@ func TestRedisAuthSelect(t *testing.T) {
 	const pw = "s3cret pw"
 	s := startRedis(t, "--requirepass", pw)
 
-	_, err := DialRedis(fast(s.addr))
+	_, err := dialAndPing(fast(s.addr))
 	if !errors.Is(err, ErrUnavailable) || !strings.Contains(err.Error(), "NOAUTH") {
 		t.Errorf("no password: %v", err)
 	}
 	o := fast(s.addr)
 	o.Password = "wrong"
-	_, err = DialRedis(o)
+	_, err = dialAndPing(o)
 	if !errors.Is(err, ErrUnavailable) || !strings.Contains(err.Error(), "WRONGPASS") || strings.Contains(err.Error(), "wrong") {
 		t.Errorf("wrong password: %v (must say WRONGPASS, must not show the password)", err)
 	}
@@ -276,7 +280,7 @@ func TestRedisAuthSelect(t *testing.T) {
 
 	o = fast(s.addr)
 	o.Password, o.DB = pw, 99
-	if _, err := DialRedis(o); !errors.Is(err, ErrUnavailable) || !strings.Contains(err.Error(), "SELECT") {
+	if _, err := dialAndPing(o); !errors.Is(err, ErrUnavailable) || !strings.Contains(err.Error(), "SELECT") {
 		t.Errorf("db 99: %v", err)
 	}
 }
@@ -371,7 +375,7 @@ func TestRedisDownAndBack(t *testing.T) {
 			return r.Put(ctx, "during", "b@two.example", time.Hour)
 		})
 	}
-	if _, err := DialRedis(fast(s.addr)); !errors.Is(err, ErrUnavailable) {
+	if _, err := dialAndPing(fast(s.addr)); !errors.Is(err, ErrUnavailable) {
 		t.Errorf("DialRedis with Redis down: %v", err)
 	}
 
@@ -447,79 +451,17 @@ func TestRedisHung(t *testing.T) {
 	wantGet(t, r, "before", "a@one.example")
 }
 
-// TestRedisNotRedis: a server speaking something else is a protocol error
-// (unavailable), and its connection is not reused.
-func TestRedisNotRedis(t *testing.T) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+// dialAndPing checks o, connects, authenticates, selects the database and
+// pings, so that a wrong address or password shows at startup. The error
+// wraps ErrUnavailable when Redis could not be reached or refused us.
+func dialAndPing(o RedisOptions) (*Redis, error) {
+	r, err := NewRedis(o)
 	if err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
-	defer l.Close()
-	var accepted sync.WaitGroup
-	var count int
-	var mu sync.Mutex
-	accepted.Go(func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			count++
-			mu.Unlock()
-			go func() {
-				defer c.Close()
-				buf := make([]byte, 1024)
-				c.Read(buf)
-				c.Write([]byte("HTTP/1.0 400 Bad Request\r\n\r\n"))
-				c.Read(buf)
-			}()
-		}
-	})
-	r, err := NewRedis(fast(l.Addr().String()))
-	if err != nil {
-		t.Fatal(err)
+	if err := r.Ping(context.Background()); err != nil {
+		r.Close()
+		return nil, err
 	}
-	defer r.Close()
-	for range 2 {
-		_, err := r.Get(context.Background(), "k")
-		if !errors.Is(err, ErrUnavailable) || !errors.Is(err, errProtocol) {
-			t.Errorf("Get from an HTTP server: %v", err)
-		}
-	}
-	l.Close()
-	accepted.Wait()
-	if count != 2 {
-		t.Errorf("%d connections for 2 commands: a broken one was reused", count)
-	}
-}
-
-func TestRedisOptions(t *testing.T) {
-	for _, o := range []RedisOptions{
-		{Addr: "localhost"},
-		{Addr: "localhost:0"},
-		{Addr: "localhost:http"},
-		{Addr: ":6379"},
-		{Addr: "unix:"},
-		{DB: -1},
-		{Username: "u"},
-		{PoolSize: -1},
-		{ReadTimeout: -time.Second},
-	} {
-		if _, err := NewRedis(o); err == nil || !strings.HasPrefix(err.Error(), "srs store: redis: ") {
-			t.Errorf("NewRedis(%+v) = %v, want an error", o, err)
-		}
-	}
-	r, err := NewRedis(RedisOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if r.Addr() != DefaultRedisAddr || r.o.Prefix != DefaultRedisPrefix || cap(r.slots) != DefaultRedisPoolSize || r.o.ReadTimeout != DefaultRedisTimeout {
-		t.Errorf("defaults: %+v", r.o)
-	}
-	for _, addr := range []string{"127.0.0.1:6379", "[::1]:6379", "redis.example:6379", "unix:/run/redis/redis.sock"} {
-		if _, err := NewRedis(RedisOptions{Addr: addr}); err != nil {
-			t.Errorf("NewRedis(%q): %v", addr, err)
-		}
-	}
+	return r, nil
 }
