@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -25,17 +24,24 @@ import (
 )
 
 func cmdRun(args []string, stderr io.Writer) int {
-	fs := flag.NewFlagSet("run", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	config := fs.String("config", defaultConfig, "configuration file")
-	listen := fs.String("listen", "", "milter socket, overrides the config (unix:/path or inet:host:port)")
-	metricsListen := fs.String("metrics-listen", "", "metrics and health address host:port, overrides the config (off: none)")
-	if err := fs.Parse(args); err != nil {
-		return 2
+	c := newCommand("run", "[--config FILE] [--listen ADDR] [--metrics-listen ADDR]",
+		"Runs the milter daemon: SIGHUP reloads the configuration, SIGTERM drains and stops.")
+	config := c.String("config", defaultConfig, "the configuration `FILE`")
+	listen := c.String("listen", "", "the milter socket `ADDR` (unix:/path or inet:host:port), instead of the configuration's listen")
+	metricsListen := c.String("metrics-listen", "", "the metrics and health `ADDR` host:port (off: none), instead of the configuration's metrics_listen")
+	if code, done := c.parse(args, os.Stdout, stderr); done {
+		return code
+	}
+	if c.NArg() != 0 {
+		return c.usageError(stderr, "unexpected argument %q", c.Arg(0))
 	}
 	p, err := policy.LoadFile(*config, features...)
 	if err != nil {
 		printConfigErrors(stderr, err)
+		return 1
+	}
+	if errs := validateForRun(p, *listen, *metricsListen); len(errs) > 0 {
+		printConfigErrors(stderr, errs)
 		return 1
 	}
 	d := &daemon{configPath: *config, listenFlag: *listen, metricsFlag: *metricsListen, stderr: stderr}
