@@ -79,7 +79,7 @@ func srsLeavesAlone(p *policy.Policy, s *srs.SRS, sender string) string {
 		return "the null sender is never rewritten"
 	case s.IsOurs(sender):
 		return "it is already an address at the SRS domain"
-	case p.SRSLocalSender(sender):
+	case srsspec.LocalSender(p.Section("srs"), sender):
 		return "its domain is in srs.local_domains or srs.exclude_domains"
 	}
 	return ""
