@@ -178,7 +178,6 @@ func (d *daemon) wait() int {
 // reload builds the new configuration beside the old one and swaps it in only
 // when it is valid; sessions already open keep the one they started with.
 func (d *daemon) reload() {
-	d.metrics.ConfigLastReload.SetToCurrentTime()
 	p, err := policy.LoadFile(d.configPath)
 	var rt *policy.Runtime
 	if err == nil {
@@ -209,6 +208,9 @@ func (d *daemon) reload() {
 	d.server.SetLimits(p.Limits)
 	d.server.SetRuntime(rt)
 	d.metrics.ConfigReloads.WithLabelValues("success").Inc()
+	// Only here: a refused reload changes nothing in use, so "last reload"
+	// keeps meaning "when the configuration now serving was loaded".
+	d.metrics.ConfigLastReload.SetToCurrentTime()
 	d.metrics.ConfigLastOK.Set(1)
 	d.log.Info("configuration reloaded", "config", d.configPath)
 }
