@@ -178,7 +178,74 @@ func (c *connection) RcptTo(rcptTo, esmtpArgs string, m gomilter.Modifier) (*gom
 	})
 	r.Decision = d
 	c.srv.metrics.Recipients.WithLabelValues(rcptResult(d.Verdict)).Inc()
+	if d.Final() {
+		c.logRecipient(t, r, d)
+	}
 	return c.reply(StageRcpt, d, r)
+}
+
+// logRecipient writes one line for a recipient refused or discarded at RCPT,
+// as it happens: a client that gives up after the refusal leaves no other
+// trace of the address. The queue id is there once the MTA has one (Sendmail
+// from MAIL on, Postfix once a recipient was accepted).
+func (c *connection) logRecipient(t *Txn, r *Recipient, d Decision) {
+	msg := "recipient refused"
+	if d.Verdict == Discard {
+		msg = "recipient discarded"
+	}
+	attrs := make([]slog.Attr, 0, 10)
+	attrs = append(attrs, slog.Uint64("session", c.sess.ID))
+	if t.QueueID != "" {
+		attrs = append(attrs, slog.String("queue_id", t.QueueID))
+	}
+	attrs = append(attrs,
+		slog.String("client", c.sess.Identity.Client()),
+		slog.String("sender", "<"+t.Sender+">"),
+		slog.String("recipient", "<"+r.Addr+">"),
+		slog.String("decision", d.Verdict.String()))
+	attrs = appendOutcome(attrs, d)
+	c.srv.log.LogAttrs(c.ctx, slog.LevelInfo, msg, attrs...)
+}
+
+// appendOutcome adds the reply, rule and reason of a decision.
+func appendOutcome(attrs []slog.Attr, d Decision) []slog.Attr {
+	if d.Final() {
+		rep := d.Reply
+		if rep.IsZero() {
+			rep = DefaultReply(d.Verdict)
+		}
+		if !rep.IsZero() {
+			attrs = append(attrs, slog.String("reply", rep.String()))
+		}
+	}
+	if d.Rule != "" {
+		attrs = append(attrs, slog.String("rule", d.Rule))
+	}
+	if d.Reason != "" {
+		attrs = append(attrs, slog.String("reason", d.Reason))
+	}
+	return attrs
+}
+
+// maxLoggedRcpts bounds each recipient list of a summary line: Postfix takes
+// up to 1000 recipients a message, and syslog cuts lines past a few KiB. The
+// refused ones each have their own line as well.
+const maxLoggedRcpts = 20
+
+// rcptList writes addresses as "<a>,<b>", the rest past maxLoggedRcpts as a count.
+func rcptList(addrs []string) string {
+	var b strings.Builder
+	for i, a := range addrs {
+		if i == maxLoggedRcpts {
+			fmt.Fprintf(&b, ",+%d more", len(addrs)-i)
+			break
+		}
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteString("<" + a + ">")
+	}
+	return b.String()
 }
 
 func rcptResult(v Verdict) string {
@@ -600,25 +667,42 @@ func (c *connection) finish(d Decision, aborted bool) {
 		decision = "accept"
 	}
 	c.srv.metrics.Messages.WithLabelValues(decision).Inc()
-	accepted, rejected := 0, 0
+	var to, discarded, refused, reversed []string
 	for _, r := range t.Rcpts {
-		if r.Accepted() {
-			accepted++
-		} else {
-			rejected++
+		switch {
+		case r.Decision.Verdict == Discard:
+			discarded = append(discarded, r.Addr)
+		case r.Accepted():
+			to = append(to, r.Addr)
+			if r.SRS != nil && r.SRS.Status == "valid" && r.SRS.Recipient != "" {
+				reversed = append(reversed, r.SRS.Recipient)
+			}
+		default:
+			refused = append(refused, r.Addr)
 		}
 	}
 	id := &c.sess.Identity
-	attrs := make([]slog.Attr, 0, 16)
+	attrs := make([]slog.Attr, 0, 24)
+	if t.QueueID != "" {
+		attrs = append(attrs, slog.String("queue_id", t.QueueID))
+	}
 	attrs = append(attrs,
-		slog.String("queue_id", t.QueueID),
 		slog.String("client", id.Client()),
 		slog.String("helo", id.Helo),
 		slog.String("sender", "<"+t.Sender+">"),
-		slog.Int("rcpts", accepted),
+		slog.Int("rcpts", len(to)+len(discarded)),
 	)
-	if rejected > 0 {
-		attrs = append(attrs, slog.Int("rcpts_rejected", rejected))
+	if len(refused) > 0 {
+		attrs = append(attrs, slog.Int("rcpts_rejected", len(refused)))
+	}
+	if len(to) > 0 {
+		attrs = append(attrs, slog.String("to", rcptList(to)))
+	}
+	if len(discarded) > 0 {
+		attrs = append(attrs, slog.String("discarded_to", rcptList(discarded)))
+	}
+	if len(refused) > 0 {
+		attrs = append(attrs, slog.String("rejected_to", rcptList(refused)))
 	}
 	if id.AuthLogin != "" {
 		attrs = append(attrs, slog.String("login", id.AuthLogin))
@@ -633,32 +717,42 @@ func (c *connection) finish(d Decision, aborted bool) {
 		attrs = append(attrs, slog.String("proxy", "without_xclient"))
 	}
 	attrs = append(attrs, slog.String("decision", decision))
-	if d.Final() {
-		rep := d.Reply
-		if rep.IsZero() {
-			rep = DefaultReply(d.Verdict)
-		}
-		if !rep.IsZero() {
-			attrs = append(attrs, slog.String("reply", rep.String()))
-		}
-	}
-	if d.Rule != "" {
-		attrs = append(attrs, slog.String("rule", d.Rule))
-	}
-	if d.Reason != "" {
-		attrs = append(attrs, slog.String("reason", d.Reason))
-	}
+	attrs = appendOutcome(attrs, d)
 	if size := t.Size(); size > 0 {
 		attrs = append(attrs, slog.Int64("size", size))
 	}
 	for _, tag := range t.Tags {
 		attrs = append(attrs, slog.String(tag[0], tag[1]))
 	}
+	if decision == "accept" {
+		attrs = appendSRS(attrs, t, reversed)
+	}
 	if len(t.Logs) > 0 {
 		attrs = append(attrs, slog.String("log", strings.Join(t.Logs, "; ")))
 	}
 	attrs = append(attrs, slog.Int64("duration_ms", time.Since(t.Started).Milliseconds()), slog.Uint64("session", c.sess.ID))
 	c.srv.log.LogAttrs(c.ctx, slog.LevelInfo, "message", attrs...)
+}
+
+// appendSRS says what SRS did to an accepted message's envelope (Exim's SRS=
+// element): srs=reversed with the addresses bounces went back to, and
+// srs=forwarded when the sender was rewritten (its SRS= tag names the new one).
+func appendSRS(attrs []slog.Attr, t *Txn, reversed []string) []slog.Attr {
+	var did []string
+	if len(reversed) > 0 {
+		did = append(did, "reversed")
+	}
+	if t.SRS.NewSender != "" {
+		did = append(did, "forwarded")
+	}
+	if len(did) == 0 {
+		return attrs
+	}
+	attrs = append(attrs, slog.String("srs", strings.Join(did, ",")))
+	if len(reversed) > 0 {
+		attrs = append(attrs, slog.String("srs_recipient", rcptList(reversed)))
+	}
+	return attrs
 }
 
 // abortedDecision says what became of a message that never reached end of
