@@ -26,6 +26,10 @@ type Metrics struct {
 	ProxySessions    *prometheus.CounterVec // kind
 	UntrustedLogins  prometheus.Counter
 
+	// Monitor mode: decisions made but not carried out.
+	MonitorDecisions *prometheus.CounterVec // stage, decision
+	MonitorMode      prometheus.Gauge
+
 	stageObservers [stageCount]prometheus.Observer // StageDuration per stage, looked up once
 
 	// The wire and its limits.
@@ -80,6 +84,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		m.ModuleErrors, m.PolicyDecisions, m.PolicyErrors, m.MessageBytes, m.ProtocolWarnings, m.MTAErrors,
 		m.ConfigReloads, m.ConfigLastReload, m.ConfigLastOK, m.ProxySessions, m.UntrustedLogins)
 	m.registerWire(reg)
+	m.registerMonitor(reg)
 	for _, k := range []string{"handoff", "proxied", "without_xclient"} {
 		m.ProxySessions.WithLabelValues(k)
 	}
@@ -110,5 +115,18 @@ func (m *Metrics) registerWire(reg prometheus.Registerer) {
 	}
 	for _, l := range limitNames {
 		m.LimitsHit.WithLabelValues(l)
+	}
+}
+
+func (m *Metrics) registerMonitor(reg prometheus.Registerer) {
+	m.MonitorDecisions = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "tollgate", Name: "monitor_decisions_total",
+		Help: "Decisions monitor mode did not carry out (the MTA was told to go on), by stage and decision (reject, tempfail, discard, drop, quarantine)."}, []string{"stage", "decision"})
+	m.MonitorMode = prometheus.NewGauge(prometheus.GaugeOpts{Namespace: "tollgate", Name: "monitor_mode",
+		Help: "1 when the configuration in use runs in monitor mode (decisions logged and counted, not carried out), 0 when it enforces."})
+	reg.MustRegister(m.MonitorDecisions, m.MonitorMode)
+	for _, s := range PolicyStages {
+		for _, d := range monitorDecisions {
+			m.MonitorDecisions.WithLabelValues(s.String(), d)
+		}
 	}
 }

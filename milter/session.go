@@ -36,6 +36,8 @@ type connection struct {
 	// and no module judges it.
 	overLimit *Decision
 	headers   int // header fields of the current message
+	// mon is monitor mode's state: decisions made but not carried out.
+	mon monitorState
 	// connected is set once Connect ran: a later Connect or a QUIT_NC starts
 	// a new SMTP session on this milter connection.
 	connected bool
@@ -58,6 +60,7 @@ func (c *connection) newSession() {
 		c.finish(Decision{}, true)
 	}
 	c.sess = &Session{ID: c.srv.nextID.Add(1), runtime: c.sess.runtime, Vars: map[string]string{}}
+	c.mon = monitorState{mode: c.mon.mode}
 	c.connected = false
 	c.srv.metrics.Sessions.Inc()
 }
@@ -89,7 +92,7 @@ func (c *connection) Connect(host, family string, port uint16, addr string, m go
 		return func(ctx context.Context) error { return h.Connect(ctx, c.sess) }
 	})
 	if d.Final() {
-		attrs := []any{"session", c.sess.ID, "client", c.sess.Identity.Client(), "decision", d.Verdict.String(),
+		attrs := []any{"session", c.sess.ID, "client", c.sess.Identity.Client(), "decision", c.verdictName(d),
 			"reply", d.Reply.String(), "rule", d.Rule}
 		if d.Reason != "" {
 			attrs = append(attrs, "reason", d.Reason)
@@ -141,7 +144,9 @@ func (c *connection) MailFrom(from, esmtpArgs string, m gomilter.Modifier) (*gom
 		c.srv.metrics.ProxySessions.WithLabelValues("without_xclient").Inc()
 		if d := c.sess.runtime.Identity().WithoutXClient; d.Verdict != Continue {
 			resp, err := c.reply(StageMail, d, nil)
-			c.finish(d, false)
+			if !c.mon.mode.On {
+				c.finish(d, false)
+			}
 			return resp, err
 		}
 	}
@@ -153,7 +158,7 @@ func (c *connection) MailFrom(from, esmtpArgs string, m gomilter.Modifier) (*gom
 		return func(ctx context.Context) error { return h.Mail(ctx, t) }
 	})
 	resp, err := c.reply(StageMail, d, nil)
-	if d.Final() {
+	if d.Final() && !c.mon.mode.On {
 		c.finish(d, false)
 	}
 	return resp, err
@@ -177,7 +182,11 @@ func (c *connection) RcptTo(rcptTo, esmtpArgs string, m gomilter.Modifier) (*gom
 		return func(ctx context.Context) error { return h.Rcpt(ctx, t, r) }
 	})
 	r.Decision = d
-	c.srv.metrics.Recipients.WithLabelValues(rcptResult(d.Verdict)).Inc()
+	if c.mon.mode.On {
+		c.srv.metrics.Recipients.WithLabelValues("accept").Inc() // what the MTA was told
+	} else {
+		c.srv.metrics.Recipients.WithLabelValues(rcptResult(d.Verdict)).Inc()
+	}
 	if d.Final() {
 		c.logRecipient(t, r, d)
 	}
@@ -202,7 +211,7 @@ func (c *connection) logRecipient(t *Txn, r *Recipient, d Decision) {
 		slog.String("client", c.sess.Identity.Client()),
 		slog.String("sender", "<"+t.Sender+">"),
 		slog.String("recipient", "<"+r.Addr+">"),
-		slog.String("decision", d.Verdict.String()))
+		slog.String("decision", c.verdictName(d)))
 	attrs = appendOutcome(attrs, d)
 	c.srv.log.LogAttrs(c.ctx, slog.LevelInfo, msg, attrs...)
 }
@@ -331,6 +340,9 @@ func (c *connection) BodyChunk(chunk []byte, m gomilter.Modifier) (*gomilter.Res
 
 // stream runs header or body hooks. Their failures are kept for end of message.
 func (c *connection) stream(stage Stage, find func(Module) hook) {
+	if c.mon.decided() {
+		return
+	}
 	start := time.Now()
 	for _, mod := range c.sess.runtime.Modules() {
 		d, failed := c.callModule(stage, mod, find)
@@ -357,10 +369,23 @@ func (c *connection) EndOfMessage(m gomilter.Modifier) (*gomilter.Response, erro
 		if d.Verdict == Continue {
 			d.Verdict = Accept
 		}
+		if c.mon.mode.On {
+			return c.monitorEnd(m, t, d, true)
+		}
 		t.Decision = d
 		resp, err := c.reply(StageData, d, nil)
 		c.finish(d, false)
 		return resp, err
+	}
+	if c.mon.mode.On {
+		// In monitor mode a message can get here that an earlier stage would
+		// have ended: it is not judged again.
+		if w := c.mon.decision(); w != nil {
+			return c.monitorEnd(m, t, w.d, false)
+		}
+		if len(t.Rcpts) > 0 && len(t.AcceptedRcpts()) == 0 {
+			return c.monitorEnd(m, t, abortedDecision(t), false)
+		}
 	}
 	start := time.Now()
 	stopProgress := c.keepAlive(m)
@@ -401,6 +426,10 @@ func (c *connection) EndOfMessage(m gomilter.Modifier) (*gomilter.Response, erro
 		}
 	}
 	stopProgress()
+	if c.mon.mode.On {
+		c.srv.metrics.stage(StageData).Observe(time.Since(start).Seconds())
+		return c.monitorEnd(m, t, d, true)
+	}
 	if d.Verdict == Accept || d.Verdict == Continue {
 		if err := t.Mutations.Apply(m, t.Headers, c.leadingSpace); err != nil {
 			// The MTA connection is unusable or refused a change it had granted:
@@ -501,6 +530,9 @@ func (c *connection) Cleanup(gomilter.Modifier) {
 
 // runStage runs the hooks of a deciding stage and then the policy of that stage.
 func (c *connection) runStage(stage Stage, t *Txn, r *Recipient, find func(Module) hook) Decision {
+	if c.mon.decided() {
+		return Decision{} // monitor mode: this stage would not have happened
+	}
 	start := time.Now()
 	defer func() {
 		c.srv.metrics.stage(stage).Observe(time.Since(start).Seconds())
@@ -597,6 +629,9 @@ func queueID(t *Txn) string {
 
 // reply turns a decision into the milter response for a stage.
 func (c *connection) reply(stage Stage, d Decision, r *Recipient) (*gomilter.Response, error) {
+	if c.mon.mode.On && d.Final() {
+		return c.monitorReply(stage, d, r), nil
+	}
 	switch d.Verdict {
 	case Continue:
 		return gomilter.RespContinue, nil
@@ -659,6 +694,9 @@ func (c *connection) finish(d Decision, aborted bool) {
 	}
 	if aborted {
 		d = abortedDecision(t)
+		if w := c.mon.decision(); w != nil {
+			d = w.d
+		}
 	}
 	decision := d.Verdict.String()
 	if aborted && d.Verdict == Continue {
@@ -666,7 +704,16 @@ func (c *connection) finish(d Decision, aborted bool) {
 	} else if d.Verdict == Continue {
 		decision = "accept"
 	}
-	c.srv.metrics.Messages.WithLabelValues(decision).Inc()
+	told := decision // what the MTA was told
+	if c.mon.mode.On && d.Final() {
+		decision = "would_" + decision
+		told = "accept"
+		if aborted {
+			told = "aborted"
+		}
+	}
+	c.mon.message, c.mon.woulds = nil, nil
+	c.srv.metrics.Messages.WithLabelValues(told).Inc()
 	var to, discarded, refused, reversed []string
 	for _, r := range t.Rcpts {
 		switch {
@@ -716,8 +763,16 @@ func (c *connection) finish(d Decision, aborted bool) {
 	} else if id.ProxyHandoff {
 		attrs = append(attrs, slog.String("proxy", "without_xclient"))
 	}
+	if c.mon.mode.On {
+		attrs = append(attrs, slog.String("mode", "monitor"))
+	}
 	attrs = append(attrs, slog.String("decision", decision))
 	attrs = appendOutcome(attrs, d)
+	if c.mon.mode.On && !aborted && !d.Final() {
+		if s := suppressed(&t.Mutations); s != "" {
+			attrs = append(attrs, slog.String("suppressed", s))
+		}
+	}
 	if size := t.Size(); size > 0 {
 		attrs = append(attrs, slog.Int64("size", size))
 	}
@@ -725,7 +780,7 @@ func (c *connection) finish(d Decision, aborted bool) {
 		attrs = append(attrs, slog.String(tag[0], tag[1]))
 	}
 	if decision == "accept" {
-		attrs = appendSRS(attrs, t, reversed)
+		attrs = appendSRS(attrs, t, reversed, c.mon.mode.On)
 	}
 	if len(t.Logs) > 0 {
 		attrs = append(attrs, slog.String("log", strings.Join(t.Logs, "; ")))
@@ -737,13 +792,13 @@ func (c *connection) finish(d Decision, aborted bool) {
 // appendSRS says what SRS did to an accepted message's envelope (Exim's SRS=
 // element): srs=reversed with the addresses bounces went back to, and
 // srs=forwarded when the sender was rewritten (its SRS= tag names the new one).
-func appendSRS(attrs []slog.Attr, t *Txn, reversed []string) []slog.Attr {
+func appendSRS(attrs []slog.Attr, t *Txn, reversed []string, monitor bool) []slog.Attr {
 	var did []string
 	if len(reversed) > 0 {
-		did = append(did, "reversed")
+		did = append(did, map[bool]string{false: "reversed", true: "would_reverse"}[monitor])
 	}
 	if t.SRS.NewSender != "" {
-		did = append(did, "forwarded")
+		did = append(did, map[bool]string{false: "forwarded", true: "would_forward"}[monitor])
 	}
 	if len(did) == 0 {
 		return attrs

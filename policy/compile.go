@@ -27,6 +27,8 @@ type Policy struct {
 	OnError       milter.Decision
 	DrainTimeout  time.Duration
 	Limits        milter.Limits
+	// Monitor is monitor mode (mode: monitor): decisions logged, not carried out.
+	Monitor milter.Monitor
 	// Warnings are problems that do not stop loading (tollgate check prints them).
 	Warnings ErrorList
 
@@ -203,6 +205,7 @@ func compile(d *decoder, cfg *Config) *Policy {
 		p.DrainTimeout = time.Duration(*cfg.DrainTimeout)
 	}
 	p.Limits = compileLimits(d, &cfg.Limits, p)
+	p.Monitor = compileMonitor(d, cfg, p)
 
 	lc := &listCompiler{named: cfg.Lists, d: d}
 	compileIdentity(d, lc, &cfg.Identity, p)

@@ -12,6 +12,8 @@ type Config struct {
 	MetricsListen Str            `yaml:"metrics_listen"`
 	Log           LogConfig      `yaml:"log"`
 	OnError       Str            `yaml:"on_error"`
+	Mode          Str            `yaml:"mode"`
+	MonitorHeader Str            `yaml:"monitor_header"`
 	DrainTimeout  *Duration      `yaml:"drain_timeout"`
 	Limits        LimitsConfig   `yaml:"limits"`
 	Identity      IdentityConfig `yaml:"identity"`
