@@ -22,8 +22,9 @@ type Policy struct {
 	HasListen     bool
 	Socket        milter.SocketOptions
 	MetricsListen string
-	LogFormat     string // text or json
-	LogLevel      string // debug, info, warn, error
+	LogFormat     string  // text or json
+	LogLevel      string  // debug, info, warn, error
+	Syslog        *Syslog // log.syslog: nil when the log goes to standard error only
 	OnError       milter.Decision
 	DrainTimeout  time.Duration
 	Limits        milter.Limits
@@ -206,6 +207,7 @@ func compile(d *decoder, cfg *Config) *Policy {
 	}
 	p.Limits = compileLimits(d, &cfg.Limits, p)
 	p.Monitor = compileMonitor(d, cfg, p)
+	p.Syslog = compileSyslog(d, &cfg.Log)
 
 	lc := &listCompiler{named: cfg.Lists, d: d}
 	compileIdentity(d, lc, &cfg.Identity, p)

@@ -44,8 +44,10 @@ type LimitsConfig struct {
 
 // LogConfig chooses the log format and level.
 type LogConfig struct {
-	Format Str `yaml:"format"`
-	Level  Str `yaml:"level"`
+	Format        Str `yaml:"format"`
+	Level         Str `yaml:"level"`
+	Syslog        Str `yaml:"syslog"`         // a facility: the log goes to syslog too
+	SyslogAddress Str `yaml:"syslog_address"` // the syslog socket, default /dev/log
 }
 
 // IdentityConfig names the XCLIENT proxies and the MTA listeners they use.
