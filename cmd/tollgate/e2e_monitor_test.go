@@ -72,8 +72,14 @@ func TestPostfixMonitorMode(t *testing.T) {
 		if v := got.Header("X-Tollgate-Would"); strings.Join(v, "|") != strings.Join(want, "|") {
 			t.Errorf("X-Tollgate-Would = %q, want %q", v, want)
 		}
+		// Postfix names the queue id from the first accepted recipient on.
+		m := queuedAs.FindStringSubmatch(res.Output)
+		if m == nil {
+			t.Fatalf("no queue id in:\n%s", res.Output)
+		}
 		refused := logLineWith(d.log.String(), "recipient=<mallory@elsewhere.test>")
-		if !strings.Contains(refused, "decision=would_reject") || !strings.Contains(refused, `msg="recipient refused"`) {
+		if !strings.Contains(refused, "decision=would_reject") || !strings.Contains(refused, `msg="recipient refused"`) ||
+			!strings.Contains(refused, "queue_id="+m[1]) {
 			t.Errorf("refusal line: %s", refused)
 		}
 		summary := logLineWith(d.log.String(), "rejected_to=<mallory@elsewhere.test>,<later@example.org>")
@@ -99,6 +105,19 @@ func TestPostfixMonitorMode(t *testing.T) {
 		res := pf.Swaks(t, "--from", "alice@example.net", "--to", "bob@example.org", "--header", "Subject: please reject me")
 		if res.ExitCode == 0 || !strings.Contains(res.Output, "554 5.7.1 content refused") {
 			t.Errorf("exit %d:\n%s", res.ExitCode, res.Output)
+		}
+		// Refused for good: each refusal line names the recipient; with
+		// nothing accepted Postfix has no queue id, and the lines say none.
+		res = pf.Swaks(t, "--from", "alice@example.net", "--to", "mallory@elsewhere.test")
+		if !strings.Contains(res.Output, "<** 550 5.7.1 relay not permitted") {
+			t.Errorf("exit %d:\n%s", res.ExitCode, res.Output)
+		}
+		d.waitLog(t, "rejected_to=<mallory@elsewhere.test> decision=reject")
+		summary := logLineWith(d.log.String(), "rejected_to=<mallory@elsewhere.test> decision=reject")
+		refused := logLineWith(d.log.String(), `msg="recipient refused"`)
+		if strings.Contains(summary, "queue_id") || strings.Contains(refused, "queue_id") || strings.Contains(summary, "mode=") ||
+			!strings.Contains(refused, "recipient=<mallory@elsewhere.test> decision=reject") {
+			t.Errorf("refusal lines:\n%s\n%s", refused, summary)
 		}
 	})
 }
