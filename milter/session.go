@@ -793,12 +793,16 @@ func (c *connection) finish(d Decision, aborted bool) {
 // element): srs=reversed with the addresses bounces went back to, and
 // srs=forwarded when the sender was rewritten (its SRS= tag names the new one).
 func appendSRS(attrs []slog.Attr, t *Txn, reversed []string, monitor bool) []slog.Attr {
+	reverse, forward := "reversed", "forwarded"
+	if monitor {
+		reverse, forward = "would_reverse", "would_forward"
+	}
 	var did []string
 	if len(reversed) > 0 {
-		did = append(did, map[bool]string{false: "reversed", true: "would_reverse"}[monitor])
+		did = append(did, reverse)
 	}
 	if t.SRS.NewSender != "" {
-		did = append(did, map[bool]string{false: "forwarded", true: "would_forward"}[monitor])
+		did = append(did, forward)
 	}
 	if len(did) == 0 {
 		return attrs
