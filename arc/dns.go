@@ -8,7 +8,6 @@ import (
 	"net"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/miekg/dns"
@@ -86,21 +85,6 @@ type DNSResolver struct {
 	mu    sync.Mutex
 	lru   *list.List // of *cacheEntry, most recent first
 	cache map[string]*list.Element
-
-	queries, hits, temp, perm atomic.Uint64
-}
-
-// DNSStats counts lookups since the resolver was made, for metrics.
-type DNSStats struct {
-	Queries   uint64 // queries sent (retries on other servers included)
-	CacheHits uint64 // lookups answered from the cache
-	TempFail  uint64 // lookups that ended in a temporary failure
-	PermFail  uint64 // lookups that ended in NXDOMAIN or no data
-}
-
-// Stats returns the counters.
-func (r *DNSResolver) Stats() DNSStats {
-	return DNSStats{r.queries.Load(), r.hits.Load(), r.temp.Load(), r.perm.Load()}
 }
 
 type cacheEntry struct {
@@ -155,25 +139,16 @@ func NewDNSResolver(opts DNSOptions) *DNSResolver {
 func (r *DNSResolver) LookupTXT(ctx context.Context, name string) ([]string, error) {
 	name = strings.ToLower(strings.TrimSuffix(name, "."))
 	if txt, err, ok := r.cached(name); ok {
-		r.hits.Add(1)
-		if err != nil {
-			r.perm.Add(1)
-		}
 		return txt, err
 	}
 	if r.confErr != nil {
-		r.temp.Add(1)
 		return nil, &DNSError{Name: name, Temporary: true, Cause: r.confErr.Error()}
 	}
 	var lastErr error
 	for _, server := range r.servers {
-		r.queries.Add(1)
 		txt, ttl, err := r.query(ctx, server, name)
 		var de *DNSError
 		if err == nil || (errors.As(err, &de) && !de.Temporary) {
-			if err != nil {
-				r.perm.Add(1)
-			}
 			r.store(name, txt, err, ttl)
 			return txt, err
 		}
@@ -182,7 +157,6 @@ func (r *DNSResolver) LookupTXT(ctx context.Context, name string) ([]string, err
 			break
 		}
 	}
-	r.temp.Add(1)
 	return nil, lastErr
 }
 

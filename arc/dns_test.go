@@ -248,9 +248,6 @@ func TestDNSCacheBounded(t *testing.T) {
 	if r.lru.Len() != 2 {
 		t.Fatalf("cache holds %d", r.lru.Len())
 	}
-	if st := r.Stats(); st.Queries != 4 || st.CacheHits != 1 {
-		t.Errorf("stats %+v, want 4 queries and 1 hit", st)
-	}
 	if zs["a.example"].queries.Load() != 2 || zs["c.example"].queries.Load() != 1 {
 		t.Fatalf("a asked %d times (want 2: evicted), c %d (want 1)", zs["a.example"].queries.Load(), zs["c.example"].queries.Load())
 	}

@@ -1,8 +1,14 @@
 package arc
 
 import (
+	"bytes"
+
 	"context"
+	"crypto"
+	"fmt"
 	"strings"
+
+	"github.com/tollgate/tollgate/internal/message"
 )
 
 // mapResolver serves TXT records from a map: a missing name is NXDOMAIN,
@@ -22,30 +28,18 @@ func (m mapResolver) LookupTXT(_ context.Context, name string) ([]string, error)
 }
 
 // parseMessage splits a message (LF or CRLF) into headers as a milter
-// delivers them (value after the colon, folds joined with CRLF) and a CRLF
-// body, the way an MTA turns what it received into SMTP.
+// receives them and a CRLF body, the way an MTA turns what it received into
+// SMTP.
 func parseMessage(msg string) ([]Header, []byte) {
-	msg = strings.ReplaceAll(msg, "\r\n", "\n")
-	head, body, found := strings.Cut(msg, "\n\n")
-	if strings.HasPrefix(msg, "\n") {
-		head, body, found = "", msg[1:], true
+	fields, body, _ := message.Split([]byte(msg))
+	hs := make([]Header, 0, len(fields))
+	for _, f := range fields {
+		hs = append(hs, Header{Name: f.Name, Value: f.Value})
 	}
-	var hs []Header
-	for _, line := range strings.Split(head, "\n") {
-		if line == "" {
-			continue
-		}
-		if (line[0] == ' ' || line[0] == '\t') && len(hs) > 0 {
-			hs[len(hs)-1].Value += "\r\n" + line
-			continue
-		}
-		name, value, _ := strings.Cut(line, ":")
-		hs = append(hs, Header{Name: name, Value: value})
-	}
-	if !found {
+	if body == nil {
 		return hs, nil
 	}
-	return hs, []byte(strings.ReplaceAll(body, "\n", "\r\n"))
+	return hs, bytes.ReplaceAll(bytes.ReplaceAll(body, []byte("\r\n"), []byte("\n")), []byte("\n"), []byte("\r\n"))
 }
 
 // verifyMessage runs a whole message through a Verifier, in body chunks of
@@ -65,4 +59,27 @@ func verifyMessage(opts VerifyOptions, hs []Header, body []byte, chunk int) (*Ve
 		body = body[n:]
 	}
 	return v, v.Result(context.Background())
+}
+
+func formatMessage(hs []Header, body []byte) string {
+	var b strings.Builder
+	for _, h := range hs {
+		v := h.Value
+		if !strings.HasPrefix(v, " ") && !strings.HasPrefix(v, "\t") {
+			v = " " + v
+		}
+		b.WriteString(h.Name + ":" + v + "\r\n")
+	}
+	b.WriteString("\r\n")
+	b.Write(body)
+	return b.String()
+}
+
+// ParsePrivateKey parses the formats LoadKeyFile accepts.
+func ParsePrivateKey(data []byte) (crypto.Signer, error) {
+	k, err := parsePrivateKey(data)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrKey, err)
+	}
+	return k, nil
 }

@@ -1,7 +1,10 @@
+//go:build e2e
+
 package arc
 
 import (
 	"bytes"
+	"context"
 	"crypto"
 	"crypto/rsa"
 	"crypto/x509"
@@ -214,20 +217,6 @@ func (e *interopEnv) sealWithCV(t *testing.T, h hop, msg, cv string) string {
 	return ""
 }
 
-func formatMessage(hs []Header, body []byte) string {
-	var b strings.Builder
-	for _, h := range hs {
-		v := h.Value
-		if !strings.HasPrefix(v, " ") && !strings.HasPrefix(v, "\t") {
-			v = " " + v
-		}
-		b.WriteString(h.Name + ":" + v + "\r\n")
-	}
-	b.WriteString("\r\n")
-	b.Write(body)
-	return b.String()
-}
-
 func prefixSubject(msg string) string {
 	return strings.Replace(msg, "\r\nSubject: ", "\r\nSubject: [list] ", 1)
 }
@@ -333,5 +322,26 @@ func TestInteropFailedChain(t *testing.T) {
 	v, _ := verifyMessage(VerifyOptions{Resolver: e.dns}, hs, body, 0)
 	if _, err := v.Seal(SealOptions{Key: Key{Domain: "hop3.example", Selector: "shop3", Signer: e.hops[2].signer}, AuthServID: "mx.hop3.example"}, hs, nil); err == nil {
 		t.Fatal("a chain that arrived with cv=fail was extended")
+	}
+}
+
+func TestPeerFailSealScope(t *testing.T) {
+	e := newInteropEnv(t)
+	h1 := e.hops[0]
+	h1.impl = "tollgate"
+	broken := prefixSubject(e.seal(t, h1, interopMessage, nil))
+	for _, impl := range []string{"dkimpy", "maildkim"} {
+		t.Run(impl, func(t *testing.T) {
+			h2 := e.hops[1]
+			h2.impl = impl
+			hs, body := parseMessage(e.seal(t, h2, broken, nil))
+			v, r := verifyMessage(VerifyOptions{Resolver: e.dns}, hs, body, 0)
+			if r.ArrivedCV != "fail" {
+				t.Fatalf("%s sealed cv=%q", impl, r.ArrivedCV)
+			}
+			if f := v.verifyAS(context.Background(), 2, 2); f != nil {
+				t.Errorf("%s's cv=fail seal over its own set: %s", impl, f.reason)
+			}
+		})
 	}
 }

@@ -162,15 +162,6 @@ func LoadKeyFile(path string) (crypto.Signer, error) {
 	return k, nil
 }
 
-// ParsePrivateKey parses the formats LoadKeyFile accepts.
-func ParsePrivateKey(data []byte) (crypto.Signer, error) {
-	k, err := parsePrivateKey(data)
-	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrKey, err)
-	}
-	return k, nil
-}
-
 func parsePrivateKey(data []byte) (crypto.Signer, error) {
 	block, _ := pem.Decode(data)
 	if block == nil {

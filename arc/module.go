@@ -77,9 +77,13 @@ func NewModule(o ModuleOptions) *Module {
 	return &Module{o: o}
 }
 
-func (m *Module) Name() string { return "arc" }
+func (m *Module) Name() string { return name }
 
-func (m *Module) Actions() milter.Actions { return milter.ActAddHeader | milter.ActChangeHeader }
+// Needs: the chain is verified as headers and body stream in; forged
+// Authentication-Results are removed and the seal and ours added.
+func (m *Module) Needs() milter.Needs {
+	return milter.Needs{Headers: true, Body: true, Actions: milter.ActAddHeader | milter.ActChangeHeader}
+}
 
 type state struct {
 	v   *Verifier
@@ -140,7 +144,7 @@ func (m *Module) EndOfMessage(ctx context.Context, t *milter.Txn) error {
 	res := st.v.Result(ctx)
 	m.o.Metrics.Seconds.WithLabelValues("verify").Observe(time.Since(start).Seconds())
 	st.res = res
-	f := &t.ARC
+	f := factsFor(t)
 	f.Checked, f.State, f.Reason, f.Domains, f.OldestPass, f.Instances =
 		true, string(res.State), res.Reason, res.Domains, res.OldestPass, res.Instances
 	m.o.Metrics.Verify.WithLabelValues(string(res.State)).Inc()
@@ -221,7 +225,7 @@ func (m *Module) Finalize(_ context.Context, t *milter.Txn, d milter.Decision) e
 	for _, h := range set {
 		t.Mutations.ARCSet = append(t.Mutations.ARCSet, milter.HeaderField{Name: h.Name, Value: h.Value})
 	}
-	t.ARC.Sealed = opts.Key.Domain
+	factsFor(t).Sealed = opts.Key.Domain
 	m.o.Metrics.Seal.WithLabelValues("sealed").Inc()
 	t.Tag("ARC", string(st.res.State)+"/sealed")
 	return nil

@@ -62,8 +62,8 @@ func TestModuleChainAcrossHops(t *testing.T) {
 	body := "hello\r\n"
 
 	first, tx1 := milterHop(t, module("hop1.example"), msg, body, true)
-	if tx1.ARC.State != "none" || tx1.ARC.Sealed != "hop1.example" || len(tx1.Mutations.RemoveHeaders) != 1 {
-		t.Fatalf("hop 1: %+v %+v", tx1.ARC, tx1.Mutations.RemoveHeaders)
+	if FactsOf(tx1).State != "none" || FactsOf(tx1).Sealed != "hop1.example" || len(tx1.Mutations.RemoveHeaders) != 1 {
+		t.Fatalf("hop 1: %+v %+v", FactsOf(tx1), tx1.Mutations.RemoveHeaders)
 	}
 	for _, h := range first {
 		if strings.Contains(h.Value, "forged") {
@@ -79,19 +79,19 @@ func TestModuleChainAcrossHops(t *testing.T) {
 		return out
 	}
 	second, tx2 := milterHop(t, module("hop2.example"), strip(first), body, true)
-	if tx2.ARC.State != "pass" || tx2.ARC.Instances != 1 || strings.Join(tx2.ARC.Domains, ":") != "hop1.example" || tx2.ARC.OldestPass != 1 {
-		t.Fatalf("hop 2: %+v", tx2.ARC)
+	if FactsOf(tx2).State != "pass" || FactsOf(tx2).Instances != 1 || strings.Join(FactsOf(tx2).Domains, ":") != "hop1.example" || FactsOf(tx2).OldestPass != 1 {
+		t.Fatalf("hop 2: %+v", FactsOf(tx2))
 	}
-	if !strings.Contains(tx2.ARC.AuthResult, "arc=pass header.oldest-pass=0") {
-		t.Errorf("A-R %q", tx2.ARC.AuthResult)
+	if !strings.Contains(FactsOf(tx2).AuthResult, "arc=pass header.oldest-pass=0") {
+		t.Errorf("A-R %q", FactsOf(tx2).AuthResult)
 	}
 	_, tx3 := milterHop(t, module("hop3.example"), strip(second), body, false)
-	if tx3.ARC.State != "pass" || tx3.ARC.Instances != 2 {
-		t.Errorf("hop 3: %+v", tx3.ARC)
+	if FactsOf(tx3).State != "pass" || FactsOf(tx3).Instances != 2 {
+		t.Errorf("hop 3: %+v", FactsOf(tx3))
 	}
 	// A body changed after sealing breaks the chain.
 	_, bad := milterHop(t, module("hop3.example"), strip(second), "changed\r\n", false)
-	if bad.ARC.State != "fail" || !strings.Contains(bad.ARC.Reason, "body hash") {
-		t.Errorf("changed body: %+v", bad.ARC)
+	if FactsOf(bad).State != "fail" || !strings.Contains(FactsOf(bad).Reason, "body hash") {
+		t.Errorf("changed body: %+v", FactsOf(bad))
 	}
 }

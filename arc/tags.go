@@ -142,7 +142,7 @@ func isDigit(c byte) bool { return c >= '0' && c <= '9' }
 // stripFWS removes all whitespace, for values whose grammar allows FWS
 // anywhere (b=, bh=, h=).
 func stripFWS(v string) string {
-	if strings.IndexAny(v, " \t\r\n") < 0 {
+	if !strings.ContainsAny(v, " \t\r\n") {
 		return v
 	}
 	var b strings.Builder

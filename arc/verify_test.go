@@ -224,27 +224,6 @@ func checkFailScope(t *testing.T, res Resolver, hs []Header, body []byte) {
 	}
 }
 
-func TestPeerFailSealScope(t *testing.T) {
-	e := newInteropEnv(t)
-	h1 := e.hops[0]
-	h1.impl = "tollgate"
-	broken := prefixSubject(e.seal(t, h1, interopMessage, nil))
-	for _, impl := range []string{"dkimpy", "maildkim"} {
-		t.Run(impl, func(t *testing.T) {
-			h2 := e.hops[1]
-			h2.impl = impl
-			hs, body := parseMessage(e.seal(t, h2, broken, nil))
-			v, r := verifyMessage(VerifyOptions{Resolver: e.dns}, hs, body, 0)
-			if r.ArrivedCV != "fail" {
-				t.Fatalf("%s sealed cv=%q", impl, r.ArrivedCV)
-			}
-			if f := v.verifyAS(context.Background(), 2, 2); f != nil {
-				t.Errorf("%s's cv=fail seal over its own set: %s", impl, f.reason)
-			}
-		})
-	}
-}
-
 func TestTimestamps(t *testing.T) {
 	res := mapResolver{}
 	hs, body := parseMessage(plainMessage)

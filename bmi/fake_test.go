@@ -416,3 +416,12 @@ func TestBackendConfigErrors(t *testing.T) {
 		t.Error("Kind of plain errors")
 	}
 }
+
+func TestSpamdTooBig(t *testing.T) {
+	b := NewSpamd(SpamdOptions{Address: "127.0.0.1:1", MaxSize: 100})
+	msg := cleanMessage()
+	_, err := b.Scan(context.Background(), bytes.NewReader(msg), int64(len(msg)), env(), "")
+	if Kind(err) != KindTooBig {
+		t.Fatalf("got %v; want too_big without a connection", err)
+	}
+}

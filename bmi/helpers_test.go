@@ -6,15 +6,12 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"os/exec"
-	"os/user"
-	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
+
+	"github.com/tollgate/tollgate/milter"
 )
 
 // The real scanners are started once per test binary (sync.Once) and
@@ -41,25 +38,6 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-func requireProgram(t testing.TB, name, debianPackages string) string {
-	t.Helper()
-	if p, err := exec.LookPath(name); err == nil {
-		return p
-	}
-	for _, dir := range []string{"/usr/sbin", "/usr/bin"} {
-		if p := filepath.Join(dir, name); isExecutable(p) {
-			return p
-		}
-	}
-	t.Fatalf("%s not found: install the Debian package(s) %s (scripts/install-test-deps.sh)", name, debianPackages)
-	return ""
-}
-
-func isExecutable(p string) bool {
-	fi, err := os.Stat(p)
-	return err == nil && fi.Mode().IsRegular() && fi.Mode().Perm()&0o111 != 0
-}
-
 func freePort(t testing.TB) int {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
@@ -68,111 +46,6 @@ func freePort(t testing.TB) int {
 	}
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port
-}
-
-// process is a daemon started in its own process group, so that stopping it
-// also stops its children (spamd's and rspamd's workers) and nothing else.
-type process struct {
-	name   string
-	cmd    *exec.Cmd
-	exited chan error
-	log    string
-	once   sync.Once
-}
-
-func startProcess(name, logPath, path string, args ...string) (*process, error) {
-	logFile, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
-	if err != nil {
-		return nil, err
-	}
-	defer logFile.Close()
-	cmd := exec.Command(path, args...)
-	// A file, not a pipe: the daemon's children inherit it, and Wait
-	// would otherwise wait for them too.
-	cmd.Stdout, cmd.Stderr = logFile, logFile
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("starting %s: %w", name, err)
-	}
-	p := &process{name: name, cmd: cmd, exited: make(chan error, 1), log: logPath}
-	go func() { p.exited <- cmd.Wait() }()
-	return p, nil
-}
-
-// stop sends SIGTERM to the process group, then SIGKILL after a grace period.
-func (p *process) stop() {
-	p.once.Do(func() {
-		pgid := p.cmd.Process.Pid
-		syscall.Kill(-pgid, syscall.SIGTERM)
-		select {
-		case <-p.exited:
-		case <-time.After(10 * time.Second):
-			syscall.Kill(-pgid, syscall.SIGKILL)
-			<-p.exited
-		}
-		// Workers that outlived their parent.
-		syscall.Kill(-pgid, syscall.SIGKILL)
-	})
-}
-
-func (p *process) logTail() string {
-	b, _ := os.ReadFile(p.log)
-	if len(b) > 4000 {
-		b = b[len(b)-4000:]
-	}
-	return string(b)
-}
-
-// waitReady polls ping until it succeeds, the process exits or the time is up.
-func (p *process) waitReady(limit time.Duration, ping func(context.Context) error) error {
-	deadline := time.Now().Add(limit)
-	var last error
-	for time.Now().Before(deadline) {
-		select {
-		case err := <-p.exited:
-			p.exited <- err
-			return fmt.Errorf("%s exited: %v\n%s", p.name, err, p.logTail())
-		default:
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		last = ping(ctx)
-		cancel()
-		if last == nil {
-			return nil
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	return fmt.Errorf("%s not ready after %v: %v\n%s", p.name, limit, last, p.logTail())
-}
-
-// daemonUser is who the daemons' workers run as when the tests run as root.
-func daemonUser(candidates ...string) (*user.User, *user.Group) {
-	for _, name := range candidates {
-		u, err := user.Lookup(name)
-		if err != nil {
-			continue
-		}
-		g, err := user.LookupGroupId(u.Gid)
-		if err != nil {
-			continue
-		}
-		return u, g
-	}
-	return nil, nil
-}
-
-func chownTo(u *user.User, paths ...string) error {
-	if u == nil {
-		return nil
-	}
-	uid, _ := strconv.Atoi(u.Uid)
-	gid, _ := strconv.Atoi(u.Gid)
-	for _, p := range paths {
-		if err := os.Chown(p, uid, gid); err != nil {
-			return err
-		}
-	}
-	return nil
 }
 
 // Test messages. GTUBE lines of rspamd's test patterns: X = reject,
@@ -218,3 +91,35 @@ func scan(t *testing.T, b Backend, msg []byte, e Envelope, profile string) *Scan
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// exampleRules are the rules of README's example.
+func exampleRules() []Rule {
+	return []Rule{
+		{ID: 1, When: Conditions{SymbolsAny: []string{"GTUBE"}, OptinAny: []string{"drop-spam"}}, Outcome: OutcomeDrop},
+		{ID: 2, When: Conditions{ScoreAbove: ptr(20.0)}, Outcome: OutcomeAlternate, AltLocation: "redirect:spam-trap@example.net"},
+		{ID: 3, When: Conditions{IsSpam: ptr(true)}, Outcome: OutcomeAlternate, AltLocation: "header:X-Spam-Folder: Junk"},
+		{ID: 4, When: Conditions{Actions: []string{"reject"}}, Outcome: OutcomeDrop},
+		{ID: 5, When: Conditions{Actions: []string{"add header", "rewrite subject"}}, Outcome: OutcomeAlternate, AltLocation: "quarantine:held by bmi rule 5"},
+	}
+}
+
+// Find returns the verdict of the first recipient whose RCPT address is
+// addr, compared case-insensitively as Exim does, or NoVerdict.
+func Find(rcpts []RcptInput, verdicts []Verdict, addr string) Verdict {
+	for i, r := range rcpts {
+		if i < len(verdicts) && asciiEqualFold(r.Addr, addr) {
+			return verdicts[i]
+		}
+	}
+	return NoVerdict()
+}
+
+// FactsOf returns what happened to the scan of a message: empty when none.
+func FactsOf(t *milter.Txn) *Facts {
+	if t != nil {
+		if f, ok := t.Fact(name).(*Facts); ok {
+			return f
+		}
+	}
+	return &Facts{}
+}

@@ -75,10 +75,14 @@ func NewModule(o ModuleOptions) *Module {
 	return &Module{o: o}
 }
 
-func (m *Module) Name() string { return "bmi" }
+func (m *Module) Name() string { return name }
 
-func (m *Module) Actions() milter.Actions {
-	return milter.ActAddHeader | milter.ActChangeHeader | milter.ActAddRcpt | milter.ActDelRcpt | milter.ActQuarantine
+// Needs: the headers are sent and kept (the scan sees them as they stand at
+// end of message, and inbound X-Brightmail-* must be found), the body
+// streams to the spool; verdicts become header and envelope changes.
+func (m *Module) Needs() milter.Needs {
+	return milter.Needs{Headers: true, Body: true,
+		Actions: milter.ActAddHeader | milter.ActChangeHeader | milter.ActAddRcpt | milter.ActDelRcpt | milter.ActQuarantine}
 }
 
 type state struct {
@@ -90,17 +94,17 @@ type state struct {
 
 // Rcpt gives the recipient its opt-ins from the opt-in file; the policy's
 // bmi_optin adds to them.
-func (m *Module) Rcpt(_ context.Context, _ *milter.Txn, r *milter.Recipient) error {
-	r.BMI = &milter.BMIRcpt{Deliver: true, Outcome: string(OutcomeDeliver)}
+// The opt-ins are those of the address the message would go to (a reversed
+// SRS bounce is judged as its real recipient).
+func (m *Module) Rcpt(_ context.Context, t *milter.Txn, r *milter.Recipient) error {
+	f := &RcptFacts{Deliver: true, Outcome: string(OutcomeDeliver)}
+	r.SetFact(name, f)
 	if m.o.Optins != nil {
-		r.BMI.Optins = append(r.BMI.Optins, LookupOptins(m.o.Optins, r.Addr)...)
+		addr, _ := t.Mutations.Envelope.Target(r)
+		f.Optins = append(f.Optins, LookupOptins(m.o.Optins, addr)...)
 	}
 	return nil
 }
-
-// Header asks for the headers to be sent and kept: the scan sees them as
-// they stand at end of message, and inbound X-Brightmail-* must be found.
-func (m *Module) Header(context.Context, *milter.Txn, milter.Header) error { return nil }
 
 func (m *Module) Body(_ context.Context, t *milter.Txn, chunk []byte) error {
 	if !t.Controls[ControlRun] {
@@ -122,7 +126,8 @@ func (m *Module) EndOfMessage(ctx context.Context, t *milter.Txn) error {
 	if !t.Controls[ControlRun] {
 		return nil
 	}
-	t.BMI.Run = true
+	facts := factsFor(t)
+	facts.Run = true
 	st, _ := t.State("bmi").(*state)
 	if st == nil { // an empty body
 		st = &state{spool: NewSpool(m.o.SpoolMemory, m.o.SpoolDir)}
@@ -130,11 +135,13 @@ func (m *Module) EndOfMessage(ctx context.Context, t *milter.Txn) error {
 	}
 	var inputs []RcptInput
 	for _, r := range t.AcceptedRcpts() {
-		if r.BMI == nil || r.Decision.Verdict == milter.Discard {
+		addr, dropped := t.Mutations.Envelope.Target(r)
+		f := RcptFactsOf(r)
+		if f == nil || r.Decision.Verdict == milter.Discard || dropped {
 			continue
 		}
 		st.rcpts = append(st.rcpts, r)
-		inputs = append(inputs, RcptInput{Addr: r.Addr, Optins: r.BMI.Optins})
+		inputs = append(inputs, RcptInput{Addr: addr, Optins: f.Optins})
 	}
 	var head bytes.Buffer
 	for _, h := range t.Mutations.FinalHeaders(t.Headers, t.RawHeaderValue()) {
@@ -145,20 +152,20 @@ func (m *Module) EndOfMessage(ctx context.Context, t *milter.Txn) error {
 	msg, size, err := st.spool.Message(head.Bytes())
 	var scans []GroupScan
 	if err != nil {
-		t.BMI.Reason = Kind(err)
+		facts.Reason = Kind(err)
 		m.o.Metrics.Scans.WithLabelValues(m.o.Backend.Name(), Kind(err)).Inc()
 		m.o.Log.Info("message not scanned", "queue_id", t.QueueID, "reason", Kind(err), "size", size)
 	} else {
 		id := &t.Session.Identity
 		env := Envelope{ClientIP: id.ClientAddr, Helo: id.Helo, Hostname: id.ClientName, Sender: t.Sender, Login: id.AuthLogin, QueueID: t.QueueID}
 		scans = ScanGroups(ctx, m.o.Backend, msg, size, env, inputs, groups)
-		t.BMI.Scans = len(scans)
+		facts.Scans = len(scans)
 		var failed []string
 		var firstErr error
 		for _, sc := range scans {
 			m.o.Metrics.Duration.WithLabelValues(m.o.Backend.Name()).Observe(sc.Duration.Seconds())
 			if sc.Err != nil {
-				t.BMI.Reason = Kind(sc.Err)
+				facts.Reason = Kind(sc.Err)
 				m.o.Metrics.Scans.WithLabelValues(m.o.Backend.Name(), Kind(sc.Err)).Inc()
 				failed = append(failed, sc.Profile)
 				if firstErr == nil {
@@ -190,7 +197,7 @@ func (m *Module) EndOfMessage(ctx context.Context, t *milter.Txn) error {
 	}
 	for i, r := range st.rcpts {
 		v := st.verds[i]
-		f := r.BMI
+		f := RcptFactsOf(r)
 		f.Scanned, f.Deliver, f.Outcome, f.AltLocation, f.Fired = v.Scanned, v.Deliver, string(v.Outcome), v.AltLocation, v.Fired
 		if v.Scanned {
 			f.Verdict, f.Tracker = EncodeVerdict(v, st.res[i]), v.Tracker()
@@ -231,7 +238,7 @@ func (m *Module) Finalize(_ context.Context, t *milter.Txn, d milter.Decision) e
 		v := st.verds[i]
 		switch v.Outcome {
 		case OutcomeDrop:
-			t.Mutations.DelRcpts = append(t.Mutations.DelRcpts, r.Addr)
+			t.Mutations.Envelope.Drop(r, "bmi")
 			continue
 		case OutcomeAlternate:
 			alt, err := ParseAltLocation(v.AltLocation)
@@ -241,8 +248,7 @@ func (m *Module) Finalize(_ context.Context, t *milter.Txn, d milter.Decision) e
 			}
 			switch alt.Kind {
 			case AltRedirect:
-				t.Mutations.DelRcpts = append(t.Mutations.DelRcpts, r.Addr)
-				t.Mutations.AddRcpts = append(t.Mutations.AddRcpts, milter.Envelope{Addr: alt.Address})
+				t.Mutations.Envelope.Redirect(r, alt.Address, "bmi")
 			case AltQuarantine:
 				reason := alt.Reason
 				if reason == "" {
@@ -267,7 +273,7 @@ func (m *Module) Finalize(_ context.Context, t *milter.Txn, d milter.Decision) e
 	}
 	var verdicts, trackers []string
 	for _, i := range kept {
-		f := st.rcpts[i].BMI
+		f := RcptFactsOf(st.rcpts[i])
 		if f.Verdict != "" && !slices.Contains(verdicts, f.Verdict) {
 			verdicts = append(verdicts, f.Verdict)
 		}

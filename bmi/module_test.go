@@ -41,7 +41,7 @@ func runModule(t *testing.T, rules []Rule, backend Backend, rcpts map[string][]s
 	for _, a := range order {
 		r := &milter.Recipient{Addr: a}
 		m.Rcpt(ctx, tx, r)
-		r.BMI.Optins = rcpts[a]
+		RcptFactsOf(r).Optins = rcpts[a]
 		tx.Rcpts = append(tx.Rcpts, r)
 	}
 	m.Body(ctx, tx, nil)
@@ -71,7 +71,8 @@ func TestModuleOutcomes(t *testing.T) {
 	mixed := runModule(t, rules, spam, map[string][]string{"drop@example.org": {"strict"}, "keep@example.org": {"loose"},
 		"redirect@example.org": {"strict"}, "hold@example.org": {"strict"}}, []string{"drop@example.org", "keep@example.org", "redirect@example.org", "hold@example.org"})
 	m := mixed.Mutations
-	if strings.Join(m.DelRcpts, ",") != "drop@example.org,redirect@example.org" || len(m.AddRcpts) != 1 || m.AddRcpts[0].Addr != "spam@example.org" ||
+	del, add := m.Envelope.Resolve(mixed.Rcpts)
+	if strings.Join(del, ",") != "drop@example.org,redirect@example.org" || len(add) != 1 || add[0].Addr != "spam@example.org" ||
 		m.Quarantine != "looks like spam" || len(m.RemoveAll) != 1 || m.RemoveAll[0] != "X-Brightmail-Tracker" {
 		t.Errorf("mixed: %+v", m)
 	}
@@ -84,7 +85,7 @@ func TestModuleOutcomes(t *testing.T) {
 	if verdicts != 3 { // keep (deliver), redirect, hold: three distinct verdicts; the dropped one gets none
 		t.Errorf("%d verdict headers: %+v", verdicts, m.Append)
 	}
-	if r := mixed.Rcpts[0].BMI; r.Deliver || r.Outcome != "drop" || len(r.Fired) == 0 || r.Verdict == "" {
+	if r := RcptFactsOf(mixed.Rcpts[0]); r.Deliver || r.Outcome != "drop" || len(r.Fired) == 0 || r.Verdict == "" {
 		t.Errorf("dropped recipient facts %+v", r)
 	}
 
@@ -106,8 +107,8 @@ func TestModuleOutcomes(t *testing.T) {
 
 	// Scanner down for a profile: its recipients are delivered normally.
 	down := runModule(t, rules, scripted{}, map[string][]string{"a@example.org": {"strict"}}, []string{"a@example.org"})
-	if r := down.Rcpts[0].BMI; !r.Deliver || r.Scanned || r.Verdict != "" || len(down.Mutations.DelRcpts) != 0 || down.BMI.Reason != KindDial {
-		t.Errorf("scanner down: %+v %+v", r, down.BMI)
+	if r := RcptFactsOf(down.Rcpts[0]); !r.Deliver || r.Scanned || r.Verdict != "" || !down.Mutations.Envelope.Empty() || FactsOf(down).Reason != KindDial {
+		t.Errorf("scanner down: %+v %+v", r, FactsOf(down))
 	}
 }
 

@@ -1,3 +1,5 @@
+//go:build e2e
+
 package bmi
 
 import (
@@ -16,6 +18,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/tollgate/tollgate/internal/e2e"
 )
 
 // A real rspamd (Debian package rspamd, 3.4): a private configuration of our
@@ -81,7 +85,7 @@ var (
 
 func sharedRspamd(t *testing.T) *rspamdInstance {
 	t.Helper()
-	path := requireProgram(t, "rspamd", "rspamd")
+	path := e2e.RequireProgram(t, "rspamd", "rspamd")
 	rspamdOnce.Do(func() {
 		start := time.Now()
 		rspamdShared, rspamdErr = startRspamd(path)

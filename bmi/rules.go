@@ -241,17 +241,6 @@ func asciiEqualFold(a, b string) bool {
 	return true
 }
 
-// Find returns the verdict of the first recipient whose RCPT address is
-// addr, compared case-insensitively as Exim does, or NoVerdict.
-func Find(rcpts []RcptInput, verdicts []Verdict, addr string) Verdict {
-	for i, r := range rcpts {
-		if i < len(verdicts) && asciiEqualFold(r.Addr, addr) {
-			return verdicts[i]
-		}
-	}
-	return NoVerdict()
-}
-
 // Validate checks a rule list and reports every problem at once
 // (errors.Join), each starting with "bmi: rule".
 func Validate(rules []Rule) error {

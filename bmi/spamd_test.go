@@ -1,3 +1,5 @@
+//go:build e2e
+
 package bmi
 
 import (
@@ -13,6 +15,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/tollgate/tollgate/internal/e2e"
 )
 
 // A real spamd (Debian packages spamassassin and spamd): loopback only,
@@ -44,7 +48,7 @@ var (
 // sharedSpamd is the spamd of this test binary, started at first use.
 func sharedSpamd(t *testing.T) *spamdInstance {
 	t.Helper()
-	path := requireProgram(t, "spamd", "spamassassin spamd")
+	path := e2e.RequireProgram(t, "spamd", "spamassassin spamd")
 	spamdOnce.Do(func() {
 		start := time.Now()
 		spamdShared, spamdErr = startSpamd(path)
@@ -240,17 +244,6 @@ func strictHeader(v Verdict) bool {
 	return err == nil && a.Kind == AltHeader && a.HeaderName == "X-Spam-Folder"
 }
 
-// exampleRules are the rules of README's example.
-func exampleRules() []Rule {
-	return []Rule{
-		{ID: 1, When: Conditions{SymbolsAny: []string{"GTUBE"}, OptinAny: []string{"drop-spam"}}, Outcome: OutcomeDrop},
-		{ID: 2, When: Conditions{ScoreAbove: ptr(20.0)}, Outcome: OutcomeAlternate, AltLocation: "redirect:spam-trap@example.net"},
-		{ID: 3, When: Conditions{IsSpam: ptr(true)}, Outcome: OutcomeAlternate, AltLocation: "header:X-Spam-Folder: Junk"},
-		{ID: 4, When: Conditions{Actions: []string{"reject"}}, Outcome: OutcomeDrop},
-		{ID: 5, When: Conditions{Actions: []string{"add header", "rewrite subject"}}, Outcome: OutcomeAlternate, AltLocation: "quarantine:held by bmi rule 5"},
-	}
-}
-
 func TestSpamdCheckCommandAndUnixSocket(t *testing.T) {
 	sd := sharedSpamd(t)
 	msg := gtubeMessage('X')
@@ -289,19 +282,10 @@ func TestSpamdRealErrorReply(t *testing.T) {
 	}
 }
 
-func TestSpamdTooBig(t *testing.T) {
-	b := NewSpamd(SpamdOptions{Address: "127.0.0.1:1", MaxSize: 100})
-	msg := cleanMessage()
-	_, err := b.Scan(context.Background(), bytes.NewReader(msg), int64(len(msg)), env(), "")
-	if Kind(err) != KindTooBig {
-		t.Fatalf("got %v; want too_big without a connection", err)
-	}
-}
-
 // spamd stopped mid-test: the next scan fails with a dial error, and the
 // recipients get no verdict, which is normal delivery.
 func TestSpamdStoppedMidTest(t *testing.T) {
-	path := requireProgram(t, "spamd", "spamassassin spamd")
+	path := e2e.RequireProgram(t, "spamd", "spamassassin spamd")
 	t.Parallel() // its own spamd starts while the other tests run
 	sd, err := startSpamd(path)
 	if err != nil {

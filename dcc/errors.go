@@ -105,6 +105,18 @@ type opError struct {
 	cause  error
 }
 
+// ConfigField names the option of a configuration error as the dcc:
+// section spells it, so the loader reports it at that key's line.
+func (e *opError) ConfigField() string {
+	if e.kind != ErrConfig {
+		return ""
+	}
+	if e.op == "option" {
+		return "options"
+	}
+	return e.op
+}
+
 func (e *opError) Error() string {
 	s := "dcc: " + e.op
 	if e.detail != "" {

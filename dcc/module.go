@@ -39,6 +39,9 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 // Controls the policy sets at mail or rcpt to change one message's request.
 var Controls = map[string]string{"dcc_grey_off": "grey-off", "dcc_query": "query", "dcc_no_reject": "no-reject"}
 
+// controlNames are the keys of Controls in a stable order.
+var controlNames = []string{"dcc_grey_off", "dcc_query", "dcc_no_reject"}
+
 // Variables from the seed: set in the rcpt ACL, read when the request starts
 // (override) or once the message is accepted (extra header).
 const (
@@ -70,7 +73,11 @@ func NewModule(o ModuleOptions) *Module {
 
 func (m *Module) Name() string { return "dcc" }
 
-func (m *Module) Actions() milter.Actions { return milter.ActAddHeader }
+// Needs: the message streams to dccifd as it comes (headers and body); the
+// X-DCC header is added once accepted.
+func (m *Module) Needs() milter.Needs {
+	return milter.Needs{Headers: true, Body: true, Actions: milter.ActAddHeader}
+}
 
 type state struct {
 	req *Request
@@ -97,8 +104,12 @@ func (m *Module) request(ctx context.Context, t *milter.Txn) *state {
 			m.o.Log.Warn("ignoring a bad DCC client address override", "queue_id", t.QueueID, "value", v)
 		}
 	}
+	// The addresses the message would go to: a reversed SRS bounce is
+	// checked as its real recipient.
 	for _, r := range t.AcceptedRcpts() {
-		env.Rcpts = append(env.Rcpts, Rcpt{Addr: r.Addr})
+		if addr, dropped := t.Mutations.Envelope.Target(r); !dropped {
+			env.Rcpts = append(env.Rcpts, Rcpt{Addr: addr})
+		}
 	}
 	var extra []string
 	for control, word := range Controls {
@@ -133,7 +144,7 @@ func (m *Module) Body(ctx context.Context, t *milter.Txn, chunk []byte) error {
 // /defer_ok), never a module failure.
 func (m *Module) EndOfMessage(ctx context.Context, t *milter.Txn) error {
 	st := m.request(ctx, t)
-	f := &t.DCC
+	f := factsFor(t)
 	f.Checked = true
 	err := st.err
 	var res *Result
@@ -161,8 +172,8 @@ func (m *Module) Finalize(_ context.Context, t *milter.Txn, d milter.Decision) e
 	if d.Verdict != milter.Accept {
 		return nil
 	}
-	if m.o.AddHeader && t.DCC.Header != "" {
-		if name, value, ok := strings.Cut(t.DCC.Header, ":"); ok {
+	if f := FactsOf(t); m.o.AddHeader && f.Header != "" {
+		if name, value, ok := strings.Cut(f.Header, ":"); ok {
 			t.Mutations.Append = append(t.Mutations.Append, milter.HeaderField{Name: name, Value: FoldHeader(name, strings.TrimSpace(value), 78)})
 		}
 	}

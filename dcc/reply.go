@@ -102,7 +102,7 @@ func ParseReply(r io.Reader, nrcpts int) (*Result, error) {
 		}
 		return nil, err
 	}
-	if len(line) != 1 || !strings.Contains("ARGTS", string(line)) {
+	if len(line) != 1 || !strings.ContainsRune("ARGTS", rune(line[0])) {
 		return nil, newErr(ErrGarbage, "read reply", fmt.Sprintf("bad result line %s", quote(line)), nil)
 	}
 	res := &Result{Overall: line[0], Verdict: VerdictOf(line[0])}

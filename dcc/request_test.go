@@ -16,8 +16,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tollgate/tollgate/dcc/dcctest"
 	"go.uber.org/goleak"
+
+	"github.com/tollgate/tollgate/dcc/dcctest"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }

@@ -1,3 +1,5 @@
+//go:build e2e
+
 package deploy_test
 
 import (
@@ -12,6 +14,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"slices"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -20,9 +23,13 @@ import (
 	"time"
 
 	gomilter "github.com/d--j/go-milter"
+
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/tollgate/tollgate/internal/mta"
+
 	"github.com/tollgate/tollgate/dcc/dcctest"
+	"github.com/tollgate/tollgate/internal/e2e"
 	"github.com/tollgate/tollgate/policy"
 )
 
@@ -57,7 +64,7 @@ var live struct {
 func liveDaemon(t testing.TB) *liveResult {
 	t.Helper()
 	bin := tollgateBinary(t)
-	strace := requireProgram(t, "strace", "strace")
+	strace := e2e.RequireProgram(t, "strace", "strace")
 	live.once.Do(func() { live.res, live.err = runLive(bin, strace) })
 	if live.err != nil {
 		t.Fatal(live.err)
@@ -262,7 +269,7 @@ func runLive(bin, strace string) (res *liveResult, err error) {
 // describe lists every metric name the daemon's registry code registers for
 // this configuration, as the daemon builds it (cmd/tollgate/daemon.go).
 func describe(config string) (map[string]bool, error) {
-	p, err := policy.LoadFile(config)
+	p, err := policy.LoadFile(config, features...)
 	if err != nil {
 		return nil, err
 	}
@@ -415,7 +422,7 @@ func deliver(sock string, m liveMsg) (*delivery, error) {
 		macros.Set(k, v)
 	}
 	dialer := &hangUpDialer{armed: m.hangUpAfterEOM}
-	mc := gomilter.NewClient("unix", sock, gomilter.WithAction(gomilter.AllClientSupportedActionMasks), gomilter.WithDialer(dialer))
+	mc := mta.NewClient("unix", sock, gomilter.WithDialer(dialer))
 	s, err := mc.Session(macros)
 	if err != nil {
 		return nil, err
@@ -592,4 +599,69 @@ func hangUp() (net.Listener, error) {
 		}
 	}()
 	return ln, nil
+}
+
+// Every metric the dashboard and the alert rules use is one the daemon
+// exposes, and every tollgate metric the daemon has is on the dashboard.
+func TestDashboardAndRulesUseRealMetrics(t *testing.T) {
+	live := liveDaemon(t)
+	exposed := map[string]bool{}
+	for name, typ := range live.families {
+		exposed[name] = true
+		switch typ {
+		case "histogram":
+			exposed[name+"_bucket"], exposed[name+"_sum"], exposed[name+"_count"] = true, true, true
+		case "summary":
+			exposed[name+"_sum"], exposed[name+"_count"] = true, true
+		}
+	}
+	for name, why := range notOnMetrics {
+		if !live.described[name] {
+			t.Errorf("%s is allowed off /metrics (only after %s) but the daemon does not register it", name, why)
+		}
+		if exposed[name] {
+			t.Errorf("%s showed on /metrics after all: take it off notOnMetrics", name)
+		}
+	}
+
+	used := map[string][]string{} // metric -> where
+	for where, expr := range dashboardExprs(t) {
+		for _, name := range promqlMetrics(expr) {
+			used[name] = append(used[name], where)
+		}
+	}
+	for where, expr := range ruleExprs(t) {
+		for _, name := range promqlMetrics(expr) {
+			used[name] = append(used[name], where)
+		}
+	}
+	if len(used) < 30 {
+		t.Fatalf("only %d metric names found in the dashboard and rules: is the expression parser broken? %v", len(used), used)
+	}
+	for name, where := range used {
+		if !exposed[name] && !fromPrometheus[name] && notOnMetrics[name] == "" {
+			sort.Strings(where)
+			t.Errorf("%s is not a metric the daemon exposes (used in %s)", name, strings.Join(where, ", "))
+		}
+	}
+
+	// The other way: every tollgate metric has its panel.
+	onDashboard := map[string]bool{}
+	for _, expr := range dashboardExprs(t) {
+		for _, name := range promqlMetrics(expr) {
+			onDashboard[strings.TrimSuffix(name, "_bucket")] = true
+		}
+	}
+	all := map[string]bool{}
+	for name := range live.described {
+		all[name] = true
+	}
+	for name := range live.families {
+		all[name] = true
+	}
+	for name := range all {
+		if strings.HasPrefix(name, "tollgate_") && !onDashboard[name] {
+			t.Errorf("the daemon's metric %s is on no dashboard panel", name)
+		}
+	}
 }

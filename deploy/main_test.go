@@ -37,17 +37,6 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// requireProgram fails the test when a program is missing, naming the
-// Debian package that has it.
-func requireProgram(t testing.TB, name, pkg string) string {
-	t.Helper()
-	p, err := exec.LookPath(name)
-	if err != nil {
-		t.Fatalf("%s is missing: install the Debian package %s (scripts/install-test-deps.sh does)", name, pkg)
-	}
-	return p
-}
-
 // requireRoot fails a test that changes the machine (users, packages).
 func requireRoot(t testing.TB) {
 	t.Helper()

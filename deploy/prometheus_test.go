@@ -1,14 +1,18 @@
+//go:build e2e
+
 package deploy_test
 
 import (
 	"strings"
 	"testing"
+
+	"github.com/tollgate/tollgate/internal/e2e"
 )
 
 // The alert rules load in Prometheus, and fire when and only when they
 // should (tests/tollgate.rules.test.yml: promtool's unit tests).
 func TestPrometheusRules(t *testing.T) {
-	promtool := requireProgram(t, "promtool", "prometheus")
+	promtool := e2e.RequireProgram(t, "promtool", "prometheus")
 	out := run(t, promtool, "check", "rules", rulesFile)
 	if !strings.Contains(out, "SUCCESS") {
 		t.Fatalf("promtool check rules:\n%s", out)

@@ -6,6 +6,9 @@ import (
 	"math"
 	"sort"
 	"strings"
+
+	"github.com/tollgate/tollgate/internal/message"
+	"github.com/tollgate/tollgate/internal/mta"
 )
 
 // This file is the one place that writes to the MTA. Modules and the policy only
@@ -18,7 +21,8 @@ import (
 //  3. insert at the top, so that the final order from the top is: the ARC set,
 //     Authentication-Results, then headers the policy put ":at_start:";
 //  4. append headers at the bottom;
-//  5. change the envelope sender, delete recipients, add recipients;
+//  5. change the envelope sender, delete recipients, add recipients, as
+//     resolved by the one envelope owner (envelope.go);
 //  6. quarantine.
 
 // HeaderField is a header to add; Value is without the leading space.
@@ -49,21 +53,22 @@ type Mutations struct {
 	AuthResults   []HeaderField // top-most first, below the ARC set
 	Prepend       []HeaderField // top-most first, below Authentication-Results
 	Append        []HeaderField
-	ChangeFrom    *Envelope
-	DelRcpts      []string
-	AddRcpts      []Envelope
-	Quarantine    string
+	// Envelope owns every sender and recipient change; modules propose
+	// through its methods, never by editing delete/add lists.
+	Envelope   EnvelopeChanges
+	Quarantine string
 }
 
 // Empty reports whether nothing would be sent to the MTA.
 func (m *Mutations) Empty() bool {
 	return len(m.Changes) == 0 && len(m.RemoveHeaders) == 0 && len(m.RemoveAll) == 0 &&
 		len(m.ARCSet) == 0 && len(m.AuthResults) == 0 && len(m.Prepend) == 0 && len(m.Append) == 0 &&
-		m.ChangeFrom == nil && len(m.DelRcpts) == 0 && len(m.AddRcpts) == 0 && m.Quarantine == ""
+		m.Envelope.Empty() && m.Quarantine == ""
 }
 
-// Needs returns the milter actions these mutations use.
-func (m *Mutations) Needs() Actions {
+// Needs returns the milter actions these mutations use for a message with
+// these recipients.
+func (m *Mutations) Needs(rcpts []*Recipient) Actions {
 	var a Actions
 	if len(m.Changes) > 0 || len(m.RemoveHeaders) > 0 || len(m.RemoveAll) > 0 {
 		a |= ActChangeHeader
@@ -71,13 +76,14 @@ func (m *Mutations) Needs() Actions {
 	if len(m.ARCSet) > 0 || len(m.AuthResults) > 0 || len(m.Prepend) > 0 || len(m.Append) > 0 {
 		a |= ActAddHeader
 	}
-	if m.ChangeFrom != nil {
+	if m.Envelope.Sender() != nil {
 		a |= ActChangeFrom
 	}
-	if len(m.DelRcpts) > 0 {
+	del, add := m.Envelope.Resolve(rcpts)
+	if len(del) > 0 {
 		a |= ActDelRcpt
 	}
-	if len(m.AddRcpts) > 0 {
+	if len(add) > 0 {
 		a |= ActAddRcpt
 	}
 	if m.Quarantine != "" {
@@ -101,10 +107,11 @@ type MTA interface {
 const appendIndex = math.MaxInt32
 
 // Apply sends the mutations to the MTA in the documented order. headers are the
-// headers as received (for RemoveAll); leadingSpace is whether the MTA writes
-// header values exactly as given (then the space after the colon is ours to add).
-// It stops at the first MTA error: the connection is broken then.
-func (m *Mutations) Apply(mta MTA, headers []Header, leadingSpace bool) error {
+// headers as received (for RemoveAll); rcpts the recipients as given at RCPT
+// (for the envelope); leadingSpace is whether the MTA writes header values
+// exactly as given (then the space after the colon is ours to add). It stops
+// at the first MTA error: the connection is broken then.
+func (m *Mutations) Apply(mta MTA, headers []Header, rcpts []*Recipient, leadingSpace bool) error {
 	val := func(v string) string {
 		if leadingSpace && v != "" && v[0] != ' ' && v[0] != '\t' {
 			return " " + v
@@ -152,17 +159,18 @@ func (m *Mutations) Apply(mta MTA, headers []Header, leadingSpace bool) error {
 			return fmt.Errorf("milter: add header %s: %w", f.Name, err)
 		}
 	}
-	if m.ChangeFrom != nil {
-		if err := mta.ChangeFrom(AddAngle(m.ChangeFrom.Addr), m.ChangeFrom.Args); err != nil {
+	if from := m.Envelope.Sender(); from != nil {
+		if err := mta.ChangeFrom(AddAngle(from.Addr), from.Args); err != nil {
 			return fmt.Errorf("milter: change sender: %w", err)
 		}
 	}
-	for _, r := range m.DelRcpts {
+	del, add := m.Envelope.Resolve(rcpts)
+	for _, r := range del {
 		if err := mta.DeleteRecipient(AddAngle(r)); err != nil {
 			return fmt.Errorf("milter: delete recipient: %w", err)
 		}
 	}
-	for _, r := range m.AddRcpts {
+	for _, r := range add {
 		if err := mta.AddRecipient(AddAngle(r.Addr), r.Args); err != nil {
 			return fmt.Errorf("milter: add recipient: %w", err)
 		}
@@ -272,42 +280,35 @@ func AddAngle(s string) string {
 // FinalHeaders is the header list as the next hop will see it once Apply has
 // run, values as on the wire after the colon (leading space included): what
 // an ARC seal must sign. The ARC set itself is not included, and neither is
-// the MTA's own Received line, which milters never see.
+// the MTA's own Received line, which milters never see. It replays Apply on
+// mta.HeaderList, the model of how the MTA applies changes that
+// `tollgate test --emit` uses too.
 func (m *Mutations) FinalHeaders(received []Header, leadingSpace bool) []Header {
-	wire := func(v string) string {
-		if v != "" && v[0] != ' ' && v[0] != '\t' {
-			return " " + v
-		}
-		return v
-	}
-	removed := m.removals(received)
-	out := make([]Header, 0, len(received)+len(m.AuthResults)+len(m.Prepend)+len(m.Append))
-	for _, group := range [][]HeaderField{m.AuthResults, m.Prepend} {
-		for _, f := range group {
-			out = append(out, Header{Name: f.Name, Value: wire(f.Value)})
-		}
-	}
-	count := make(map[string]int)
+	list := mta.HeaderList{Fields: make([]message.Field, 0, len(received)+len(m.allAdded())), LeadingSpace: leadingSpace}
 	for _, h := range received {
-		name := strings.ToLower(h.Name)
-		count[name]++
-		ref := HeaderRef{Name: name, Index: count[name]}
-		if hasRef(removed, ref) {
-			continue
-		}
 		v := h.Value
-		for _, c := range m.Changes {
-			if c.Index == ref.Index && strings.EqualFold(c.Name, ref.Name) {
-				v = c.Value
-			}
-		}
 		if !leadingSpace {
 			v = " " + v // the MTA swallowed it
 		}
-		out = append(out, Header{Name: h.Name, Value: wire(v)})
+		list.Fields = append(list.Fields, message.Field{Name: h.Name, Value: v})
 	}
-	for _, f := range m.Append {
-		out = append(out, Header{Name: f.Name, Value: wire(f.Value)})
+	// A change Apply refuses fails the message; what is signed then goes nowhere.
+	_ = m.Apply(headerMTA{&list}, received, nil, leadingSpace)
+	out := make([]Header, 0, len(list.Fields))
+	for _, f := range list.Fields[min(len(m.ARCSet), len(list.Fields)):] {
+		v := f.Value
+		if v != "" && v[0] != ' ' && v[0] != '\t' {
+			v = " " + v
+		}
+		out = append(out, Header{Name: f.Name, Value: v})
 	}
 	return out
 }
+
+// headerMTA is an MTA that keeps only the header changes.
+type headerMTA struct{ *mta.HeaderList }
+
+func (headerMTA) ChangeFrom(string, string) error   { return nil }
+func (headerMTA) AddRecipient(string, string) error { return nil }
+func (headerMTA) DeleteRecipient(string) error      { return nil }
+func (headerMTA) Quarantine(string) error           { return nil }

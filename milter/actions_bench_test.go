@@ -38,13 +38,16 @@ func applyHeaders(n int) []milter.Header {
 
 func BenchmarkApply(b *testing.B) {
 	arc := func() milter.Mutations {
-		return milter.Mutations{
+		m := milter.Mutations{
 			RemoveAll:   []string{"X-Tollgate-Checked", "X-Spam-Flag"},
 			ARCSet:      []milter.HeaderField{{Name: "ARC-Seal", Value: "i=2; a=rsa-sha256; t=1772529302; cv=pass; d=example.org; s=arc2026; b=abc"}, {Name: "ARC-Message-Signature", Value: "i=2; a=rsa-sha256; c=relaxed/relaxed; d=example.org; s=arc2026; h=from:to; bh=abc; b=def"}, {Name: "ARC-Authentication-Results", Value: "i=2; mx.example.org; arc=pass"}},
 			AuthResults: []milter.HeaderField{{Name: "Authentication-Results", Value: "mx.example.org; arc=pass (i=1); dkim=pass header.d=example.net"}},
 			Prepend:     []milter.HeaderField{{Name: "X-Tollgate-Checked", Value: "mx.example.org for [203.0.113.5]"}},
-			ChangeFrom:  &milter.Envelope{Addr: "SRS0=HHH=TT=example.net=sender@fwd.example.org"},
 		}
+		if err := m.Envelope.ChangeSender("SRS0=HHH=TT=example.net=sender@fwd.example.org", "", "srs"); err != nil {
+			panic(err)
+		}
+		return m
 	}
 	for _, c := range []struct {
 		name    string
@@ -70,7 +73,7 @@ func BenchmarkApply(b *testing.B) {
 			m := c.muts()
 			mta := &countingMTA{}
 			for b.Loop() {
-				if err := m.Apply(mta, hdrs, true); err != nil {
+				if err := m.Apply(mta, hdrs, nil, true); err != nil {
 					b.Fatal(err)
 				}
 			}

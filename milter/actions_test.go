@@ -46,13 +46,15 @@ func TestApplyOrder(t *testing.T) {
 		AuthResults:   []HeaderField{{"Authentication-Results", "mx.example.org; arc=none"}},
 		Prepend:       []HeaderField{{"X-First", "1"}, {"X-Second", "2"}},
 		Append:        []HeaderField{{"X-Last", "z"}},
-		ChangeFrom:    &Envelope{Addr: "SRS0=x@fwd.example.org"},
-		DelRcpts:      []string{"a@example.org"},
-		AddRcpts:      []Envelope{{Addr: "b@example.org"}},
 		Quarantine:    "held",
 	}
+	rcpts := []*Recipient{{Addr: "a@example.org"}}
+	if err := m.Envelope.ChangeSender("SRS0=x@fwd.example.org", "", "srs"); err != nil {
+		t.Fatal(err)
+	}
+	m.Envelope.Redirect(rcpts[0], "b@example.org", "bmi")
 	var r recorder
-	if err := m.Apply(&r, received, true); err != nil {
+	if err := m.Apply(&r, received, rcpts, true); err != nil {
 		t.Fatal(err)
 	}
 	want := []string{
@@ -83,7 +85,7 @@ func TestApplyOrder(t *testing.T) {
 func TestApplyWithoutLeadingSpace(t *testing.T) {
 	m := Mutations{Append: []HeaderField{{"X-A", "v"}}}
 	var r recorder
-	if err := m.Apply(&r, nil, false); err != nil {
+	if err := m.Apply(&r, nil, nil, false); err != nil {
 		t.Fatal(err)
 	}
 	if want := []string{`ins 2147483647 X-A="v"`}; !reflect.DeepEqual(r.calls, want) {
@@ -95,7 +97,7 @@ func TestApplyRefusesInjection(t *testing.T) {
 	for _, f := range []HeaderField{{"X-A", "v\r\nBcc: victim@example.org"}, {"X-A", "v\nInjected: 1"}, {"Bad Name", "v"}, {"", "v"}, {"X:A", "v"}} {
 		m := Mutations{Append: []HeaderField{f}}
 		var r recorder
-		if err := m.Apply(&r, nil, true); err == nil {
+		if err := m.Apply(&r, nil, nil, true); err == nil {
 			t.Errorf("%q accepted", f)
 		}
 		if len(r.calls) != 0 {
@@ -103,15 +105,17 @@ func TestApplyRefusesInjection(t *testing.T) {
 		}
 	}
 	ok := Mutations{Append: []HeaderField{{"X-Folded", "a\r\n\tb"}}}
-	if err := ok.Apply(&recorder{}, nil, true); err != nil {
+	if err := ok.Apply(&recorder{}, nil, nil, true); err != nil {
 		t.Errorf("folded value refused: %v", err)
 	}
 }
 
 func TestApplyStopsAtMTAError(t *testing.T) {
-	m := Mutations{Append: []HeaderField{{"X-A", "1"}}, DelRcpts: []string{"a@b"}, Quarantine: "q"}
+	m := Mutations{Append: []HeaderField{{"X-A", "1"}}, Quarantine: "q"}
+	rcpts := []*Recipient{{Addr: "a@b"}}
+	m.Envelope.Drop(rcpts[0], "test")
 	r := recorder{fail: "delrcpt"}
-	if err := m.Apply(&r, nil, true); err == nil {
+	if err := m.Apply(&r, nil, rcpts, true); err == nil {
 		t.Fatal("no error")
 	}
 	if last := r.calls[len(r.calls)-1]; !strings.HasPrefix(last, "delrcpt") {
@@ -120,8 +124,10 @@ func TestApplyStopsAtMTAError(t *testing.T) {
 }
 
 func TestMutationsNeeds(t *testing.T) {
-	m := Mutations{Append: []HeaderField{{"X", "1"}}, RemoveAll: []string{"Y"}, DelRcpts: []string{"a"}}
-	if got, want := m.Needs(), ActAddHeader|ActChangeHeader|ActDelRcpt; got != want {
+	m := Mutations{Append: []HeaderField{{"X", "1"}}, RemoveAll: []string{"Y"}}
+	rcpts := []*Recipient{{Addr: "a"}}
+	m.Envelope.Drop(rcpts[0], "test")
+	if got, want := m.Needs(rcpts), ActAddHeader|ActChangeHeader|ActDelRcpt; got != want {
 		t.Errorf("needs %b want %b", got, want)
 	}
 	if !(&Mutations{}).Empty() || m.Empty() {

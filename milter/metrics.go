@@ -8,23 +8,26 @@ import (
 // registry. Label values come from closed sets only: stages, verdicts, module
 // and rule names from the configuration, error kinds. Never an address.
 type Metrics struct {
-	SessionsActive   prometheus.Gauge
-	Sessions         prometheus.Counter
-	Messages         *prometheus.CounterVec   // decision
-	Recipients       *prometheus.CounterVec   // result
-	StageDuration    *prometheus.HistogramVec // stage
-	ModuleDuration   *prometheus.HistogramVec // module, stage
-	ModuleErrors     *prometheus.CounterVec   // module, kind
-	PolicyDecisions  *prometheus.CounterVec   // stage, rule, verb
-	PolicyErrors     *prometheus.CounterVec   // stage
-	MessageBytes     prometheus.Histogram
-	ProtocolWarnings prometheus.Counter
-	MTAErrors        *prometheus.CounterVec // operation
-	ConfigReloads    *prometheus.CounterVec // result
-	ConfigLastReload prometheus.Gauge
-	ConfigLastOK     prometheus.Gauge
-	ProxySessions    *prometheus.CounterVec // kind
-	UntrustedLogins  prometheus.Counter
+	SessionsActive  prometheus.Gauge
+	Sessions        prometheus.Counter
+	Messages        *prometheus.CounterVec   // decision
+	Recipients      *prometheus.CounterVec   // result
+	StageDuration   *prometheus.HistogramVec // stage
+	ModuleDuration  *prometheus.HistogramVec // module, stage
+	ModuleErrors    *prometheus.CounterVec   // module, kind
+	PolicyDecisions *prometheus.CounterVec   // stage, rule, verb
+	PolicyErrors    *prometheus.CounterVec   // stage
+	// PolicyUnknownValues counts variables expanded where they had no value
+	// (check refuses such uses; this is the run-time last line of defence).
+	PolicyUnknownValues *prometheus.CounterVec // stage
+	MessageBytes        prometheus.Histogram
+	ProtocolWarnings    prometheus.Counter
+	MTAErrors           *prometheus.CounterVec // operation
+	ConfigReloads       *prometheus.CounterVec // result
+	ConfigLastReload    prometheus.Gauge
+	ConfigLastOK        prometheus.Gauge
+	ProxySessions       *prometheus.CounterVec // kind
+	UntrustedLogins     prometheus.Counter
 
 	// Monitor mode: decisions made but not carried out.
 	MonitorDecisions *prometheus.CounterVec // stage, decision
@@ -63,6 +66,8 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "ACL rules that fired, by stage, rule name and verb."}, []string{"stage", "rule", "verb"}),
 		PolicyErrors: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "tollgate", Name: "policy_errors_total",
 			Help: "Policy evaluations that failed (the on_error decision was used)."}, []string{"stage"}),
+		PolicyUnknownValues: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "tollgate", Name: "policy_unknown_values_total",
+			Help: "Variables expanded to an empty string because they had no value where the policy used them."}, []string{"stage"}),
 		MessageBytes: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: "tollgate", Name: "message_size_bytes",
 			Help: "Size of messages that reached end of message.", Buckets: prometheus.ExponentialBuckets(1024, 4, 10)}),
 		ProtocolWarnings: prometheus.NewCounter(prometheus.CounterOpts{Namespace: "tollgate", Name: "milter_protocol_warnings_total",
@@ -81,7 +86,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "1 if the last configuration (re)load succeeded, 0 if the old configuration is still in use."}),
 	}
 	reg.MustRegister(m.SessionsActive, m.Sessions, m.Messages, m.Recipients, m.StageDuration, m.ModuleDuration,
-		m.ModuleErrors, m.PolicyDecisions, m.PolicyErrors, m.MessageBytes, m.ProtocolWarnings, m.MTAErrors,
+		m.ModuleErrors, m.PolicyDecisions, m.PolicyErrors, m.PolicyUnknownValues, m.MessageBytes, m.ProtocolWarnings, m.MTAErrors,
 		m.ConfigReloads, m.ConfigLastReload, m.ConfigLastOK, m.ProxySessions, m.UntrustedLogins)
 	m.registerWire(reg)
 	m.registerMonitor(reg)
@@ -96,6 +101,9 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	}
 	for _, r := range []string{"success", "failure"} {
 		m.ConfigReloads.WithLabelValues(r)
+	}
+	for _, s := range PolicyStages {
+		m.PolicyUnknownValues.WithLabelValues(s.String())
 	}
 	return m
 }

@@ -127,10 +127,48 @@ type Runtime interface {
 	Identity() *IdentityConfig
 }
 
+// Held is implemented by a Runtime that holds resources (database
+// connections) to give back once nothing can use it any more. The server
+// holds a runtime while it is the current or previous configuration and
+// while a session started with it is open; the last Release frees it.
+type Held interface {
+	Hold()
+	Release()
+}
+
+func hold(rt Runtime) {
+	if h, ok := rt.(Held); ok {
+		h.Hold()
+	}
+}
+
+func release(rt Runtime) {
+	if h, ok := rt.(Held); ok {
+		h.Release()
+	}
+}
+
+// NeedsDeclarer is a module that says what it needs negotiated with the
+// MTA, instead of having it inferred from the hooks it implements: a hook
+// present only to make the MTA send something is a marker, not a need.
+type NeedsDeclarer interface {
+	Needs() Needs
+}
+
 // RuntimeNeeds merges what the policy and every module of a runtime need.
 func RuntimeNeeds(rt Runtime) Needs {
 	n := rt.PolicyNeeds()
 	for _, m := range rt.Modules() {
+		if d, ok := m.(NeedsDeclarer); ok {
+			mn := d.Needs()
+			n.Headers = n.Headers || mn.Headers
+			n.Body = n.Body || mn.Body
+			n.Actions |= mn.Actions
+			for i, r := range mn.Reply {
+				n.Reply[i] = n.Reply[i] || r
+			}
+			continue
+		}
 		if _, ok := m.(HeaderHook); ok {
 			n.Headers = true
 		}

@@ -128,7 +128,7 @@ func (c *connection) monitorEnd(m gomilter.Modifier, t *Txn, d Decision, record 
 	t.Decision = d
 	if fields := c.monitorHeaders(); len(fields) > 0 {
 		header := Mutations{Append: fields}
-		if err := header.Apply(m, nil, c.leadingSpace); err != nil {
+		if err := header.Apply(m, nil, t.Rcpts, c.leadingSpace); err != nil {
 			c.srv.metrics.MTAErrors.WithLabelValues("modify").Inc()
 			c.srv.log.Error("sending changes to the MTA failed", "session", c.sess.ID, "queue_id", t.QueueID, "err", err)
 			t.Decision = Decision{Verdict: TempFail, Rule: "mta_error", Reason: err.Error()}
@@ -201,7 +201,7 @@ func headerSafe(s string) string {
 
 // suppressed says what changes monitor mode left out, for the summary line:
 // "add_header:3,del_rcpt:1,change_from".
-func suppressed(m *Mutations) string {
+func suppressed(m *Mutations, rcpts []*Recipient) string {
 	var parts []string
 	count := func(name string, n int) {
 		if n > 0 {
@@ -211,11 +211,12 @@ func suppressed(m *Mutations) string {
 	count("add_header", len(m.ARCSet)+len(m.AuthResults)+len(m.Prepend)+len(m.Append))
 	count("change_header", len(m.Changes))
 	count("remove_header", len(m.RemoveHeaders)+len(m.RemoveAll))
-	if m.ChangeFrom != nil {
+	if m.Envelope.Sender() != nil {
 		parts = append(parts, "change_from")
 	}
-	count("del_rcpt", len(m.DelRcpts))
-	count("add_rcpt", len(m.AddRcpts))
+	del, add := m.Envelope.Resolve(rcpts)
+	count("del_rcpt", len(del))
+	count("add_rcpt", len(add))
 	if m.Quarantine != "" {
 		parts = append(parts, "quarantine")
 	}

@@ -153,9 +153,8 @@ func TestMonitorModeDecidesButAccepts(t *testing.T) {
 		{name: "envelope and seal", rcpts: []string{"bob@example.org"},
 			mods: []Module{eomModule{apply: func(t *Txn) {
 				t.Mutations.ARCSet = []HeaderField{{"ARC-Seal", "i=1; cv=none"}}
-				t.Mutations.ChangeFrom = &Envelope{Addr: "SRS0=abcd=JW=example.net=a@fwd.example.org"}
-				t.Mutations.DelRcpts = []string{"bob@example.org"}
-				t.Mutations.AddRcpts = []Envelope{{Addr: "alt@example.org"}}
+				t.Mutations.Envelope.ChangeSender("SRS0=abcd=JW=example.net=a@fwd.example.org", "", "srs")
+				t.Mutations.Envelope.Redirect(t.Rcpts[0], "alt@example.org", "bmi")
 			}}},
 			want: []string{"decision=accept", "suppressed=add_header:1,change_from,del_rcpt:1,add_rcpt:1"}},
 		{name: "forged SRS refused by its module", mods: []Module{rcptRejecter{}}, from: "",
@@ -164,7 +163,7 @@ func TestMonitorModeDecidesButAccepts(t *testing.T) {
 			metrics: [][2]string{{"rcpt", "reject"}}},
 		{name: "SRS reversal not carried out", mods: []Module{srsLike{}}, from: "",
 			rcpts: []string{"SRS0=gy8f=JW=example.com=alice@fwd.example.org"},
-			want:  []string{"decision=accept", "srs=would_reverse", "srs_recipient=<alice@example.com>"}},
+			want:  []string{"decision=accept", "suppressed=del_rcpt:1,add_rcpt:1"}},
 		{name: "module failure with on_error tempfail", mods: []Module{failingEOM{}}, rcpts: []string{"bob@example.org"},
 			onError: Decision{Verdict: TempFail, Rule: "on_error", Reply: Reply{451, "4.3.0", "temporary local problem"}},
 			want:    []string{"decision=would_tempfail", "rule=on_error"}, metrics: [][2]string{{"data", "tempfail"}}},

@@ -53,6 +53,7 @@ type ServerOptions struct {
 // NewServer creates a server that starts with rt.
 func NewServer(rt Runtime, opts ServerOptions) *Server {
 	s := &Server{log: opts.Logger, metrics: opts.Metrics, current: rt, progressInterval: opts.ProgressInterval}
+	hold(rt)
 	if s.progressInterval <= 0 {
 		s.progressInterval = 10 * time.Second
 	}
@@ -90,9 +91,14 @@ func macroStage(s Stage) gomilter.MacroStage {
 
 // SetRuntime swaps in a new configuration for connections that start from now on.
 func (s *Server) SetRuntime(rt Runtime) {
+	hold(rt)
 	s.mu.Lock()
+	retired := s.previous
 	s.previous, s.current = s.current, rt
 	s.mu.Unlock()
+	if retired != nil {
+		release(retired) // sessions that started with it still hold it
+	}
 	s.showMode(rt)
 }
 
@@ -217,13 +223,14 @@ func fits(n Needs, actions gomilter.OptAction, protocol gomilter.OptProtocol) bo
 func (s *Server) newConnection(_ uint32, actions gomilter.OptAction, protocol gomilter.OptProtocol, _ gomilter.DataSize) gomilter.Milter {
 	s.mu.Lock()
 	rt, prev := s.current, s.previous
-	s.mu.Unlock()
 	// A reload between negotiation and here would leave the connection with
 	// events the new configuration needs but did not ask for: then the
 	// configuration it was negotiated for serves it.
 	if !fits(RuntimeNeeds(rt), actions, protocol) && prev != nil && fits(RuntimeNeeds(prev), actions, protocol) {
 		rt = prev
 	}
+	hold(rt) // under the lock: a reload cannot release it in between
+	s.mu.Unlock()
 	ctx, cancel := context.WithCancel(context.Background())
 	needs := RuntimeNeeds(rt)
 	c := &connection{

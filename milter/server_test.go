@@ -324,9 +324,10 @@ func TestStageVerdicts(t *testing.T) {
 
 func TestRecipientChangesAndSender(t *testing.T) {
 	rt := &fakeRuntime{mods: []Module{eomModule{apply: func(tx *Txn) {
-		tx.Mutations.ChangeFrom = &Envelope{Addr: "SRS0=abcd=AB=example.net=a@fwd.example.org"}
-		tx.Mutations.DelRcpts = []string{"old@example.org"}
-		tx.Mutations.AddRcpts = []Envelope{{Addr: "new@example.org"}}
+		if err := tx.Mutations.Envelope.ChangeSender("SRS0=abcd=AB=example.net=a@fwd.example.org", "", "test"); err != nil {
+			panic(err)
+		}
+		tx.Mutations.Envelope.Replace(tx.Rcpts[0], "new@example.org", "test")
 		tx.Mutations.Quarantine = "held for review"
 	}}}}
 	ts := startServer(t, rt)

@@ -431,7 +431,7 @@ func (c *connection) EndOfMessage(m gomilter.Modifier) (*gomilter.Response, erro
 		return c.monitorEnd(m, t, d, true)
 	}
 	if d.Verdict == Accept || d.Verdict == Continue {
-		if err := t.Mutations.Apply(m, t.Headers, c.leadingSpace); err != nil {
+		if err := t.Mutations.Apply(m, t.Headers, t.Rcpts, c.leadingSpace); err != nil {
 			// The MTA connection is unusable or refused a change it had granted:
 			// failing the milter connection makes the MTA apply its
 			// milter_default_action, which never loses the message.
@@ -502,7 +502,7 @@ func (c *connection) discardedRecipients(t *Txn, d Decision) Decision {
 	}
 	for _, r := range t.Rcpts {
 		if r.Decision.Verdict == Discard {
-			t.Mutations.DelRcpts = append(t.Mutations.DelRcpts, r.Addr)
+			t.Mutations.Envelope.Drop(r, "rcpt_discard")
 		}
 	}
 	return d
@@ -526,6 +526,7 @@ func (c *connection) Cleanup(gomilter.Modifier) {
 	c.cancel()
 	c.srv.metrics.SessionsActive.Dec()
 	c.srv.sessionDone()
+	release(c.sess.runtime)
 }
 
 // runStage runs the hooks of a deciding stage and then the policy of that stage.
@@ -714,16 +715,13 @@ func (c *connection) finish(d Decision, aborted bool) {
 	}
 	c.mon.message, c.mon.woulds = nil, nil
 	c.srv.metrics.Messages.WithLabelValues(told).Inc()
-	var to, discarded, refused, reversed []string
+	var to, discarded, refused []string
 	for _, r := range t.Rcpts {
 		switch {
 		case r.Decision.Verdict == Discard:
 			discarded = append(discarded, r.Addr)
 		case r.Accepted():
 			to = append(to, r.Addr)
-			if r.SRS != nil && r.SRS.Status == "valid" && r.SRS.Recipient != "" {
-				reversed = append(reversed, r.SRS.Recipient)
-			}
 		default:
 			refused = append(refused, r.Addr)
 		}
@@ -769,7 +767,7 @@ func (c *connection) finish(d Decision, aborted bool) {
 	attrs = append(attrs, slog.String("decision", decision))
 	attrs = appendOutcome(attrs, d)
 	if c.mon.mode.On && !aborted && !d.Final() {
-		if s := suppressed(&t.Mutations); s != "" {
+		if s := suppressed(&t.Mutations, t.Rcpts); s != "" {
 			attrs = append(attrs, slog.String("suppressed", s))
 		}
 	}
@@ -779,39 +777,11 @@ func (c *connection) finish(d Decision, aborted bool) {
 	for _, tag := range t.Tags {
 		attrs = append(attrs, slog.String(tag[0], tag[1]))
 	}
-	if decision == "accept" {
-		attrs = appendSRS(attrs, t, reversed, c.mon.mode.On)
-	}
 	if len(t.Logs) > 0 {
 		attrs = append(attrs, slog.String("log", strings.Join(t.Logs, "; ")))
 	}
 	attrs = append(attrs, slog.Int64("duration_ms", time.Since(t.Started).Milliseconds()), slog.Uint64("session", c.sess.ID))
 	c.srv.log.LogAttrs(c.ctx, slog.LevelInfo, "message", attrs...)
-}
-
-// appendSRS says what SRS did to an accepted message's envelope (Exim's SRS=
-// element): srs=reversed with the addresses bounces went back to, and
-// srs=forwarded when the sender was rewritten (its SRS= tag names the new one).
-func appendSRS(attrs []slog.Attr, t *Txn, reversed []string, monitor bool) []slog.Attr {
-	reverse, forward := "reversed", "forwarded"
-	if monitor {
-		reverse, forward = "would_reverse", "would_forward"
-	}
-	var did []string
-	if len(reversed) > 0 {
-		did = append(did, reverse)
-	}
-	if t.SRS.NewSender != "" {
-		did = append(did, forward)
-	}
-	if len(did) == 0 {
-		return attrs
-	}
-	attrs = append(attrs, slog.String("srs", strings.Join(did, ",")))
-	if len(reversed) > 0 {
-		attrs = append(attrs, slog.String("srs_recipient", rcptList(reversed)))
-	}
-	return attrs
 }
 
 // abortedDecision says what became of a message that never reached end of

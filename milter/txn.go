@@ -38,15 +38,25 @@ type Txn struct {
 	Mutations Mutations
 	Logs      []string // log_message texts of rules that fired, for the summary line
 	Tags      [][2]string
-	SRS       SRSFacts
-	DCC       DCCFacts
-	ARC       ARCFacts
-	BMI       BMIFacts
 	Started   time.Time
 	Decision  Decision
 
 	leadingSpace bool
 	state        map[string]any
+	facts        map[string]any
+}
+
+// Fact returns what the named feature found about this message (its own
+// type, which it exports an accessor for), nil if nothing.
+func (t *Txn) Fact(feature string) any { return t.facts[feature] }
+
+// SetFact keeps a feature's findings about this message, for the policy and
+// other features to read through the feature's accessor.
+func (t *Txn) SetFact(feature string, v any) {
+	if t.facts == nil {
+		t.facts = make(map[string]any)
+	}
+	t.facts[feature] = v
 }
 
 // State returns what a module keeps for this message (nil if nothing).
@@ -66,8 +76,20 @@ type Recipient struct {
 	Args     string
 	Decision Decision // the rcpt-stage decision (Continue or Accept = accepted)
 	Index    int      // position among all RCPT commands of the message
-	SRS      *SRSRcpt // set when the recipient is at the SRS domain
-	BMI      *BMIRcpt // set when bmi is configured
+
+	facts map[string]any
+}
+
+// Fact returns what the named feature found about this recipient, nil if
+// nothing.
+func (r *Recipient) Fact(feature string) any { return r.facts[feature] }
+
+// SetFact keeps a feature's findings about this recipient.
+func (r *Recipient) SetFact(feature string, v any) {
+	if r.facts == nil {
+		r.facts = make(map[string]any)
+	}
+	r.facts[feature] = v
 }
 
 // Accepted reports whether the MTA kept this recipient after the rcpt stage.

@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/tollgate/tollgate/feature"
 	"github.com/tollgate/tollgate/milter"
 )
 
@@ -36,10 +37,11 @@ type Policy struct {
 	acls     map[milter.Stage]*acl
 	needs    milter.Needs
 	identity milter.IdentityConfig
-	srs      *srsPolicy
-	dcc      *dccPolicy
-	arc      *arcPolicy
-	bmi      *bmiPolicy
+	features *featureSet
+	vars     map[string]variable
+	controls map[string]control
+
+	unknownLog logLimiter // for variables that have no value where used
 }
 
 type acl struct {
@@ -78,7 +80,7 @@ type rule struct {
 	remove     []string
 	set        []setVar
 	controls   []string
-	bmiOptin   *template
+	mods       []featureMod // the features' modifiers
 
 	counter atomic.Pointer[ruleCounter] // tollgate_policy_decisions_total for this rule
 }
@@ -100,45 +102,46 @@ const (
 	DefaultDrainTimeout  = 30 * time.Second
 )
 
-// knownControls are the control names a rule may switch on. Features add theirs.
-var knownControls = map[string]milter.Stage{
-	"freeze":      milter.StageMail, // quarantine (hold) the message in the MTA's queue
-	"srs_forward": milter.StageMail, // rewrite the envelope sender with SRS once accepted
-	"arc_sign":    milter.StageMail, // seal the message with ARC once accepted
-	"bmi_run":     milter.StageMail, // scan the message (for every recipient) once the body is in
-	// One message's dccifd request; it starts with the headers, so these
-	// are set at mail or rcpt.
-	"dcc_grey_off":  milter.StageMail,
-	"dcc_query":     milter.StageMail,
-	"dcc_no_reject": milter.StageMail,
+// knownControls are the core's control names, with the stages where setting
+// one still acts; the features add theirs through their specs.
+var knownControls = map[string]milter.Stages{
+	"freeze": fromMail, // quarantine (hold) the message in the MTA's queue
 }
 
-// controlUntil is the last stage a control can be set at.
-var controlUntil = map[string]milter.Stage{"bmi_run": milter.StageRcpt, "dcc_grey_off": milter.StageRcpt, "dcc_query": milter.StageRcpt, "dcc_no_reject": milter.StageRcpt}
+// conditionStages are the stages where each condition (and modifier that
+// depends on the stage) means something; check refuses it elsewhere.
+var conditionStages = map[string]milter.Stages{
+	"hosts": fromConnect, "proxied": fromConnect, "proxy_hosts": fromConnect, "authenticated": fromConnect,
+	"senders": fromMail, "sender_domains": fromMail,
+	"recipients": atRcpt, "recipient_domains": atRcpt,
+	"header": atData, "message_size": atData,
+	// Modifiers that change the message.
+	"add_header": fromMail, "remove_header": fromMail, "discard": fromMail,
+}
 
-// controlNeeds names the configuration section a control works through.
-var controlNeeds = map[string]string{"srs_forward": "srs", "arc_sign": "arc", "bmi_run": "bmi", "dcc_grey_off": "dcc", "dcc_query": "dcc", "dcc_no_reject": "dcc"}
-
-// LoadFile reads, decodes and validates a configuration file. The error, if
+// LoadFile reads, decodes and validates a configuration file with the
+// given features (cmd/tollgate lists those it is built with). The error, if
 // any, is an ErrorList with every problem as "file:line: message".
-func LoadFile(path string) (*Policy, error) {
+func LoadFile(path string, features ...feature.Spec) (*Policy, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return nil, ErrorList{{File: path, Msg: err.Error()}}
 	}
-	return Parse(path, data)
+	return Parse(path, data, features...)
 }
 
 // Parse is LoadFile on bytes; file names the source in messages.
-func Parse(file string, data []byte) (*Policy, error) {
+func Parse(file string, data []byte, features ...feature.Spec) (*Policy, error) {
 	root, errs := parseYAML(file, data)
 	if len(errs) > 0 {
 		return nil, errs
 	}
 	d := &decoder{file: file}
+	fs := newFeatureSet(d, features)
+	root = fs.takeSections(d, root)
 	var cfg Config
 	d.decode(root, &cfg)
-	p := compile(d, &cfg)
+	p := compile(d, &cfg, fs)
 	p.File = file
 	if err := d.errs.Err(); err != nil {
 		return nil, err
@@ -146,7 +149,7 @@ func Parse(file string, data []byte) (*Policy, error) {
 	return p, nil
 }
 
-func compile(d *decoder, cfg *Config) *Policy {
+func compile(d *decoder, cfg *Config, fs *featureSet) *Policy {
 	p := &Policy{
 		MetricsListen: DefaultMetricsListen,
 		LogFormat:     "text",
@@ -154,6 +157,9 @@ func compile(d *decoder, cfg *Config) *Policy {
 		DrainTimeout:  DefaultDrainTimeout,
 		OnError:       milter.Decision{Verdict: milter.TempFail, Rule: "on_error", Reply: milter.Reply{Code: 451, Enhanced: "4.3.0", Text: "temporary local problem, try again later"}},
 		acls:          map[milter.Stage]*acl{},
+		features:      fs,
+		vars:          d.vars,
+		controls:      d.controls,
 	}
 	p.Listen, _ = milter.ParseAddress(DefaultListen)
 	if cfg.Listen.Value != "" {
@@ -211,10 +217,7 @@ func compile(d *decoder, cfg *Config) *Policy {
 
 	lc := &listCompiler{named: cfg.Lists, d: d}
 	compileIdentity(d, lc, &cfg.Identity, p)
-	p.srs = compileSRS(d, lc, cfg.SRS)
-	p.dcc = compileDCC(d, cfg.DCC)
-	p.arc = compileARC(d, cfg.ARC)
-	p.bmi = compileBMI(d, cfg.BMI)
+	fs.compile(d, lc)
 	stages := []struct {
 		stage milter.Stage
 		rules []Rule
@@ -317,21 +320,16 @@ func compileRule(d *decoder, lc *listCompiler, stage milter.Stage, index int, in
 		d.errorf(b.Name.Line, "name: %q: use letters, digits, '_', '-', '.' and '/' only", r.name)
 	}
 	where := func(key string) string { return "acl." + stage.String() + ": " + key }
-	onlyAt := func(key string, line int, allowed ...milter.Stage) bool {
-		for _, s := range allowed {
-			if s == stage {
-				return true
-			}
+	onlyAt := func(key string, line int) bool {
+		allowed := conditionStages[key]
+		if allowed.Has(stage) {
+			return true
 		}
-		names := make([]string, len(allowed))
-		for i, s := range allowed {
-			names[i] = s.String()
-		}
-		d.errorf(line, "%s is not available at %s (only at %s)", key, stage, strings.Join(names, ", "))
+		d.errorf(line, "%s is not available at %s (only at %s)", where(key), stage, allowed)
 		return false
 	}
 	if r.verb == verbDiscard {
-		onlyAt(where("discard"), in.Verb.Line, milter.StageMail, milter.StageRcpt, milter.StageData)
+		onlyAt("discard", in.Verb.Line)
 		if stage == milter.StageRcpt {
 			p.needs.Actions |= milter.ActDelRcpt
 		}
@@ -346,58 +344,24 @@ func compileRule(d *decoder, lc *listCompiler, stage milter.Stage, index int, in
 	if len(b.ProxyHosts) > 0 {
 		r.conds = append(r.conds, proxyHostsCond{lc.hosts(b.ProxyHosts)})
 	}
-	if len(b.SRS) > 0 && onlyAt(where("srs"), b.SRS[0].Line, milter.StageRcpt) {
-		if p.srs == nil {
-			d.errorf(b.SRS[0].Line, "srs: the condition needs a valid srs: section")
-		} else {
-			r.conds = append(r.conds, compileSRSCond(d, b.SRS))
-		}
-	}
-	if bc := compileBMIConds(b); len(bc) > 0 && onlyAt(where("bmi conditions"), in.Verb.Line, milter.StageRcpt, milter.StageData) {
-		if p.bmi == nil {
-			d.errorf(in.Verb.Line, "bmi conditions need a valid bmi: section")
-		} else {
-			r.conds = append(r.conds, bc...)
-		}
-	}
-	if b.BMIOptin.Value != "" && onlyAt(where("bmi_optin"), b.BMIOptin.Line, milter.StageRcpt) {
-		if p.bmi == nil {
-			d.errorf(b.BMIOptin.Line, "bmi_optin needs a valid bmi: section")
-		} else {
-			r.bmiOptin = compileTemplate(d, b.BMIOptin, stage, "bmi_optin")
-		}
-	}
-	if len(b.ARC) > 0 && onlyAt(where("arc"), b.ARC[0].Line, milter.StageData) {
-		if p.arc == nil {
-			d.errorf(b.ARC[0].Line, "arc: the condition needs a valid arc: section")
-		} else {
-			r.conds = append(r.conds, compileARCCond(d, b.ARC))
-		}
-	}
-	if b.DCC.Value != "" && onlyAt(where("dcc"), b.DCC.Line, milter.StageData) {
-		if p.dcc == nil {
-			d.errorf(b.DCC.Line, "dcc: the condition needs a valid dcc: section")
-		} else {
-			r.conds = append(r.conds, compileDCCCond(d, b.DCC))
-		}
-	}
+	compileFeatureUses(d, p.features, stage, r, b.features)
 	if len(b.Authenticated) > 0 {
 		r.conds = append(r.conds, authCond{lc.patterns(b.Authenticated)})
 	}
-	if len(b.Senders) > 0 && onlyAt(where("senders"), b.Senders[0].Line, milter.StageMail, milter.StageRcpt, milter.StageData) {
+	if len(b.Senders) > 0 && onlyAt("senders", b.Senders[0].Line) {
 		r.conds = append(r.conds, sendersCond{lc.addresses(b.Senders)})
 	}
-	if len(b.SenderDomains) > 0 && onlyAt(where("sender_domains"), b.SenderDomains[0].Line, milter.StageMail, milter.StageRcpt, milter.StageData) {
+	if len(b.SenderDomains) > 0 && onlyAt("sender_domains", b.SenderDomains[0].Line) {
 		r.conds = append(r.conds, senderDomainsCond{lc.domains(b.SenderDomains)})
 	}
-	if len(b.Recipients) > 0 && onlyAt(where("recipients"), b.Recipients[0].Line, milter.StageRcpt) {
+	if len(b.Recipients) > 0 && onlyAt("recipients", b.Recipients[0].Line) {
 		r.conds = append(r.conds, recipientsCond{lc.addresses(b.Recipients)})
 	}
-	if len(b.RecipientDomains) > 0 && onlyAt(where("recipient_domains"), b.RecipientDomains[0].Line, milter.StageRcpt) {
+	if len(b.RecipientDomains) > 0 && onlyAt("recipient_domains", b.RecipientDomains[0].Line) {
 		r.conds = append(r.conds, recipientDomainsCond{lc.domains(b.RecipientDomains)})
 	}
 	for _, h := range b.Header {
-		if !onlyAt(where("header"), h.Pos.Line, milter.StageData) {
+		if !onlyAt("header", h.Pos.Line) {
 			break
 		}
 		if c := compileHeaderCond(d, h); c != nil {
@@ -405,7 +369,7 @@ func compileRule(d *decoder, lc *listCompiler, stage milter.Stage, index int, in
 			p.needs.Headers = true
 		}
 	}
-	if b.MessageSize.Value != "" && onlyAt(where("message_size"), b.MessageSize.Line, milter.StageData) {
+	if b.MessageSize.Value != "" && onlyAt("message_size", b.MessageSize.Line) {
 		c, err := parseSizeCond(b.MessageSize.Value)
 		if err != nil {
 			d.errorf(b.MessageSize.Line, "message_size: %v", err)
@@ -436,7 +400,7 @@ func compileRule(d *decoder, lc *listCompiler, stage milter.Stage, index int, in
 		r.logMessage = compileTemplate(d, b.LogMessage, stage, "log_message")
 	}
 	for _, h := range b.AddHeader {
-		if !onlyAt(where("add_header"), h.Line, milter.StageMail, milter.StageRcpt, milter.StageData) {
+		if !onlyAt("add_header", h.Line) {
 			break
 		}
 		text, atStart := strings.CutPrefix(h.Value, ":at_start:")
@@ -454,7 +418,7 @@ func compileRule(d *decoder, lc *listCompiler, stage milter.Stage, index int, in
 		p.needs.Actions |= milter.ActAddHeader
 	}
 	for _, h := range b.RemoveHeader {
-		if !onlyAt(where("remove_header"), h.Line, milter.StageMail, milter.StageRcpt, milter.StageData) {
+		if !onlyAt("remove_header", h.Line) {
 			break
 		}
 		if milter.CheckHeaderField(h.Value, "") != nil {
@@ -470,29 +434,32 @@ func compileRule(d *decoder, lc *listCompiler, stage milter.Stage, index int, in
 			d.errorf(s.Name.Line, "set: %q is not a variable name: use acl_c_NAME (kept for the connection) or acl_m_NAME (for the message)", s.Name.Value)
 			continue
 		}
-		if s.Name.Value[4] == 'm' && stageOrder(stage) < stageOrder(milter.StageMail) {
+		if s.Name.Value[4] == 'm' && !fromMail.Has(stage) {
 			d.errorf(s.Name.Line, "set: %s is a message variable; at %s there is no message yet (use acl_c_...)", s.Name.Value, stage)
 			continue
 		}
 		r.set = append(r.set, setVar{name: s.Name.Value, value: compileTemplate(d, s.Value, stage, "set "+s.Name.Value)})
 	}
 	for _, c := range b.Control {
-		from, ok := knownControls[c.Value]
+		ctl, ok := p.controls[c.Value]
 		if !ok {
-			d.errorf(c.Line, "control: unknown control %q (known: %s)", c.Value, strings.Join(controlNames(), ", "))
+			d.errorf(c.Line, "control: unknown control %q (known: %s)", c.Value, strings.Join(p.controlNames(), ", "))
 			continue
 		}
-		if stageOrder(stage) < stageOrder(from) {
-			d.errorf(c.Line, "control: %s applies to a message; it is not available at %s", c.Value, stage)
+		if !ctl.stages.Has(stage) {
+			d.errorf(c.Line, "control: %s is not available at %s (only at %s)", c.Value, stage, ctl.stages)
 			continue
 		}
-		if until, ok := controlUntil[c.Value]; ok && stageOrder(stage) > stageOrder(until) {
-			d.errorf(c.Line, "control: %s must be set by %s: the request has started by %s", c.Value, until, stage)
-			continue
-		}
-		if section := controlNeeds[c.Value]; section == "srs" && p.srs == nil || section == "dcc" && p.dcc == nil || section == "arc" && (p.arc == nil || len(p.arc.seal) == 0) || section == "bmi" && p.bmi == nil {
-			d.errorf(c.Line, "control: %s needs a valid %s: section", c.Value, section)
-			continue
+		if ctl.feature != "" {
+			lf := p.features.byName[ctl.feature]
+			if lf.section == nil {
+				d.errorf(c.Line, "control: %s needs a valid %s: section", c.Value, ctl.feature)
+				continue
+			}
+			if err := lf.section.ControlError(c.Value); err != nil {
+				d.errorf(c.Line, "control: %s: %v", c.Value, err)
+				continue
+			}
 		}
 		if c.Value == "freeze" {
 			p.needs.Actions |= milter.ActQuarantine
@@ -504,9 +471,9 @@ func compileRule(d *decoder, lc *listCompiler, stage milter.Stage, index int, in
 
 var ruleNameRE = regexp.MustCompile(`^[A-Za-z0-9_./-]+$`)
 
-func controlNames() []string {
-	out := make([]string, 0, len(knownControls))
-	for n := range knownControls {
+func (p *Policy) controlNames() []string {
+	out := make([]string, 0, len(p.controls))
+	for n := range p.controls {
 		out = append(out, n)
 	}
 	slices.Sort(out)

@@ -1,7 +1,7 @@
 package policy
 
 import (
-	"gopkg.in/yaml.v3"
+	"go.yaml.in/yaml/v3"
 )
 
 // Config is the YAML file as written. Every key is documented in README.md
@@ -17,10 +17,6 @@ type Config struct {
 	DrainTimeout  *Duration      `yaml:"drain_timeout"`
 	Limits        LimitsConfig   `yaml:"limits"`
 	Identity      IdentityConfig `yaml:"identity"`
-	SRS           *SRSConfig     `yaml:"srs"`
-	DCC           *DCCConfig     `yaml:"dcc"`
-	ARC           *ARCConfig     `yaml:"arc"`
-	BMI           *BMIConfig     `yaml:"bmi"`
 	Lists         namedLists     `yaml:"lists"`
 	ACL           ACLConfig      `yaml:"acl"`
 }
@@ -57,143 +53,6 @@ type IdentityConfig struct {
 	ProxyWithoutXClient Str     `yaml:"proxy_without_xclient"`
 }
 
-// SRSConfig is the srs: section (the seed's libsrs_alt options).
-type SRSConfig struct {
-	Pos            Pos                `yaml:"-"`
-	Domain         Str                `yaml:"domain"`
-	SecretsFile    Str                `yaml:"secrets_file"`
-	Secrets        StrList            `yaml:"secrets"`
-	HashLength     *int               `yaml:"hash_length"`
-	HashMin        *int               `yaml:"hash_min"`
-	MaxAge         *Duration          `yaml:"max_age"`
-	UseHash        *bool              `yaml:"use_hash"`
-	UseTimestamp   *bool              `yaml:"use_timestamp"`
-	Separator      Str                `yaml:"separator"`
-	LocalDomains   StrList            `yaml:"local_domains"`
-	ExcludeDomains StrList            `yaml:"exclude_domains"`
-	Database       *SRSDatabaseConfig `yaml:"database"`
-}
-
-// SRSDatabaseConfig is SRS database mode (the seed's srs_dbinsert/srs_dbselect).
-type SRSDatabaseConfig struct {
-	Pos   Pos          `yaml:"-"`
-	Use   Str          `yaml:"use"` // long (default) or always
-	Bolt  Str          `yaml:"bolt"`
-	Redis *RedisConfig `yaml:"redis"`
-}
-
-// RedisConfig is a Redis server shared by several tollgate daemons.
-type RedisConfig struct {
-	Address      Str       `yaml:"address"`
-	Username     Str       `yaml:"username"`
-	PasswordFile Str       `yaml:"password_file"`
-	DB           *int      `yaml:"db"`
-	Prefix       Str       `yaml:"prefix"`
-	Timeout      *Duration `yaml:"timeout"`
-}
-
-// DCCConfig is the dcc: section (the seed's dccifd_address, dccifd_options,
-// dcc_direct_add_header).
-type DCCConfig struct {
-	Pos             Pos       `yaml:"-"`
-	Address         Str       `yaml:"address"`
-	Options         StrList   `yaml:"options"`
-	Timeout         *Duration `yaml:"timeout"`
-	DirectAddHeader bool      `yaml:"direct_add_header"`
-	ClientIPMap     Str       `yaml:"client_ip_map"`
-}
-
-// ARCConfig is the arc: section (the seed's verify = arc and arc_sign).
-type ARCConfig struct {
-	Pos                     Pos             `yaml:"-"`
-	AuthServID              Str             `yaml:"authserv_id"`
-	RemoveForgedAuthResults *bool           `yaml:"remove_forged_authresults"`
-	AddAuthResults          *bool           `yaml:"add_authresults"`
-	RemoteIP                bool            `yaml:"remote_ip"`
-	MinRSABits              *int            `yaml:"min_rsa_bits"`
-	Timeout                 *Duration       `yaml:"timeout"`
-	DNS                     ARCDNSConfig    `yaml:"dns"`
-	Sign                    []ARCSignConfig `yaml:"sign"`
-	Headers                 StrList         `yaml:"headers"`
-	Oversign                *StrList        `yaml:"oversign"`
-}
-
-// ARCDNSConfig points key lookups at a resolver.
-type ARCDNSConfig struct {
-	Server  Str       `yaml:"server"`
-	Timeout *Duration `yaml:"timeout"`
-}
-
-// ARCSignConfig is one signing key (the seed's arc_sign = domain : selector : key : options).
-type ARCSignConfig struct {
-	Pos      Pos     `yaml:"-"`
-	Domain   Str     `yaml:"domain"`
-	Selector Str     `yaml:"selector"`
-	Key      Str     `yaml:"key"`
-	Options  StrList `yaml:"options"`
-}
-
-// BMIConfig is the bmi: section: per-recipient verdicts from a real scanner.
-type BMIConfig struct {
-	Pos            Pos              `yaml:"-"`
-	Backend        BMIBackendConfig `yaml:"backend"`
-	Spool          BMISpoolConfig   `yaml:"spool"`
-	OptinFile      Str              `yaml:"optin_file"`
-	Profiles       map[string]Str   `yaml:"profiles"`
-	DefaultProfile Str              `yaml:"default_profile"`
-	Rules          []BMIRuleConfig  `yaml:"rules"`
-	OnError        Str              `yaml:"on_error"`
-	SpamHeaders    bool             `yaml:"spam_headers"`
-}
-
-// BMIBackendConfig names one scanner.
-type BMIBackendConfig struct {
-	Spamd  *BMIScannerConfig `yaml:"spamd"`
-	Rspamd *BMIScannerConfig `yaml:"rspamd"`
-}
-
-// BMIScannerConfig is a scanner's address and limits.
-type BMIScannerConfig struct {
-	Pos     Pos       `yaml:"-"`
-	Address Str       `yaml:"address"`
-	Timeout *Duration `yaml:"timeout"`
-	MaxSize *ByteSize `yaml:"max_size"`
-}
-
-// BMISpoolConfig bounds what a message may take in memory before a temp file.
-type BMISpoolConfig struct {
-	Memory *ByteSize `yaml:"memory"`
-	Dir    Str       `yaml:"dir"`
-}
-
-// BMIRuleConfig is one numbered rule.
-type BMIRuleConfig struct {
-	Pos         Pos     `yaml:"-"`
-	ID          int     `yaml:"id"`
-	When        BMIWhen `yaml:"when"`
-	Outcome     Str     `yaml:"outcome"`
-	AltLocation Str     `yaml:"alt_location"`
-}
-
-// BMIWhen holds a rule's conditions; all must hold.
-type BMIWhen struct {
-	ScoreAbove     *float64 `yaml:"score_above"`
-	ScoreBelow     *float64 `yaml:"score_below"`
-	ThresholdAbove *float64 `yaml:"threshold_above"`
-	ThresholdBelow *float64 `yaml:"threshold_below"`
-	MarginAbove    *float64 `yaml:"margin_above"`
-	MarginBelow    *float64 `yaml:"margin_below"`
-	IsSpam         *bool    `yaml:"is_spam"`
-	Actions        StrList  `yaml:"actions"`
-	SymbolsAny     StrList  `yaml:"symbols_any"`
-	SymbolsAll     StrList  `yaml:"symbols_all"`
-	Profiles       StrList  `yaml:"profiles"`
-	Recipients     StrList  `yaml:"recipients"`
-	RecipientRegex Str      `yaml:"recipient_regex"`
-	OptinAny       StrList  `yaml:"optin_any"`
-	OptinNone      StrList  `yaml:"optin_none"`
-}
-
 // ACLConfig holds one ACL per stage, each a list of rules tried in order.
 type ACLConfig struct {
 	Connect []Rule `yaml:"connect"`
@@ -217,24 +76,16 @@ type RuleBody struct {
 	Pos  Pos `yaml:"-"`
 	Name Str `yaml:"name"`
 
-	Hosts               StrList     `yaml:"hosts"`
-	Senders             StrList     `yaml:"senders"`
-	SenderDomains       StrList     `yaml:"sender_domains"`
-	Recipients          StrList     `yaml:"recipients"`
-	RecipientDomains    StrList     `yaml:"recipient_domains"`
-	Authenticated       StrList     `yaml:"authenticated"`
-	Proxied             *bool       `yaml:"proxied"`
-	ProxyHosts          StrList     `yaml:"proxy_hosts"`
-	SRS                 StrList     `yaml:"srs"`
-	DCC                 Str         `yaml:"dcc"`
-	ARC                 StrList     `yaml:"arc"`
-	BMIOptin            Str         `yaml:"bmi_optin"`
-	BMIDeliverDefault   *bool       `yaml:"bmi_deliver_default"`
-	BMIDeliverAlternate *bool       `yaml:"bmi_deliver_alternate"`
-	BMIDontDeliver      *bool       `yaml:"bmi_dont_deliver"`
-	BMIRule             []int       `yaml:"bmi_rule"`
-	Header              HeaderConds `yaml:"header"`
-	MessageSize         Str         `yaml:"message_size"`
+	Hosts            StrList     `yaml:"hosts"`
+	Senders          StrList     `yaml:"senders"`
+	SenderDomains    StrList     `yaml:"sender_domains"`
+	Recipients       StrList     `yaml:"recipients"`
+	RecipientDomains StrList     `yaml:"recipient_domains"`
+	Authenticated    StrList     `yaml:"authenticated"`
+	Proxied          *bool       `yaml:"proxied"`
+	ProxyHosts       StrList     `yaml:"proxy_hosts"`
+	Header           HeaderConds `yaml:"header"`
+	MessageSize      Str         `yaml:"message_size"`
 
 	Message      Str         `yaml:"message"`
 	LogMessage   Str         `yaml:"log_message"`
@@ -242,6 +93,8 @@ type RuleBody struct {
 	RemoveHeader StrList     `yaml:"remove_header"`
 	Set          Assignments `yaml:"set"`
 	Control      StrList     `yaml:"control"`
+
+	features []featureUse // the features' conditions and modifiers
 }
 
 // HeaderCond matches a header by name against a regular expression.

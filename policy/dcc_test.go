@@ -198,10 +198,10 @@ func TestDCCConfigErrors(t *testing.T) {
 		{"acl:\n  data:\n    - defer: {dcc: \"!accept\"}\n", "t.yaml:3: dcc: the condition needs a valid dcc: section"},
 		{"dcc: {}\nacl:\n  data:\n    - defer: {dcc: \"maybe\"}\n", `t.yaml:4: dcc: "maybe"`},
 		{"dcc: {}\nacl:\n  rcpt:\n    - defer: {dcc: \"*\"}\n", "acl.rcpt: dcc is not available at rcpt"},
-		{"dcc: {}\nacl:\n  data:\n    - accept: {control: [dcc_grey_off]}\n", "control: dcc_grey_off must be set by rcpt"},
+		{"dcc: {}\nacl:\n  data:\n    - accept: {control: [dcc_grey_off]}\n", "control: dcc_grey_off is not available at data (only at mail, rcpt)"},
 		{"dcc: {client_ip_map: /nonexistent/map}\n", "t.yaml:1: dcc.client_ip_map"},
 	} {
-		if _, err := Parse("t.yaml", []byte(tc.yml)); err == nil || !strings.Contains(err.Error(), tc.want) {
+		if _, err := Parse("t.yaml", []byte(tc.yml), testFeatures...); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%q: %v, want %q", tc.yml, err, tc.want)
 		}
 	}

@@ -2,57 +2,76 @@ package policy
 
 import (
 	"fmt"
-	"github.com/tollgate/tollgate/arc"
 	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
+
+	"github.com/tollgate/tollgate/arc"
 )
 
 var yamlBlock = regexp.MustCompile("(?s)```yaml\n(.*?)```")
 
-// Every YAML example in the documentation is a complete configuration that loads.
-func TestDocumentationExamplesLoad(t *testing.T) {
+// docExample is one YAML example printed in the documentation.
+type docExample struct {
+	doc  string // the file it is printed in
+	line int    // the line of its ```yaml fence
+	name string
+	data []byte
+}
+
+// docExamples returns every YAML example of the documentation (README.md,
+// docs/*.md, each package README) with the files they name under
+// /etc/tollgate/ created in a temporary directory, so that they load as
+// printed. The config fuzz target seeds from them too.
+func docExamples(tb testing.TB, tmp string) []docExample {
+	tb.Helper()
 	docs, _ := filepath.Glob("../*/README.md")
 	docs = append([]string{"../README.md"}, docs...)
 	more, _ := filepath.Glob("../docs/*.md")
 	docs = append(docs, more...)
-	// Examples name files under /etc/tollgate/; give them real ones.
-	etc := t.TempDir()
 	_, key, _, err := arc.GenerateKey("ed25519", 0)
 	if err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
 	for name, content := range map[string]string{"arc2026.key": string(key), "srs.secrets": "example-secret\n", "dcc-helo-map": "out1.example.org 192.0.2.10\n", "bmi-optins": "ceo@example.org: strict\n"} {
-		if err := os.WriteFile(filepath.Join(etc, name), []byte(content), 0o600); err != nil {
-			t.Fatal(err)
+		if err := os.WriteFile(filepath.Join(tmp, name), []byte(content), 0o600); err != nil {
+			tb.Fatal(err)
 		}
 	}
-	total := 0
+	var out []docExample
 	for _, doc := range docs {
 		data, err := os.ReadFile(doc)
 		if err != nil {
-			t.Fatal(err)
+			tb.Fatal(err)
 		}
-		for i, m := range yamlBlock.FindAllSubmatch(data, -1) {
-			total++
-			line := 1 + strings.Count(string(data[:strings.Index(string(data), string(m[0]))]), "\n")
-			example := strings.ReplaceAll(string(m[1]), "/etc/tollgate/", etc+"/")
-			if _, err := Parse(fmt.Sprintf("%s example %d", doc, i+1), []byte(example)); err != nil {
-				t.Errorf("%s:%d: example does not load:\n%v", doc, line, err)
-			}
+		for i, m := range yamlBlock.FindAllSubmatchIndex(data, -1) {
+			line := 1 + strings.Count(string(data[:m[0]]), "\n")
+			example := strings.ReplaceAll(string(data[m[2]:m[3]]), "/etc/tollgate/", tmp+"/")
+			out = append(out, docExample{doc: doc, line: line, name: fmt.Sprintf("%s example %d", doc, i+1), data: []byte(example)})
 		}
 	}
-	if total < 5 { // guards against the pattern silently matching nothing
-		t.Errorf("only %d YAML examples found", total)
+	return out
+}
+
+// Every YAML example in the documentation is a complete configuration that loads.
+func TestDocumentationExamplesLoad(t *testing.T) {
+	examples := docExamples(t, t.TempDir())
+	for _, ex := range examples {
+		if _, err := Parse(ex.name, ex.data, testFeatures...); err != nil {
+			t.Errorf("%s:%d: example does not load:\n%v", ex.doc, ex.line, err)
+		}
 	}
-	examples, _ := filepath.Glob("../deploy/examples/*.yaml")
-	if len(examples) == 0 {
+	if len(examples) < 5 { // guards against the pattern silently matching nothing
+		t.Errorf("only %d YAML examples found", len(examples))
+	}
+	files, _ := filepath.Glob("../deploy/examples/*.yaml")
+	if len(files) == 0 {
 		t.Fatal("no deploy/examples/*.yaml")
 	}
-	for _, f := range examples {
-		if _, err := LoadFile(f); err != nil {
+	for _, f := range files {
+		if _, err := LoadFile(f, testFeatures...); err != nil {
 			t.Errorf("%v", err)
 		}
 	}

@@ -1,33 +1,44 @@
 package policy
 
 import (
-	"fmt"
-	"strings"
-	"sync"
-
 	"context"
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/tollgate/tollgate/arc"
-	"github.com/tollgate/tollgate/bmi"
-	"github.com/tollgate/tollgate/dcc"
-	"github.com/tollgate/tollgate/srs"
-	"github.com/tollgate/tollgate/srs/store"
+	"io"
 	"log/slog"
 	"net/netip"
 	"regexp"
+	"strings"
+	"sync"
+	"sync/atomic"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/tollgate/tollgate/feature"
 
 	"github.com/tollgate/tollgate/milter"
 )
 
 type evalCtx struct {
-	stage milter.Stage
-	s     *milter.Session
-	t     *milter.Txn
-	r     *milter.Recipient
+	stage   milter.Stage
+	s       *milter.Session
+	t       *milter.Txn
+	r       *milter.Recipient
+	log     *slog.Logger
+	metrics *milter.Metrics
+	limit   *logLimiter
+	vars    map[string]variable
+	fe      feature.Eval // the same, as features see it
 }
+
+func (e *evalCtx) feature() *feature.Eval { return &e.fe }
 
 type condition interface {
 	match(e *evalCtx) bool
+}
+
+// deferring is a condition that can leave the ACL undecided-but-temporary:
+// deferred is then the decision (Exim defers the ACL whatever the verb).
+type deferring interface {
+	eval(e *evalCtx) (matched bool, deferred *milter.Decision)
 }
 
 type hostsCond struct{ list *HostList }
@@ -121,9 +132,11 @@ func (p *Policy) evaluate(log *slog.Logger, metrics *milter.Metrics, stage milte
 	if a == nil {
 		return milter.Decision{}
 	}
-	e := &evalCtx{stage: stage, s: s, t: t, r: r}
+	e := &evalCtx{stage: stage, s: s, t: t, r: r, log: log, metrics: metrics, limit: &p.unknownLog, vars: p.vars,
+		fe: feature.Eval{Stage: stage, Session: s, Txn: t, Rcpt: r}}
 	for _, ru := range a.rules {
-		matched, deferred := true, false
+		matched := true
+		var deferred *milter.Decision
 		for _, c := range ru.conds {
 			if dc, ok := c.(deferring); ok {
 				matched, deferred = dc.eval(e)
@@ -134,13 +147,15 @@ func (p *Policy) evaluate(log *slog.Logger, metrics *milter.Metrics, stage milte
 				break
 			}
 		}
-		if deferred && ru.verb == verbWarn {
+		if deferred != nil && ru.verb == verbWarn {
 			continue // Exim ignores a warn it cannot decide
 		}
-		if deferred {
+		if deferred != nil {
 			// Exim: a condition that cannot be decided defers the ACL.
 			metrics.PolicyDecisions.WithLabelValues(stage.String(), ru.name, "defer").Inc()
-			return dccDefer(e, ru.name)
+			d := *deferred
+			d.Rule = ru.name
+			return d
 		}
 		var d milter.Decision
 		switch ru.verb {
@@ -233,8 +248,8 @@ func (ru *rule) fire(log *slog.Logger, metrics *milter.Metrics, e *evalCtx) {
 	if e.t == nil {
 		return
 	}
-	if ru.bmiOptin != nil && e.r != nil && e.r.BMI != nil {
-		e.r.BMI.Optins = append(e.r.BMI.Optins, bmi.SplitOptins(ru.bmiOptin.expand(e))...)
+	for _, fm := range ru.mods {
+		fm.apply(e.feature(), fm.value.expand(e))
 	}
 	m := &e.t.Mutations
 	for _, h := range ru.prepend {
@@ -262,6 +277,24 @@ type Runtime struct {
 	modules []milter.Module
 	log     *slog.Logger
 	metrics *milter.Metrics
+
+	holds    atomic.Int64
+	released sync.Once
+	stores   []string // keys of the Env's stores this runtime uses
+	env      *Env
+}
+
+// Hold and Release count who may still use the runtime (milter.Held): the
+// server while it is current or previous, and each session started with it.
+// The last Release gives its stores back to the Env, which closes those no
+// other runtime uses: a reload that changed a store's options closes the old
+// one once the last session using it ends.
+func (rt *Runtime) Hold() { rt.holds.Add(1) }
+
+func (rt *Runtime) Release() {
+	if rt.holds.Add(-1) == 0 && rt.env != nil {
+		rt.released.Do(func() { rt.env.unref(rt.stores) })
+	}
 }
 
 // Env is what outlives one configuration: the logger, the core metrics and
@@ -271,35 +304,21 @@ type Env struct {
 	Metrics  *milter.Metrics
 	registry prometheus.Registerer
 
-	srsOnce    sync.Once
-	srsMetrics *srs.Metrics
-	dccOnce    sync.Once
-	dccMetrics *dcc.Metrics
-	arcOnce    sync.Once
-	arcMetrics *arc.Metrics
-	bmiOnce    sync.Once
-	bmiMetrics *bmi.Metrics
-	resolvers  map[string]*arc.DNSResolver // kept across reloads for their caches
+	featureMetrics map[string]any // by feature: registered once per process
 
 	mu     sync.Mutex
-	stores map[string]store.Store // SRS database stores, kept across reloads
+	stores map[string]*sharedStore // resources (SRS database stores) by their options, kept across reloads
+}
+
+// sharedStore is a resource and the number of runtimes that use it.
+type sharedStore struct {
+	st   io.Closer
+	refs int
 }
 
 // NewEnv registers the core metrics on reg.
 func NewEnv(log *slog.Logger, reg prometheus.Registerer) *Env {
 	return &Env{Log: log, Metrics: milter.NewMetrics(reg), registry: reg}
-}
-
-// NewRuntime is Env.Runtime for tests and tools that keep no registry (the
-// features' metrics go to a private one) and open no store: it panics on a
-// configuration whose stores cannot be opened.
-func NewRuntime(p *Policy, log *slog.Logger, metrics *milter.Metrics) *Runtime {
-	env := &Env{Log: log, Metrics: metrics, registry: prometheus.NewRegistry()}
-	rt, err := env.Runtime(p)
-	if err != nil {
-		panic(err)
-	}
-	return rt
 }
 
 // Runtime builds the modules a policy configures. It fails only when a store
@@ -308,92 +327,60 @@ func (e *Env) Runtime(p *Policy) (*Runtime, error) {
 	if e.Log == nil {
 		e.Log = slog.Default()
 	}
-	rt := &Runtime{Policy: p, log: e.Log, metrics: e.Metrics}
-	if p.srs != nil {
-		e.srsOnce.Do(func() { e.srsMetrics = srs.NewMetrics(e.registry) })
-		o := srs.ModuleOptions{SRS: p.srs.srs, Local: p.srs.local, Metrics: e.srsMetrics, Log: e.Log}
-		if p.srs.db != nil {
-			st, err := e.srsStore(p.srs.db)
-			if err != nil {
-				return nil, err
-			}
-			o.DB, o.Always = store.NewDB(p.srs.srs, st, p.srs.maxAge), p.srs.db.always
-		}
-		rt.modules = append(rt.modules, srs.NewModule(o))
+	rt := &Runtime{Policy: p, log: e.Log, metrics: e.Metrics, env: e}
+	mods, err := e.featureModules(p, rt)
+	if err != nil {
+		e.unref(rt.stores)
+		return nil, err
 	}
-	if p.dcc != nil {
-		e.dccOnce.Do(func() { e.dccMetrics = dcc.NewMetrics(e.registry) })
-		rt.modules = append(rt.modules, dcc.NewModule(dcc.ModuleOptions{Options: p.dcc.options, HeloMap: p.dcc.heloMap,
-			AddHeader: p.dcc.addHeader, Metrics: e.dccMetrics, Log: e.Log}))
-	}
-	if p.bmi != nil {
-		// After the other checks: the scan sees the headers as they left them.
-		e.bmiOnce.Do(func() { e.bmiMetrics = bmi.NewMetrics(e.registry) })
-		b := p.bmi
-		rt.modules = append(rt.modules, bmi.NewModule(bmi.ModuleOptions{Backend: b.backend, Rules: b.rules, Profiles: b.profiles,
-			Optins: b.optins, SpoolMemory: b.spoolMemory, SpoolDir: b.spoolDir, DeferOnError: b.deferOnError,
-			SpamHeaders: b.spamHeaders, Metrics: e.bmiMetrics, Log: e.Log}))
-	}
-	if p.arc != nil {
-		// Last: its seal must sign the headers as every other module left them.
-		e.arcOnce.Do(func() { e.arcMetrics = arc.NewMetrics(e.registry) })
-		rt.modules = append(rt.modules, arc.NewModule(arc.ModuleOptions{AuthServID: p.arc.authServID, Resolver: e.resolver(p.arc.dns),
-			MinRSABits: p.arc.minRSABits, Timeout: p.arc.timeout, RemoveForged: p.arc.removeForged, AddAuthResults: p.arc.addAR,
-			RemoteIP: p.arc.remoteIP, Seal: p.arc.seal, Metrics: e.arcMetrics, Log: e.Log}))
-	}
+	rt.modules = append(rt.modules, mods...)
 	return rt, nil
 }
 
-// resolver returns the DNS resolver for these options, the same one across
-// reloads so its cache survives them.
-func (e *Env) resolver(o arc.DNSOptions) *arc.DNSResolver {
+// shared returns the resource under key, opening it the first time; each
+// call is one reference, given back with unref. A resource (a database
+// store, a DNS resolver's cache) so outlives a reload that keeps its options.
+func (e *Env) shared(key string, open func() (io.Closer, error)) (io.Closer, error) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	key := o.Server + "|" + o.Timeout.String()
-	if r, ok := e.resolvers[key]; ok {
-		return r
+	if s, ok := e.stores[key]; ok {
+		s.refs++
+		return s.st, nil
 	}
-	if e.resolvers == nil {
-		e.resolvers = map[string]*arc.DNSResolver{}
-	}
-	r := arc.NewDNSResolver(o)
-	e.resolvers[key] = r
-	return r
-}
-
-// srsStore opens a database-mode store once and hands the same one to every
-// later configuration naming it (bolt's file lock forbids a second open). A
-// Redis store connects lazily, so a Redis that is down delays bounces (4xx)
-// but not the daemon.
-func (e *Env) srsStore(db *srsDB) (store.Store, error) {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	if st, ok := e.stores[db.key()]; ok {
-		return st, nil
-	}
-	var st store.Store
-	var err error
-	if db.bolt != "" {
-		st, err = store.OpenBolt(db.bolt)
-	} else {
-		st, err = store.NewRedis(*db.redis)
-	}
+	c, err := open()
 	if err != nil {
-		return nil, fmt.Errorf("srs database: %w", err)
+		return nil, err
 	}
 	if e.stores == nil {
-		e.stores = map[string]store.Store{}
+		e.stores = map[string]*sharedStore{}
 	}
-	e.stores[db.key()] = st
-	return st, nil
+	e.stores[key] = &sharedStore{st: c, refs: 1}
+	return c, nil
+}
+
+// unref drops one reference to each store and closes those left without
+// one.
+func (e *Env) unref(keys []string) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for _, k := range keys {
+		s, ok := e.stores[k]
+		if !ok {
+			continue
+		}
+		if s.refs--; s.refs <= 0 {
+			s.st.Close()
+			delete(e.stores, k)
+		}
+	}
 }
 
 // Close closes the stores; the daemon calls it once no session is left.
 func (e *Env) Close() {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	for k, st := range e.stores {
-		st.Close()
+	for k, s := range e.stores {
+		s.st.Close()
 		delete(e.stores, k)
 	}
 }

@@ -93,7 +93,7 @@ func benchHeaders(n int) []milter.Header {
 }
 
 func loadExample(b *testing.B) *policy.Policy {
-	p, err := policy.LoadFile("../deploy/examples/tollgate.yaml")
+	p, err := policy.LoadFile("../deploy/examples/tollgate.yaml", testFeatures...)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -101,7 +101,7 @@ func loadExample(b *testing.B) *policy.Policy {
 }
 
 func parseBench(b *testing.B, yml string) *policy.Policy {
-	p, err := policy.Parse("bench.yaml", []byte(yml))
+	p, err := policy.Parse("bench.yaml", []byte(yml), testFeatures...)
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -15,7 +15,7 @@ import (
 
 func mustParse(t *testing.T, yml string) *Policy {
 	t.Helper()
-	p, err := Parse("test.yaml", []byte(yml))
+	p, err := Parse("test.yaml", []byte(yml), testFeatures...)
 	if err != nil {
 		t.Fatalf("parse: %v", err)
 	}
@@ -278,7 +278,7 @@ acl:
 }
 
 func TestExampleConfigLoads(t *testing.T) {
-	p, err := LoadFile("../deploy/examples/tollgate.yaml")
+	p, err := LoadFile("../deploy/examples/tollgate.yaml", testFeatures...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -299,7 +299,7 @@ func TestUnusedListWarns(t *testing.T) {
 }
 
 func TestSetRejectsDuplicates(t *testing.T) {
-	_, err := Parse("t.yaml", []byte("acl:\n  connect:\n    - warn: {set: {acl_c_a: x, acl_c_a: y}}\n    - accept: {}\n"))
+	_, err := Parse("t.yaml", []byte("acl:\n  connect:\n    - warn: {set: {acl_c_a: x, acl_c_a: y}}\n    - accept: {}\n"), testFeatures...)
 	if err == nil || !strings.Contains(err.Error(), "t.yaml:3: duplicate key") {
 		t.Errorf("%v", err)
 	}

@@ -1,10 +1,14 @@
 package policy
 
 import (
+	"fmt"
+	"log/slog"
 	"net/netip"
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
+	"time"
 
 	"github.com/tollgate/tollgate/milter"
 )
@@ -22,82 +26,69 @@ type tplPart struct {
 }
 
 type variable struct {
-	from  milter.Stage // first stage where it has a value
-	value func(e *evalCtx) string
+	stages milter.Stages // where it has a value; check refuses it elsewhere
+	value  func(e *evalCtx) string
 }
+
+// Stage sets the variables and conditions use.
+var (
+	fromConnect = milter.AllStages
+	fromHelo    = milter.StagesFrom(milter.StageHelo)
+	fromMail    = milter.StagesFrom(milter.StageMail)
+	fromRcpt    = milter.StagesFrom(milter.StageRcpt)
+	atRcpt      = milter.StageSet(milter.StageRcpt)
+	atData      = milter.StageSet(milter.StageData)
+)
 
 var aclVarName = regexp.MustCompile(`^acl_[cm](_[a-z0-9_]+|[0-9])$`)
 
 var variables = map[string]variable{
-	"sender_host_address": {milter.StageConnect, func(e *evalCtx) string {
+	"sender_host_address": {fromConnect, func(e *evalCtx) string {
 		if a := e.s.Identity.ClientAddr; a.IsValid() {
 			return a.String()
 		}
 		return ""
 	}},
-	"sender_host_port": {milter.StageConnect, func(e *evalCtx) string {
+	"sender_host_port": {fromConnect, func(e *evalCtx) string {
 		if p := e.s.Identity.ClientPort; p != 0 {
 			return strconv.Itoa(int(p))
 		}
 		return ""
 	}},
-	"sender_host_authenticated": {milter.StageConnect, func(e *evalCtx) string { return e.s.Identity.AuthMechanism }},
-	"received_ip_address":       {milter.StageConnect, func(e *evalCtx) string { return addrString(e.s.Identity.DaemonAddr) }},
-	"received_port":             {milter.StageConnect, func(e *evalCtx) string { return portString(e.s.Identity.DaemonPort) }},
-	"proxy_session": {milter.StageConnect, func(e *evalCtx) string {
+	"sender_host_authenticated": {fromConnect, func(e *evalCtx) string { return e.s.Identity.AuthMechanism }},
+	"received_ip_address":       {fromConnect, func(e *evalCtx) string { return addrString(e.s.Identity.DaemonAddr) }},
+	"received_port":             {fromConnect, func(e *evalCtx) string { return portString(e.s.Identity.DaemonPort) }},
+	"proxy_session": {fromConnect, func(e *evalCtx) string {
 		if e.s.Identity.ProxySession {
 			return "yes"
 		}
 		return "no"
 	}},
-	"proxy_local_address":    {milter.StageConnect, func(e *evalCtx) string { return addrString(e.s.Identity.ProxyLocalAddr) }},
-	"proxy_local_port":       {milter.StageConnect, func(e *evalCtx) string { return portString(e.s.Identity.ProxyLocalPort) }},
-	"proxy_external_address": {milter.StageConnect, func(e *evalCtx) string { return addrString(e.s.Identity.ProxyExternalAddr) }},
-	"proxy_external_port":    {milter.StageConnect, func(e *evalCtx) string { return portString(e.s.Identity.ProxyExternalPort) }},
-	"sender_host_name":       {milter.StageConnect, func(e *evalCtx) string { return e.s.Identity.ClientName }},
-	"sender_helo_name":       {milter.StageHelo, func(e *evalCtx) string { return e.s.Identity.Helo }},
-	"authenticated_id":       {milter.StageConnect, func(e *evalCtx) string { return e.s.Identity.AuthLogin }},
-	"primary_hostname":       {milter.StageConnect, func(e *evalCtx) string { return e.s.Identity.MTAName }},
-	"sender_address":         {milter.StageMail, func(e *evalCtx) string { return e.t.Sender }},
-	"sender_address_domain":  {milter.StageMail, func(e *evalCtx) string { return milter.Domain(e.t.Sender) }},
-	"sender_address_local_part": {milter.StageMail, func(e *evalCtx) string {
+	"proxy_local_address":    {fromConnect, func(e *evalCtx) string { return addrString(e.s.Identity.ProxyLocalAddr) }},
+	"proxy_local_port":       {fromConnect, func(e *evalCtx) string { return portString(e.s.Identity.ProxyLocalPort) }},
+	"proxy_external_address": {fromConnect, func(e *evalCtx) string { return addrString(e.s.Identity.ProxyExternalAddr) }},
+	"proxy_external_port":    {fromConnect, func(e *evalCtx) string { return portString(e.s.Identity.ProxyExternalPort) }},
+	"sender_host_name":       {fromConnect, func(e *evalCtx) string { return e.s.Identity.ClientName }},
+	"sender_helo_name":       {fromHelo, func(e *evalCtx) string { return e.s.Identity.Helo }},
+	"authenticated_id":       {fromConnect, func(e *evalCtx) string { return e.s.Identity.AuthLogin }},
+	"primary_hostname":       {fromConnect, func(e *evalCtx) string { return e.s.Identity.MTAName }},
+	"sender_address":         {fromMail, func(e *evalCtx) string { return e.t.Sender }},
+	"sender_address_domain":  {fromMail, func(e *evalCtx) string { return milter.Domain(e.t.Sender) }},
+	"sender_address_local_part": {fromMail, func(e *evalCtx) string {
 		if e.t.Sender == "" {
 			return ""
 		}
 		return milter.LocalPart(e.t.Sender)
 	}},
-	"queue_id":   {milter.StageMail, func(e *evalCtx) string { return e.t.QueueID }},
-	"recipient":  {milter.StageRcpt, func(e *evalCtx) string { return e.r.Addr }},
-	"local_part": {milter.StageRcpt, func(e *evalCtx) string { return milter.LocalPart(e.r.Addr) }},
-	"domain":     {milter.StageRcpt, func(e *evalCtx) string { return milter.Domain(e.r.Addr) }},
-	"rcpt_count": {milter.StageRcpt, func(e *evalCtx) string { return strconv.Itoa(len(e.t.Rcpts)) }},
-	"recipients_count": {milter.StageRcpt, func(e *evalCtx) string {
+	"queue_id":   {fromMail, func(e *evalCtx) string { return e.t.QueueID }},
+	"recipient":  {atRcpt, func(e *evalCtx) string { return e.r.Addr }},
+	"local_part": {atRcpt, func(e *evalCtx) string { return milter.LocalPart(e.r.Addr) }},
+	"domain":     {atRcpt, func(e *evalCtx) string { return milter.Domain(e.r.Addr) }},
+	"rcpt_count": {fromRcpt, func(e *evalCtx) string { return strconv.Itoa(len(e.t.Rcpts)) }},
+	"recipients_count": {fromRcpt, func(e *evalCtx) string {
 		return strconv.Itoa(len(e.t.AcceptedRcpts()))
 	}},
-	"srs_status":    {milter.StageRcpt, func(e *evalCtx) string { return srsRcpt(e).Status }},
-	"srs_recipient": {milter.StageRcpt, func(e *evalCtx) string { return srsRcpt(e).Recipient }},
-	"srs_orig_recipient": {milter.StageRcpt, func(e *evalCtx) string {
-		if e.r.SRS == nil {
-			return ""
-		}
-		return e.r.Addr
-	}},
-	"srs_db_key": {milter.StageRcpt, func(e *evalCtx) string { return srsRcpt(e).DBKey }},
-	"srs_db_address": {milter.StageRcpt, func(e *evalCtx) string {
-		if r := srsRcpt(e); r.DBKey != "" {
-			return r.Recipient
-		}
-		return ""
-	}},
-	"srs_orig_sender": {milter.StageMail, func(e *evalCtx) string {
-		if e.t.SRS.OrigSender != "" {
-			return e.t.SRS.OrigSender
-		}
-		return e.t.Sender
-	}},
-	"dcc_result":   {milter.StageData, func(e *evalCtx) string { return e.t.DCC.Result }},
-	"dcc_header":   {milter.StageData, func(e *evalCtx) string { return e.t.DCC.Header }},
-	"message_size": {milter.StageData, func(e *evalCtx) string { return strconv.FormatInt(e.t.Size(), 10) }},
+	"message_size": {atData, func(e *evalCtx) string { return strconv.FormatInt(e.t.Size(), 10) }},
 }
 
 func addrString(a netip.Addr) string {
@@ -112,16 +103,6 @@ func portString(p uint16) string {
 		return ""
 	}
 	return strconv.Itoa(int(p))
-}
-
-// stageOrder places the data stage after rcpt for "available from" checks.
-func stageOrder(s milter.Stage) int {
-	for i, p := range milter.PolicyStages {
-		if p == s {
-			return i
-		}
-	}
-	return len(milter.PolicyStages)
 }
 
 func compileTemplate(d *decoder, s Str, stage milter.Stage, where string) *template {
@@ -160,13 +141,13 @@ func compileTemplate(d *decoder, s Str, stage milter.Stage, where string) *templ
 			continue
 		}
 		if aclVarName.MatchString(name) {
-			if name[4] == 'm' && stageOrder(stage) < stageOrder(milter.StageMail) {
+			if name[4] == 'm' && !fromMail.Has(stage) {
 				d.errorf(s.Line, "%s: $%s is a message variable, not available at %s", where, name, stage)
 			}
-		} else if va, ok := variables[name]; !ok {
+		} else if va, ok := d.variables()[name]; !ok {
 			d.errorf(s.Line, "%s: unknown variable $%s", where, name)
-		} else if stageOrder(va.from) > stageOrder(stage) {
-			d.errorf(s.Line, "%s: $%s has no value yet at %s (from %s on)", where, name, stage, va.from)
+		} else if !va.stages.Has(stage) {
+			d.errorf(s.Line, "%s: $%s has no value at %s (only at %s)", where, name, stage, va.stages)
 		}
 		if lit.Len() > 0 {
 			t.parts = append(t.parts, tplPart{literal: lit.String()})
@@ -205,7 +186,7 @@ func (t *template) expand(e *evalCtx) string {
 	return b.String()
 }
 
-func (e *evalCtx) lookup(name string) string {
+func (e *evalCtx) lookup(name string) (value string) {
 	if aclVarName.MatchString(name) {
 		if name[4] == 'c' {
 			return e.s.Vars[name]
@@ -215,5 +196,73 @@ func (e *evalCtx) lookup(name string) string {
 		}
 		return ""
 	}
-	return variables[name].value(e)
+	vars := e.vars
+	if vars == nil {
+		vars = variables
+	}
+	va, ok := vars[name]
+	if !ok || !va.stages.Has(e.stage) {
+		e.unknown(name, "no value at this stage")
+		return ""
+	}
+	// check refuses every use outside the stage set, so this is the last line
+	// of defence against a variable whose value is missing anyway: one
+	// message must never fail on it.
+	defer func() {
+		if p := recover(); p != nil {
+			e.unknown(name, fmt.Sprint(p))
+			value = ""
+		}
+	}()
+	return va.value(e)
+}
+
+// logLimiter lets one log line a minute through per key: a policy that hits
+// an unknown value does so on every message. One per loaded policy.
+type logLimiter struct {
+	mu   sync.Mutex
+	last map[string]time.Time
+}
+
+const unknownLogEvery = time.Minute
+
+func (l *logLimiter) allow(key string, now time.Time) bool {
+	if l == nil {
+		return true
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if last, seen := l.last[key]; seen && now.Sub(last) < unknownLogEvery {
+		return false
+	}
+	if l.last == nil {
+		l.last = map[string]time.Time{}
+	}
+	l.last[key] = now
+	return true
+}
+
+// unknown counts a variable that had no value where it was used and says so
+// in the log, at most once a minute per variable and stage.
+func (e *evalCtx) unknown(name, why string) {
+	if e.metrics != nil {
+		e.metrics.PolicyUnknownValues.WithLabelValues(e.stage.String()).Inc()
+	}
+	if !e.limit.allow(e.stage.String()+"/"+name, time.Now()) {
+		return
+	}
+	log := e.log
+	if log == nil {
+		log = slog.Default()
+	}
+	log.Warn("policy: variable has no value here; expanded to an empty string", "variable", "$"+name,
+		"stage", e.stage.String(), "why", why, "session", e.s.ID)
+}
+
+// variables are the core's and, once known, the features' variables.
+func (d *decoder) variables() map[string]variable {
+	if d.vars != nil {
+		return d.vars
+	}
+	return variables
 }

@@ -16,12 +16,20 @@ import (
 // FuzzParsePolicy feeds whole configuration files to the loader; whatever loads
 // must also evaluate without panicking.
 func FuzzParsePolicy(f *testing.F) {
+	for _, ex := range docExamples(f, f.TempDir()) {
+		f.Add(ex.data)
+	}
 	for _, glob := range []string{"../deploy/examples/*.yaml", "testdata/policies/*.yaml"} {
 		files, _ := filepath.Glob(glob)
+		if len(files) == 0 {
+			f.Fatalf("no seed files match %s", glob)
+		}
 		for _, file := range files {
-			if data, err := os.ReadFile(file); err == nil {
-				f.Add(data)
+			data, err := os.ReadFile(file)
+			if err != nil {
+				f.Fatal(err)
 			}
+			f.Add(data)
 		}
 	}
 	f.Add([]byte("acl:\n  rcpt:\n    - deny: {recipients: [\"^.*$\"], message: \"550 5.7.1 $local_part$$\"}\n"))
@@ -30,11 +38,13 @@ func FuzzParsePolicy(f *testing.F) {
 	metrics := milter.NewMetrics(prometheus.NewRegistry())
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	f.Fuzz(func(t *testing.T, data []byte) {
-		p, err := Parse("fuzz.yaml", data)
+		p, err := Parse("fuzz.yaml", data, testFeatures...)
 		if err != nil {
 			return
 		}
-		rt := NewRuntime(p, log, metrics)
+		// A policy that loads must evaluate at every stage, with the context
+		// each stage really has (no message before mail, no current
+		// recipient outside rcpt), without panicking.
 		s := &milter.Session{Vars: map[string]string{}, Identity: milter.Identity{ClientAddr: netip.MustParseAddr("192.0.2.1"), AuthLogin: "u"}}
 		tx := &milter.Txn{Session: s, Sender: "a@example.net", Headers: []milter.Header{{Name: "Subject", Value: "x"}}, BodyBytes: 10}
 		r := &milter.Recipient{Addr: "b@example.org"}
@@ -42,11 +52,11 @@ func FuzzParsePolicy(f *testing.F) {
 		for _, st := range milter.PolicyStages {
 			switch st {
 			case milter.StageConnect, milter.StageHelo:
-				rt.Evaluate(t.Context(), st, s, nil, nil)
+				p.evaluate(log, metrics, st, s, nil, nil)
 			case milter.StageRcpt:
-				rt.Evaluate(t.Context(), st, s, tx, r)
+				p.evaluate(log, metrics, st, s, tx, r)
 			default:
-				rt.Evaluate(t.Context(), st, s, tx, nil)
+				p.evaluate(log, metrics, st, s, tx, nil)
 			}
 		}
 	})

@@ -53,7 +53,7 @@ func TestIdentityConfig(t *testing.T) {
 }
 
 func TestIdentityConfigErrors(t *testing.T) {
-	_, err := Parse("id.yaml", []byte("identity:\n  xclient_daemons: [proxy-in]\n  proxy_without_xclient: maybe\n  xclient_host: [127.0.0.1]\n"))
+	_, err := Parse("id.yaml", []byte("identity:\n  xclient_daemons: [proxy-in]\n  proxy_without_xclient: maybe\n  xclient_host: [127.0.0.1]\n"), testFeatures...)
 	for _, want := range []string{"id.yaml:2: identity.xclient_daemons needs identity.xclient_hosts", "id.yaml:3: identity.proxy_without_xclient",
 		`id.yaml:4: unknown key "xclient_host" (did you mean "xclient_hosts"?)`} {
 		if err == nil || !strings.Contains(err.Error(), want) {

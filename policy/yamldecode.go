@@ -14,7 +14,9 @@ import (
 	"strings"
 	"time"
 
-	"gopkg.in/yaml.v3"
+	"go.yaml.in/yaml/v3"
+
+	"github.com/tollgate/tollgate/feature"
 )
 
 // Error is one problem in a configuration file, reported as "FILE:LINE: message".
@@ -62,28 +64,15 @@ func (l ErrorList) sort() {
 	slices.SortStableFunc(l, func(a, b Error) int { return a.Line - b.Line })
 }
 
-// Str is a scalar string with the line it came from, for validation errors
-// found after decoding.
-type Str struct {
-	Value string
-	Line  int
-}
-
-// StrList accepts either one scalar (a one-item list) or a sequence of scalars.
-type StrList []Str
-
-// Pos, as a struct field, is filled with the line of the mapping the struct
-// was decoded from. It is never a key.
-type Pos struct{ Line int }
-
-// Duration accepts Go duration strings ("10s", "1m30s") and a leading number
-// of days ("31d", "1d12h"). It is never negative.
-type Duration time.Duration
-
-// ByteSize accepts a number of bytes, optionally with a suffix K, M or G
-// (powers of 1024; KB, KiB and so on too; case-insensitive). It is never
-// negative.
-type ByteSize int64
+// The configuration's scalar types live in package feature, which features
+// share with the loader; these names keep the loader's code short.
+type (
+	Str      = feature.Str
+	StrList  = feature.StrList
+	Pos      = feature.Pos
+	Duration = feature.Duration
+	ByteSize = feature.ByteSize
+)
 
 // nodeDecoder lets a type decode itself (ACL rules and the like). n is never
 // an alias; its children may be, so decode them with d.decode rather than
@@ -101,10 +90,19 @@ type decoder struct {
 	file string
 	errs ErrorList
 
+	// What the features add to the language (features.go); nil vars and
+	// controls mean the core's alone.
+	ruleKeys map[string]ruleKey
+	vars     map[string]variable
+	controls map[string]control
+
 	seen       map[Error]bool // an aliased mapping would repeat its errors at every use
 	aliases    []*yaml.Node   // aliases being expanded, to catch an anchor that contains itself
 	aliasNodes int
 }
+
+// Errorf makes the decoder the feature.Reporter that sections compile with.
+func (d *decoder) Errorf(line int, format string, args ...any) { d.errorf(line, format, args...) }
 
 func (d *decoder) errorf(line int, format string, args ...any) {
 	e := Error{File: d.file, Line: line, Msg: fmt.Sprintf(format, args...)}
@@ -414,6 +412,9 @@ func (d *decoder) structValue(n *yaml.Node, v reflect.Value, what string) {
 		if i < 0 {
 			d.errorf(k.Line, "unknown key %q%s", key, suggestKey(key, keys))
 			return
+		}
+		for _, p := range pos {
+			v.FieldByIndex(p).Addr().Interface().(*Pos).SetKeyLine(key, k.Line)
 		}
 		d.value(val, v.FieldByIndex(keys[i].index), strconv.Quote(key))
 	})

@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"gopkg.in/yaml.v3"
+	"go.yaml.in/yaml/v3"
 )
 
 type ydInner struct {
@@ -101,37 +101,37 @@ uint16: 0x1F
 uint64: 18446744073709551615
 float: 1.5
 float32: 2
-`, ydAll{Pos: Pos{2}, Str: "hello", Bool: true, Int: -42, Int8: -128, Uint8: 255, Uint16: 31, Uint64: 1<<64 - 1, Float: 1.5, Float32: 2}},
+`, ydAll{Pos: Pos{Line: 2}, Str: "hello", Bool: true, Int: -42, Int8: -128, Uint8: 255, Uint16: 31, Uint64: 1<<64 - 1, Float: 1.5, Float32: 2}},
 		{"numbers as strings, strings from numbers", "str: 123\nint: \"7\"\nbool: false\n",
-			ydAll{Pos: Pos{1}, Str: "123", Int: 7}},
-		{"signs", "int: +5\nint8: -0\nuint8: -0\nfloat: -1e3\n", ydAll{Pos: Pos{1}, Int: 5, Float: -1000}},
+			ydAll{Pos: Pos{Line: 1}, Str: "123", Int: 7}},
+		{"signs", "int: +5\nint8: -0\nuint8: -0\nfloat: -1e3\n", ydAll{Pos: Pos{Line: 1}, Int: 5, Float: -1000}},
 		{"leading zero is decimal", "int: 025\nuint8: 0o17\nuint16: 0b101\n",
-			ydAll{Pos: Pos{1}, Int: 25, Uint8: 15, Uint16: 5}},
-		{"Str keeps its line", "\n\ns: ' x '\n", ydAll{Pos: Pos{3}, S: Str{" x ", 3}}},
-		{"StrList from a scalar", "list: 192.0.2.1\n", ydAll{Pos: Pos{1}, List: StrList{{"192.0.2.1", 1}}}},
-		{"StrList from a sequence", "list:\n  - a\n  - b\n", ydAll{Pos: Pos{1}, List: StrList{{"a", 2}, {"b", 3}}}},
-		{"StrList from a flow sequence", "list: [a, 'b']\n", ydAll{Pos: Pos{1}, List: StrList{{"a", 1}, {"b", 1}}}},
-		{"[]string from a scalar", "strings: one\n", ydAll{Pos: Pos{1}, Strings: []string{"one"}}},
-		{"[]int", "ints: [1, 2, 3]\n", ydAll{Pos: Pos{1}, Ints: []int{1, 2, 3}}},
-		{"empty sequence", "ints: []\n", ydAll{Pos: Pos{1}, Ints: []int{}}},
+			ydAll{Pos: Pos{Line: 1}, Int: 25, Uint8: 15, Uint16: 5}},
+		{"Str keeps its line", "\n\ns: ' x '\n", ydAll{Pos: Pos{Line: 3}, S: Str{Value: " x ", Line: 3}}},
+		{"StrList from a scalar", "list: 192.0.2.1\n", ydAll{Pos: Pos{Line: 1}, List: StrList{{Value: "192.0.2.1", Line: 1}}}},
+		{"StrList from a sequence", "list:\n  - a\n  - b\n", ydAll{Pos: Pos{Line: 1}, List: StrList{{Value: "a", Line: 2}, {Value: "b", Line: 3}}}},
+		{"StrList from a flow sequence", "list: [a, 'b']\n", ydAll{Pos: Pos{Line: 1}, List: StrList{{Value: "a", Line: 1}, {Value: "b", Line: 1}}}},
+		{"[]string from a scalar", "strings: one\n", ydAll{Pos: Pos{Line: 1}, Strings: []string{"one"}}},
+		{"[]int", "ints: [1, 2, 3]\n", ydAll{Pos: Pos{Line: 1}, Ints: []int{1, 2, 3}}},
+		{"empty sequence", "ints: []\n", ydAll{Pos: Pos{Line: 1}, Ints: []int{}}},
 		{"nested struct and Pos", "str: x\ninner:\n  name: n\n  count: 3\n",
-			ydAll{Pos: Pos{1}, Str: "x", Inner: ydInner{Pos{3}, "n", 3}}},
-		{"flow mapping Pos", "inner: {name: n}\n", ydAll{Pos: Pos{1}, Inner: ydInner{Pos: Pos{1}, Name: "n"}}},
+			ydAll{Pos: Pos{Line: 1}, Str: "x", Inner: ydInner{Pos{Line: 3}, "n", 3}}},
+		{"flow mapping Pos", "inner: {name: n}\n", ydAll{Pos: Pos{Line: 1}, Inner: ydInner{Pos: Pos{Line: 1}, Name: "n"}}},
 		{"pointers", "inner_ptr:\n  count: 1\nint_ptr: 5\n",
-			ydAll{Pos: Pos{1}, InnerPtr: &ydInner{Pos: Pos{2}, Count: 1}, IntPtr: intPtr(5)}},
+			ydAll{Pos: Pos{Line: 1}, InnerPtr: &ydInner{Pos: Pos{Line: 2}, Count: 1}, IntPtr: intPtr(5)}},
 		{"null leaves pointers nil and structs alone", "inner_ptr: null\nint_ptr: ~\ninner:\nitems:\n",
-			ydAll{Pos: Pos{1}, Inner: ydInner{Pos: Pos{3}}}},
+			ydAll{Pos: Pos{Line: 1}, Inner: ydInner{Pos: Pos{Line: 3}}}},
 		{"sequence of structs", "items:\n  - name: a\n  - {name: b, count: 2}\n",
-			ydAll{Pos: Pos{1}, Items: []ydInner{{Pos{2}, "a", 0}, {Pos{3}, "b", 2}}}},
-		{"map", "map: {a: 1, b: 2}\n", ydAll{Pos: Pos{1}, Map: map[string]int{"a": 1, "b": 2}}},
+			ydAll{Pos: Pos{Line: 1}, Items: []ydInner{{Pos{Line: 2}, "a", 0}, {Pos{Line: 3}, "b", 2}}}},
+		{"map", "map: {a: 1, b: 2}\n", ydAll{Pos: Pos{Line: 1}, Map: map[string]int{"a": 1, "b": 2}}},
 		{"named lists", "named:\n  ours: [example.org, example.net]\n  one: x\n",
-			ydAll{Pos: Pos{1}, Named: namedLists{"ours": {{"example.org", 2}, {"example.net", 2}}, "one": {{"x", 3}}}}},
-		{"nodeDecoder", "pair: a-b\npair_ptr: c-d\n", ydAll{Pos: Pos{1}, Pair: ydPair{"a", "b"}, PairPtr: &ydPair{"c", "d"}}},
-		{"embedded struct", "extra: e\n", ydAll{Pos: Pos{1}, ydEmbedded: ydEmbedded{"e"}}},
-		{"duration and size", "dur: 1d12h\nsize: 10M\n", ydAll{Pos: Pos{1}, Dur: Duration(36 * time.Hour), Size: 10 << 20}},
+			ydAll{Pos: Pos{Line: 1}, Named: namedLists{"ours": {{Value: "example.org", Line: 2}, {Value: "example.net", Line: 2}}, "one": {{Value: "x", Line: 3}}}}},
+		{"nodeDecoder", "pair: a-b\npair_ptr: c-d\n", ydAll{Pos: Pos{Line: 1}, Pair: ydPair{"a", "b"}, PairPtr: &ydPair{"c", "d"}}},
+		{"embedded struct", "extra: e\n", ydAll{Pos: Pos{Line: 1}, ydEmbedded: ydEmbedded{"e"}}},
+		{"duration and size", "dur: 1d12h\nsize: 10M\n", ydAll{Pos: Pos{Line: 1}, Dur: Duration(36 * time.Hour), Size: 10 << 20}},
 		{"aliases", "inner: &in {name: shared, count: 2}\nitems: [*in, *in]\nlist: &l [a, b]\nstrings: *l\n",
-			ydAll{Pos: Pos{1}, Inner: ydInner{Pos{1}, "shared", 2}, Items: []ydInner{{Pos{1}, "shared", 2}, {Pos{1}, "shared", 2}},
-				List: StrList{{"a", 3}, {"b", 3}}, Strings: []string{"a", "b"}}},
+			ydAll{Pos: Pos{Line: 1}, Inner: ydInner{Pos{Line: 1}, "shared", 2}, Items: []ydInner{{Pos{Line: 1}, "shared", 2}, {Pos{Line: 1}, "shared", 2}},
+				List: StrList{{Value: "a", Line: 3}, {Value: "b", Line: 3}}, Strings: []string{"a", "b"}}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -139,10 +139,48 @@ float32: 2
 			if errs := decodeYD(t, tt.src, &got); errs != nil {
 				t.Fatalf("errors: %q", errs)
 			}
+			forgetKeyLines(reflect.ValueOf(&got).Elem())
 			if !reflect.DeepEqual(got, tt.want) {
 				t.Errorf("got  %+v\nwant %+v", got, tt.want)
 			}
 		})
+	}
+}
+
+// forgetKeyLines clears the key lines of every Pos in v (TestPosKeyLines
+// tests them), so that the table above compares the values.
+func forgetKeyLines(v reflect.Value) {
+	switch v.Kind() {
+	case reflect.Pointer:
+		if !v.IsNil() {
+			forgetKeyLines(v.Elem())
+		}
+	case reflect.Struct:
+		if v.Type() == posType {
+			v.Set(reflect.ValueOf(Pos{Line: int(v.Field(0).Int())}))
+			return
+		}
+		for i := range v.NumField() {
+			if v.Field(i).CanSet() {
+				forgetKeyLines(v.Field(i))
+			}
+		}
+	case reflect.Slice:
+		for i := range v.Len() {
+			forgetKeyLines(v.Index(i))
+		}
+	}
+}
+
+// Problems with one option are reported at that option's line.
+func TestPosKeyLines(t *testing.T) {
+	var got ydAll
+	if errs := decodeYD(t, "str: x\ninner:\n  name: n\n\n  count: 3\n", &got); errs != nil {
+		t.Fatal(errs)
+	}
+	if got.Pos.KeyLine("inner") != 2 || got.Inner.Pos.KeyLine("count") != 5 || got.Inner.Pos.KeyLine("name") != 3 ||
+		got.Inner.Pos.KeyLine("absent") != 3 {
+		t.Errorf("key lines: %+v", got)
 	}
 }
 

@@ -1,16 +1,21 @@
 #!/bin/bash
 # The one test command (README "Testing"): installs what the tests need on a
-# fresh Debian 12 machine, then runs every test: vet, format, unit, protocol,
-# end-to-end with real Postfix, all under the race detector, and a short run
-# of every fuzz target. Bounded: the whole run stops by itself.
+# fresh Debian 12 machine, then runs every check: vet, format, golangci-lint,
+# deadcode, unit, protocol and end-to-end tests with the real programs (the
+# e2e build tag), all under the race detector, and a short run of every fuzz
+# target. Bounded: the whole run stops by itself.
 #   FUZZTIME=30s scripts/test-all.sh     longer fuzzing (default 10s a target)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 scripts/install-test-deps.sh
 
+# Tests that start real programs (Postfix, Sendmail, nginx, spamd, rspamd,
+# Redis, ...) carry this build tag: plain `go test ./...` leaves them out.
+tags=e2e
+
 echo "== go vet"
-go vet ./...
+go vet -tags "$tags" ./...
 
 echo "== gofmt"
 unformatted=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))
@@ -19,8 +24,20 @@ if [ -n "$unformatted" ]; then
 	exit 1
 fi
 
+# Both pinned in tools/go.mod, so every machine runs the same versions.
+echo "== golangci-lint (.golangci.yml)"
+go tool -modfile=tools/go.mod golangci-lint run ./...
+
+echo "== deadcode (production code the commands cannot reach)"
+dead=$(go tool -modfile=tools/go.mod deadcode ./cmd/...)
+if [ -n "$dead" ]; then
+	echo "deadcode: unreachable from the commands:" >&2
+	echo "$dead" >&2
+	exit 1
+fi
+
 echo "== go test -race (unit, protocol, end-to-end)"
-go test -race -count=1 -timeout 25m ./...
+go test -race -count=1 -timeout 25m -tags "$tags" ./...
 
 echo "== fuzz (${FUZZTIME:-10s} a target)"
 for pkg in $(go list ./...); do

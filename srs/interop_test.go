@@ -1,3 +1,5 @@
+//go:build e2e
+
 package srs
 
 import (
@@ -14,6 +16,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/tollgate/tollgate/internal/e2e"
 )
 
 // Live interoperability with the two reference implementations, today, on
@@ -42,8 +46,8 @@ var interopSenders = []string{
 }
 
 func TestInteropPostsrsdAndMailSRS(t *testing.T) {
-	postsrsdPath := requireProgram(t, "postsrsd", "postsrsd")
-	srsPath := requireProgram(t, "srs", "srs (the Mail::SRS command line; libmail-srs-perl alone does not ship it)")
+	postsrsdPath := e2e.RequireProgram(t, "postsrsd", "postsrsd")
+	srsPath := e2e.RequireProgram(t, "srs", "srs (the Mail::SRS command line; libmail-srs-perl alone does not ship it)")
 	avoidMidnight(t)
 
 	// Ours and theirs, configured alike: hash length 4 and max age 21 days
@@ -236,25 +240,6 @@ func avoidMidnight(t *testing.T) {
 		t.Logf("waiting %v for the UTC day to change", left)
 		time.Sleep(left + time.Second)
 	}
-}
-
-func requireProgram(t *testing.T, name, debianPackage string) string {
-	t.Helper()
-	if p, err := exec.LookPath(name); err == nil {
-		return p
-	}
-	for _, dir := range []string{"/usr/sbin", "/usr/bin"} { // sbin is not on every PATH
-		if p := filepath.Join(dir, name); isExecutable(p) {
-			return p
-		}
-	}
-	t.Fatalf("%s not found: install the Debian package %s (scripts/install-test-deps.sh)", name, debianPackage)
-	return ""
-}
-
-func isExecutable(p string) bool {
-	fi, err := os.Stat(p)
-	return err == nil && fi.Mode().IsRegular() && fi.Mode().Perm()&0o111 != 0
 }
 
 func forwardAll(t *testing.T, s *SRS, senders []string) []string {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"strings"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -68,10 +69,14 @@ func NewModule(o ModuleOptions) *Module {
 	return &Module{o: o}
 }
 
-func (m *Module) Name() string { return "srs" }
+func (m *Module) Name() string { return name }
 
-func (m *Module) Actions() milter.Actions {
-	return milter.ActChangeFrom | milter.ActAddRcpt | milter.ActDelRcpt
+// Needs: recipients are checked at RCPT (and may be refused there); the
+// envelope changes once accepted.
+func (m *Module) Needs() milter.Needs {
+	n := milter.Needs{Actions: milter.ActChangeFrom | milter.ActAddRcpt | milter.ActDelRcpt}
+	n.Reply[milter.StageRcpt] = true
+	return n
 }
 
 // Rcpt checks a recipient at the SRS domain. A forged, damaged or expired SRS
@@ -82,14 +87,19 @@ func (m *Module) Rcpt(ctx context.Context, t *milter.Txn, r *milter.Recipient) e
 		return nil
 	}
 	if !IsSRS(r.Addr) {
-		r.SRS = &milter.SRSRcpt{Status: string(StatusNone)}
+		r.SetFact(name, &RcptFacts{Status: string(StatusNone)})
 		return nil
 	}
 	orig, key, err := m.reverse(ctx, r.Addr)
 	status, reason := StatusOf(err), Reason(err)
-	r.SRS = &milter.SRSRcpt{Status: string(status), Reason: reason, Recipient: orig, DBKey: key}
+	f := &RcptFacts{Status: string(status), Reason: reason, Recipient: orig, DBKey: key}
+	r.SetFact(name, f)
 	if err == nil {
 		m.o.Metrics.Reverse.WithLabelValues("valid").Inc()
+		// Proposed now, not once accepted, so that the modules judging the
+		// recipient after SRS (BMI, DCC) see who it really is; the envelope
+		// owner sends it only for an accepted message and recipient.
+		t.Mutations.Envelope.Replace(r, orig, "srs")
 		return nil
 	}
 	m.o.Metrics.Reverse.WithLabelValues(reason).Inc()
@@ -105,7 +115,7 @@ func (m *Module) Rcpt(ctx context.Context, t *milter.Txn, r *milter.Recipient) e
 	switch {
 	case m.o.DB != nil && errors.Is(err, ErrDBUnavailable):
 		// The store is down: the bounce may be genuine, so let it come back.
-		r.SRS.Status = "unavailable"
+		f.Status = "unavailable"
 		verdict, reply = milter.TempFail, milter.Reply{Code: 451, Enhanced: "4.3.0", Text: "SRS database unavailable, try again later"}
 		m.o.Log.Warn("SRS database unavailable", append(log, "err", err)...)
 	case m.o.DB != nil && errors.Is(err, ErrDBNotFound):
@@ -117,7 +127,7 @@ func (m *Module) Rcpt(ctx context.Context, t *milter.Txn, r *milter.Recipient) e
 	default:
 		m.o.Log.Info("SRS recipient refused", append(log, "status", string(status))...)
 	}
-	return &milter.Rejection{Decision: milter.Decision{Verdict: verdict, Rule: "srs", Reason: "srs " + r.SRS.Status + ": " + reason, Reply: reply}}
+	return &milter.Rejection{Decision: milter.Decision{Verdict: verdict, Rule: "srs", Reason: "srs " + f.Status + ": " + reason, Reply: reply}}
 }
 
 func (m *Module) reverse(ctx context.Context, addr string) (orig, key string, err error) {
@@ -131,25 +141,46 @@ func (m *Module) reverse(ctx context.Context, addr string) (orig, key string, er
 	return orig, "", err
 }
 
-// Finalize replaces reversed recipients and, when asked, rewrites the sender,
-// only once the message is accepted.
+// Finalize rewrites the sender when asked, only once the message is accepted.
+// (Reversed recipients were proposed to the envelope owner at RCPT.) The
+// summary line says what SRS did, as Exim's SRS= element: srs=reversed with
+// srs_recipient= the addresses bounces go back to, srs=forwarded.
 func (m *Module) Finalize(ctx context.Context, t *milter.Txn, d milter.Decision) error {
 	if d.Verdict != milter.Accept {
 		return nil
 	}
+	var did []string
+	if reversed := reversedTo(t); reversed != "" {
+		did = append(did, "reversed")
+		t.Tag("srs_recipient", reversed)
+	}
+	if t.Controls[ControlForward] {
+		result := m.forward(ctx, t)
+		m.o.Metrics.Forward.WithLabelValues(result).Inc()
+		if result == "rewritten" {
+			did = append(did, "forwarded")
+		}
+	}
+	if len(did) > 0 {
+		t.Tag("srs", strings.Join(did, ","))
+	}
+	return nil
+}
+
+// reversedTo lists, "<a>,<b>", where the valid SRS recipients the message
+// still goes to were reversed to.
+func reversedTo(t *milter.Txn) string {
+	var out []string
 	for _, r := range t.Rcpts {
-		if r.SRS == nil || r.SRS.Status != string(StatusValid) || (r.Decision.Verdict != milter.Continue && r.Decision.Verdict != milter.Accept) {
+		f := RcptFactsOf(r)
+		if f == nil || f.Status != string(StatusValid) || !r.Accepted() || r.Decision.Verdict == milter.Discard {
 			continue
 		}
-		t.Mutations.DelRcpts = append(t.Mutations.DelRcpts, r.Addr)
-		t.Mutations.AddRcpts = append(t.Mutations.AddRcpts, milter.Envelope{Addr: r.SRS.Recipient})
+		if _, dropped := t.Mutations.Envelope.Target(r); !dropped {
+			out = append(out, "<"+f.Recipient+">")
+		}
 	}
-	if !t.Controls[ControlForward] {
-		return nil
-	}
-	result := m.forward(ctx, t)
-	m.o.Metrics.Forward.WithLabelValues(result).Inc()
-	return nil
+	return strings.Join(out, ",")
 }
 
 func (m *Module) forward(ctx context.Context, t *milter.Txn) string {
@@ -172,8 +203,11 @@ func (m *Module) forward(ctx context.Context, t *milter.Txn) string {
 		m.o.Log.Warn("SRS forward not possible; sender left unchanged", "queue_id", t.QueueID, "sender", t.Sender, "err", err)
 		return Reason(err)
 	}
-	t.SRS.OrigSender, t.SRS.NewSender, t.SRS.DBKey = t.Sender, addr, key
-	t.Mutations.ChangeFrom = &milter.Envelope{Addr: addr}
+	if err := t.Mutations.Envelope.ChangeSender(addr, "", "srs"); err != nil {
+		m.o.Log.Warn("SRS forward refused by the envelope owner; sender left unchanged", "queue_id", t.QueueID, "err", err)
+		return "conflict"
+	}
+	t.SetFact(name, &Facts{OrigSender: t.Sender, NewSender: addr, DBKey: key})
 	t.Tag("SRS", addr)
 	return "rewritten"
 }

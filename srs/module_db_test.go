@@ -55,22 +55,22 @@ func TestDatabaseModeThroughTheModule(t *testing.T) {
 	long, _ := dbModule(t, bolt, false)
 
 	// A short sender keeps ordinary SRS; a long one goes to the database.
-	if tx := forward(t, long, "alice@example.net"); strings.Contains(tx.SRS.NewSender, "=_db=") || tx.SRS.DBKey != "" {
-		t.Errorf("short sender: %+v", tx.SRS)
+	if tx := forward(t, long, "alice@example.net"); strings.Contains(srs.FactsOf(tx).NewSender, "=_db=") || srs.FactsOf(tx).DBKey != "" {
+		t.Errorf("short sender: %+v", srs.FactsOf(tx))
 	}
 	longSender := strings.Repeat("very-long-local-part.", 6) + "@example.net"
 	tx := forward(t, long, longSender)
-	if !strings.Contains(tx.SRS.NewSender, "=_db=") || tx.SRS.DBKey == "" || len(milter.LocalPart(tx.SRS.NewSender)) > 64 {
-		t.Fatalf("long sender: %+v", tx.SRS)
+	if !strings.Contains(srs.FactsOf(tx).NewSender, "=_db=") || srs.FactsOf(tx).DBKey == "" || len(milter.LocalPart(srs.FactsOf(tx).NewSender)) > 64 {
+		t.Fatalf("long sender: %+v", srs.FactsOf(tx))
 	}
-	r, rej := rcpt(long, tx.SRS.NewSender)
-	if rej != nil || r.SRS.Status != "valid" || r.SRS.Recipient != longSender || r.SRS.DBKey != tx.SRS.DBKey {
-		t.Errorf("reverse: %+v %v", r.SRS, rej)
+	r, rej := rcpt(long, srs.FactsOf(tx).NewSender)
+	if rej != nil || srs.RcptFactsOf(r).Status != "valid" || srs.RcptFactsOf(r).Recipient != longSender || srs.RcptFactsOf(r).DBKey != srs.FactsOf(tx).DBKey {
+		t.Errorf("reverse: %+v %v", srs.RcptFactsOf(r), rej)
 	}
 	// Ordinary SRS addresses still reverse with a database configured.
-	plain := forward(t, long, "bob@example.net").SRS.NewSender
-	if r, rej := rcpt(long, plain); rej != nil || r.SRS.Recipient != "bob@example.net" {
-		t.Errorf("plain reverse: %+v %v", r.SRS, rej)
+	plain := srs.FactsOf(forward(t, long, "bob@example.net")).NewSender
+	if r, rej := rcpt(long, plain); rej != nil || srs.RcptFactsOf(r).Recipient != "bob@example.net" {
+		t.Errorf("plain reverse: %+v %v", srs.RcptFactsOf(r), rej)
 	}
 
 	// A signed key the store does not have: 5xx unknown.
@@ -81,7 +81,7 @@ func TestDatabaseModeThroughTheModule(t *testing.T) {
 	}
 	defer other.Close()
 	elsewhere, _ := dbModule(t, other, true)
-	addr := forward(t, elsewhere, "carol@example.net").SRS.NewSender
+	addr := srs.FactsOf(forward(t, elsewhere, "carol@example.net")).NewSender
 	if _, rej := rcpt(always, addr); rej == nil || rej.Decision.Reply.Code != 550 || !strings.Contains(rej.Decision.Reply.Text, "unknown") {
 		t.Errorf("unknown key: %+v", rej)
 	}
@@ -100,8 +100,8 @@ func TestDatabaseModeStoreDown(t *testing.T) {
 	}
 	m, s := dbModule(t, redis, true)
 	// Forwarding cannot store: the sender stays as it is and the message goes on.
-	if tx := forward(t, m, "alice@example.net"); tx.Mutations.ChangeFrom != nil {
-		t.Errorf("rewritten without a store: %+v", tx.Mutations.ChangeFrom)
+	if tx := forward(t, m, "alice@example.net"); tx.Mutations.Envelope.Sender() != nil {
+		t.Errorf("rewritten without a store: %+v", tx.Mutations.Envelope.Sender())
 	}
 	// A genuine database address while the store is down: 4xx, try later.
 	bolt, _ := store.OpenBolt(filepath.Join(t.TempDir(), "srs.db"))
@@ -113,8 +113,8 @@ func TestDatabaseModeStoreDown(t *testing.T) {
 	}
 	start := time.Now()
 	r, rej := rcpt(m, genuine)
-	if rej == nil || rej.Decision.Verdict != milter.TempFail || rej.Decision.Reply.Code != 451 || r.SRS.Status != "unavailable" {
-		t.Errorf("store down: %+v %+v", rej, r.SRS)
+	if rej == nil || rej.Decision.Verdict != milter.TempFail || rej.Decision.Reply.Code != 451 || srs.RcptFactsOf(r).Status != "unavailable" {
+		t.Errorf("store down: %+v %+v", rej, srs.RcptFactsOf(r))
 	}
 	if time.Since(start) > 3*time.Second {
 		t.Errorf("took %v with the store down", time.Since(start))

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -55,14 +56,15 @@ func TestModuleReverse(t *testing.T) {
 		if rej != nil && (rej.Decision.Reply.Code != 550 || rej.Decision.Reply.Enhanced != "5.1.1") {
 			t.Errorf("%s: reply %+v", tc.addr, rej.Decision.Reply)
 		}
+		f := RcptFactsOf(r)
 		switch {
-		case tc.status == "" && r.SRS != nil:
-			t.Errorf("%s: facts for a foreign address: %+v", tc.addr, r.SRS)
-		case tc.status != "" && (r.SRS == nil || r.SRS.Status != tc.status):
-			t.Errorf("%s: facts %+v, want %s", tc.addr, r.SRS, tc.status)
+		case tc.status == "" && f != nil:
+			t.Errorf("%s: facts for a foreign address: %+v", tc.addr, f)
+		case tc.status != "" && (f == nil || f.Status != tc.status):
+			t.Errorf("%s: facts %+v, want %s", tc.addr, f, tc.status)
 		}
-		if tc.status == "valid" && r.SRS.Recipient != "alice@example.net" {
-			t.Errorf("%s reversed to %q", tc.addr, r.SRS.Recipient)
+		if tc.status == "valid" && f.Recipient != "alice@example.net" {
+			t.Errorf("%s reversed to %q", tc.addr, f.Recipient)
 		}
 	}
 	if testutil.ToFloat64(metrics.Reverse.WithLabelValues("valid")) != 2 || testutil.ToFloat64(metrics.Reverse.WithLabelValues("expired")) != 1 ||
@@ -87,13 +89,18 @@ func TestModuleFinalize(t *testing.T) {
 		return tx
 	}
 	tx := run("carol@example.net", true, milter.Accept)
-	if tx.Mutations.ChangeFrom == nil || !strings.HasPrefix(tx.Mutations.ChangeFrom.Addr, "SRS0=") ||
-		!strings.HasSuffix(tx.Mutations.ChangeFrom.Addr, "=example.net=carol@fwd.example.org") || tx.SRS.OrigSender != "carol@example.net" ||
-		len(tx.Tags) != 1 || tx.Tags[0][0] != "SRS" {
-		t.Errorf("forward: %+v %+v %v", tx.Mutations.ChangeFrom, tx.SRS, tx.Tags)
+	if from := tx.Mutations.Envelope.Sender(); from == nil || !strings.HasPrefix(from.Addr, "SRS0=") ||
+		!strings.HasSuffix(from.Addr, "=example.net=carol@fwd.example.org") || FactsOf(tx).OrigSender != "carol@example.net" ||
+		!slices.Equal(tx.Tags, [][2]string{{"srs_recipient", "<alice@example.net>"}, {"SRS", from.Addr}, {"srs", "reversed,forwarded"}}) {
+		t.Errorf("forward: %+v %+v %v", from, FactsOf(tx), tx.Tags)
 	}
-	if len(tx.Mutations.DelRcpts) != 1 || tx.Mutations.DelRcpts[0] != bounce || tx.Mutations.AddRcpts[0].Addr != "alice@example.net" {
-		t.Errorf("reverse: %+v", tx.Mutations)
+	if del, add := tx.Mutations.Envelope.Resolve(tx.Rcpts); len(del) != 1 || del[0] != bounce || len(add) != 1 || add[0].Addr != "alice@example.net" {
+		t.Errorf("reverse: delete %v add %v", del, add)
+	}
+	// A reversed recipient that the policy then refused is not replaced.
+	tx.Rcpts[0].Decision = milter.Decision{Verdict: milter.Reject}
+	if del, add := tx.Mutations.Envelope.Resolve(tx.Rcpts); len(del) != 0 || len(add) != 0 {
+		t.Errorf("refused recipient replaced: delete %v add %v", del, add)
 	}
 	for _, tc := range []struct {
 		sender  string
@@ -108,11 +115,16 @@ func TestModuleFinalize(t *testing.T) {
 		{"erin@example.net", true, milter.Reject, ""},
 	} {
 		tx := run(tc.sender, tc.control, tc.d)
-		if tx.Mutations.ChangeFrom != nil {
+		if tx.Mutations.Envelope.Sender() != nil {
 			t.Errorf("%+v: rewritten", tc)
 		}
-		if tc.d == milter.Reject && len(tx.Mutations.AddRcpts) != 0 {
-			t.Errorf("%+v: recipients changed for a refused message", tc)
+		// The bounce to the SRS address is reversed whenever the message is accepted.
+		wantTags := [][2]string{{"srs_recipient", "<alice@example.net>"}, {"srs", "reversed"}}
+		if tc.d != milter.Accept {
+			wantTags = nil
+		}
+		if !slices.Equal(tx.Tags, wantTags) {
+			t.Errorf("%+v: tags %v, want %v", tc, tx.Tags, wantTags)
 		}
 		if tc.result != "" && testutil.ToFloat64(metrics.Forward.WithLabelValues(tc.result)) != 1 {
 			t.Errorf("%+v: metric %s not counted", tc, tc.result)

@@ -142,31 +142,44 @@ type macState struct {
 	sum []byte
 }
 
+// OptionError is a problem with one option of Options; ConfigField names
+// the option as the srs: configuration section spells it, so the loader
+// reports it at that key's line.
+type OptionError struct {
+	Field string
+	Msg   string
+}
+
+func (e *OptionError) Error() string { return "srs: " + e.Msg }
+
+// ConfigField is the configuration key of the option.
+func (e *OptionError) ConfigField() string { return e.Field }
+
 // New checks o and returns a rewriter. Every problem found is reported, joined
 // into one error.
 func New(o Options) (*SRS, error) {
 	var errs []error
-	bad := func(format string, a ...any) {
-		errs = append(errs, fmt.Errorf("srs: "+format, a...))
+	bad := func(field, format string, a ...any) {
+		errs = append(errs, &OptionError{Field: field, Msg: fmt.Sprintf(format, a...)})
 	}
 
 	domain := o.Domain
 	switch {
 	case domain == "":
-		bad("domain is required")
+		bad("domain", "domain is required")
 	case strings.ContainsAny(domain, "@="):
-		bad("domain %q: must be a plain domain (no @ or =)", domain)
+		bad("domain", "domain %q: must be a plain domain (no @ or =)", domain)
 	case !printableASCII(domain):
-		bad("domain %q: must be printable ASCII without spaces (use the A-label of an IDN)", domain)
+		bad("domain", "domain %q: must be printable ASCII without spaces (use the A-label of an IDN)", domain)
 	}
 
 	if len(o.Secrets) == 0 {
-		bad("at least one secret is required")
+		bad("secrets", "at least one secret is required")
 	}
 	secrets := make([][]byte, 0, len(o.Secrets))
 	for i, sec := range o.Secrets {
 		if sec == "" {
-			bad("secret %d is empty", i+1)
+			bad("secrets", "secret %d is empty", i+1)
 			continue
 		}
 		secrets = append(secrets, []byte(sec))
@@ -178,14 +191,14 @@ func New(o Options) (*SRS, error) {
 	}
 	hashLenOK := hashLen >= minHashLength && hashLen <= maxHashLength
 	if !hashLenOK {
-		bad("hash_length %d: must be between %d and %d", hashLen, minHashLength, maxHashLength)
+		bad("hash_length", "hash_length %d: must be between %d and %d", hashLen, minHashLength, maxHashLength)
 	}
 	hashMin := o.HashMin
 	if hashMin == 0 {
 		hashMin = hashLen
 	}
 	if hashLenOK && (hashMin < minHashLength || hashMin > hashLen) {
-		bad("hash_min %d: must be between %d and hash_length (%d)", hashMin, minHashLength, hashLen)
+		bad("hash_min", "hash_min %d: must be between %d and hash_length (%d)", hashMin, minHashLength, hashLen)
 	}
 
 	maxAge := o.MaxAge
@@ -194,11 +207,11 @@ func New(o Options) (*SRS, error) {
 	}
 	switch {
 	case maxAge < 0:
-		bad("max_age %v: must be positive", maxAge)
+		bad("max_age", "max_age %v: must be positive", maxAge)
 	case maxAge%Day != 0:
-		bad("max_age %v: must be whole days (stamps count days)", maxAge)
+		bad("max_age", "max_age %v: must be whole days (stamps count days)", maxAge)
 	case maxAge/Day >= stampSlots:
-		bad("max_age %v: must be under %d days (stamps repeat every %d days)", maxAge, stampSlots, stampSlots)
+		bad("max_age", "max_age %v: must be under %d days (stamps repeat every %d days)", maxAge, stampSlots, stampSlots)
 	}
 
 	sep := o.Separator
@@ -206,7 +219,7 @@ func New(o Options) (*SRS, error) {
 		sep = DefaultSeparator
 	}
 	if !isSeparator(sep) {
-		bad("separator %q: must be one of = + -", sep)
+		bad("separator", "separator %q: must be one of = + -", sep)
 	}
 
 	if len(errs) > 0 {

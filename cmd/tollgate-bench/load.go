@@ -13,22 +13,9 @@ import (
 	"time"
 
 	gomilter "github.com/d--j/go-milter"
+
+	"github.com/tollgate/tollgate/internal/mta"
 )
-
-// postfixChunk is the body chunk size Postfix sends (MILTER_CHUNK_SIZE).
-const postfixChunk = 65535
-
-// Postfix 3.7's default macro lists (milter_*_macros), sent when a milter
-// does not ask for its own.
-var postfixMacros = [][]string{
-	gomilter.StageConnect: {"j", "{daemon_name}", "{daemon_addr}", "v", "_"},
-	gomilter.StageHelo:    {"{tls_version}", "{cipher}", "{cipher_bits}", "{cert_subject}", "{cert_issuer}"},
-	gomilter.StageMail:    {"i", "{auth_type}", "{auth_authen}", "{auth_author}", "{mail_addr}", "{mail_host}", "{mail_mailer}"},
-	gomilter.StageRcpt:    {"i", "{rcpt_addr}", "{rcpt_host}", "{rcpt_mailer}"},
-	gomilter.StageData:    {"i"},
-	gomilter.StageEOM:     {"i"},
-	gomilter.StageEOH:     {"i"},
-}
 
 // envelope is what the simulated MTA tells the milter about each session and message.
 type envelope struct {
@@ -119,16 +106,11 @@ type loader struct {
 
 func newClient(network, addr string, timeout time.Duration) *gomilter.Client {
 	opts := []gomilter.Option{
-		gomilter.WithActions(gomilter.AllClientSupportedActionMasks),
 		gomilter.WithDialer(&net.Dialer{Timeout: timeout}),
 		gomilter.WithReadTimeout(timeout),
 		gomilter.WithWriteTimeout(timeout),
-		gomilter.WithoutDefaultMacros(),
 	}
-	for stage, names := range postfixMacros {
-		opts = append(opts, gomilter.WithMacroRequest(gomilter.MacroStage(stage), names))
-	}
-	return gomilter.NewClient(network, addr, opts...)
+	return mta.NewClient(network, addr, append(opts, mta.PostfixMacroRequests()...)...)
 }
 
 // runLoad sends spec.messages messages (or as many as fit in spec.duration)
@@ -332,11 +314,7 @@ func (l *loader) session(w *workerStats, mac *macros, n int) {
 		return
 	}
 	defer s.Close()
-	family := gomilter.FamilyInet
-	if l.spec.env.client.Is6() && !l.spec.env.client.Is4In6() {
-		family = gomilter.FamilyInet6
-	}
-	act, err := s.Conn(l.spec.env.clientName, family, uint16(1024+sessNo%64000), l.spec.env.client.String())
+	act, err := s.Conn(l.spec.env.clientName, mta.Family(l.spec.env.client), uint16(1024+sessNo%64000), l.spec.env.client.String())
 	connect := time.Since(t0)
 	if err != nil {
 		w.fail(errKind(err), err)
@@ -473,18 +451,12 @@ func (l *loader) message(w *workerStats, s *gomilter.ClientSession, mac *macros,
 		w.refused(v, "data", act)
 		return true, false
 	}
-	leading := s.ProtocolOption(gomilter.OptHeaderLeadingSpace)
 	for i, f := range msg.fields {
-		value := f.value
+		value := f.spaced
 		if i == msg.msgIDAt {
-			value = "<" + strconv.Itoa(n) + ".tollgate-bench@mail.example.net>"
-			if leading {
-				value = " " + value
-			}
-		} else if leading {
-			value = f.spaced
+			value = " <" + strconv.Itoa(n) + ".tollgate-bench@mail.example.net>"
 		}
-		act, err = s.HeaderField(f.name, value, nil)
+		act, err = mta.Header(s, f.name, value)
 		if err != nil {
 			return fail(err)
 		}
@@ -500,20 +472,13 @@ func (l *loader) message(w *workerStats, s *gomilter.ClientSession, mac *macros,
 		w.refused(v, "end of headers", act)
 		return true, false
 	}
-	// go-milter's client needs a body chunk before end of message, so an
-	// empty body is sent as one empty chunk.
-	for body := msg.body; ; {
-		chunk := body[:min(len(body), postfixChunk)]
-		body = body[len(chunk):]
-		if act, err = s.BodyChunk(chunk); err != nil {
-			return fail(err)
-		}
+	if act, err = mta.Body(s, msg.body); err != nil {
+		return fail(err)
+	}
+	if act != nil {
 		if v := verdict(act); v != "" {
 			w.refused(v, "body", act)
 			return true, false
-		}
-		if len(body) == 0 {
-			break
 		}
 	}
 	t3 := time.Now()

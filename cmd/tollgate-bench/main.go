@@ -50,7 +50,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		case "null":
 			return cmdNull(ctx, args[1:], stdout, stderr)
 		case "help":
-			parseOptions([]string{"--help"}, stdout)
+			_, _ = parseOptions([]string{"--help"}, stdout) // prints the usage; --help is no error
 			return 0
 		}
 	}

@@ -9,6 +9,8 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+
+	mailmsg "github.com/tollgate/tollgate/internal/message"
 )
 
 // field is one header field as an MTA hands it to a milter: the name, and the
@@ -132,62 +134,36 @@ func loadCorpus(dir string) ([]*message, error) {
 }
 
 // parseMessage splits an RFC 5322 message into header fields and a body
-// with CRLF line ends, as an MTA passes them on.
+// with CRLF line ends, as an MTA passes them on. Unlike the MTA it refuses
+// a header it cannot read, so that a corpus is measured as written.
 func parseMessage(data []byte) (*message, error) {
 	m := &message{msgIDAt: -1}
-	rest := data
-	var cur *field
-	var curValue strings.Builder
-	flush := func() {
-		if cur != nil {
-			*cur = newField(cur.name, curValue.String())
-			m.fields = append(m.fields, *cur)
-			if strings.EqualFold(cur.name, "Message-ID") {
-				m.msgIDAt = len(m.fields) - 1
-			}
-			cur = nil
-			curValue.Reset()
+	if len(data) > 0 && (data[0] == ' ' || data[0] == '\t') {
+		return nil, errors.New("message starts with a continuation line")
+	}
+	if first, rest, _ := bytes.Cut(data, []byte("\n")); bytes.HasPrefix(first, []byte("From ")) && !bytes.Contains(first, []byte(":")) {
+		data = rest // mbox separator
+	}
+	fields, rest, separated := mailmsg.Split(data)
+	if !separated && len(rest) > 0 {
+		line, _, _ := bytes.Cut(rest, []byte("\n"))
+		return nil, fmt.Errorf("bad header line %q", truncate(string(line), 60))
+	}
+	for _, f := range fields {
+		if f.Name == "" {
+			return nil, fmt.Errorf("bad header line %q", truncate(":"+strings.ReplaceAll(f.Value, "\r\n", "\n"), 60))
+		}
+		m.fields = append(m.fields, newField(f.Name, strings.ReplaceAll(f.Value, "\r\n", "\n")))
+		if strings.EqualFold(f.Name, "Message-ID") {
+			m.msgIDAt = len(m.fields) - 1
 		}
 	}
-	for len(rest) > 0 {
-		line := rest
-		next := []byte(nil)
-		if i := bytes.IndexByte(rest, '\n'); i >= 0 {
-			line, next = rest[:i], rest[i+1:]
-		}
-		rest = next
-		line = bytes.TrimSuffix(line, []byte("\r"))
-		if len(line) == 0 {
-			break // end of headers
-		}
-		if line[0] == ' ' || line[0] == '\t' {
-			if cur == nil {
-				return nil, errors.New("message starts with a continuation line")
-			}
-			curValue.WriteByte('\n')
-			curValue.Write(line)
-			continue
-		}
-		colon := bytes.IndexByte(line, ':')
-		if colon <= 0 {
-			if len(m.fields) == 0 && cur == nil && bytes.HasPrefix(line, []byte("From ")) {
-				continue // mbox separator
-			}
-			return nil, fmt.Errorf("bad header line %q", truncate(string(line), 60))
-		}
-		flush()
-		cur = &field{name: string(bytes.TrimRight(line[:colon], " \t"))}
-		curValue.Write(line[colon+1:])
-	}
-	flush()
 	var body bytes.Buffer
 	for len(rest) > 0 {
 		line := rest
 		next := []byte(nil)
 		if i := bytes.IndexByte(rest, '\n'); i >= 0 {
 			line, next = rest[:i], rest[i+1:]
-		} else {
-			next = nil
 		}
 		rest = next
 		body.Write(bytes.TrimSuffix(line, []byte("\r")))

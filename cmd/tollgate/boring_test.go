@@ -1,6 +1,10 @@
+//go:build e2e
+
 package main
 
 import (
+	"bytes"
+
 	"context"
 	"crypto/x509"
 	"encoding/base64"
@@ -12,6 +16,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/tollgate/tollgate/internal/message"
 
 	"github.com/tollgate/tollgate/arc"
 )
@@ -33,6 +39,7 @@ func TestBoringCryptoBuild(t *testing.T) {
 	}
 	goCmd, err := exec.LookPath("go")
 	if err != nil {
+		//nolint:staticcheck // SA1019: the test binary runs where it was built, so its GOROOT is the toolchain's
 		goCmd = filepath.Join(runtime.GOROOT(), "bin", "go")
 	}
 	dir := t.TempDir()
@@ -142,17 +149,12 @@ func (m boringTXT) LookupTXT(_ context.Context, name string) ([]string, error) {
 }
 
 // splitForARC turns an LF message into headers as a milter receives them
-// (the value after the colon, folds joined with CRLF) and a CRLF body.
+// and a CRLF body.
 func splitForARC(msg string) ([]arc.Header, []byte) {
-	head, body, _ := strings.Cut(msg, "\n\n")
-	var hs []arc.Header
-	for _, line := range strings.Split(head, "\n") {
-		if (strings.HasPrefix(line, " ") || strings.HasPrefix(line, "\t")) && len(hs) > 0 {
-			hs[len(hs)-1].Value += "\r\n" + line
-			continue
-		}
-		name, value, _ := strings.Cut(line, ":")
-		hs = append(hs, arc.Header{Name: name, Value: value})
+	fields, body, _ := message.Split([]byte(msg))
+	hs := make([]arc.Header, 0, len(fields))
+	for _, f := range fields {
+		hs = append(hs, arc.Header{Name: f.Name, Value: f.Value})
 	}
-	return hs, []byte(strings.ReplaceAll(body, "\n", "\r\n"))
+	return hs, bytes.ReplaceAll(body, []byte("\n"), []byte("\r\n"))
 }

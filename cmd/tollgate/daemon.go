@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -25,17 +24,24 @@ import (
 )
 
 func cmdRun(args []string, stderr io.Writer) int {
-	fs := flag.NewFlagSet("run", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	config := fs.String("config", defaultConfig, "configuration file")
-	listen := fs.String("listen", "", "milter socket, overrides the config (unix:/path or inet:host:port)")
-	metricsListen := fs.String("metrics-listen", "", "metrics and health address host:port, overrides the config (off: none)")
-	if err := fs.Parse(args); err != nil {
-		return 2
+	c := newCommand("run", "[--config FILE] [--listen ADDR] [--metrics-listen ADDR]",
+		"Runs the milter daemon: SIGHUP reloads the configuration, SIGTERM drains and stops.")
+	config := c.String("config", defaultConfig, "the configuration `FILE`")
+	listen := c.String("listen", "", "the milter socket `ADDR` (unix:/path or inet:host:port), instead of the configuration's listen")
+	metricsListen := c.String("metrics-listen", "", "the metrics and health `ADDR` host:port (off: none), instead of the configuration's metrics_listen")
+	if code, done := c.parse(args, os.Stdout, stderr); done {
+		return code
 	}
-	p, err := policy.LoadFile(*config)
+	if c.NArg() != 0 {
+		return c.usageError(stderr, "unexpected argument %q", c.Arg(0))
+	}
+	p, err := policy.LoadFile(*config, features...)
 	if err != nil {
 		printConfigErrors(stderr, err)
+		return 1
+	}
+	if errs := validateForRun(p, *listen, *metricsListen); len(errs) > 0 {
+		printConfigErrors(stderr, errs)
 		return 1
 	}
 	d := &daemon{configPath: *config, listenFlag: *listen, metricsFlag: *metricsListen, stderr: stderr}
@@ -69,6 +75,7 @@ type daemon struct {
 	mu       sync.Mutex
 	policy   *policy.Policy
 	serveErr chan error
+	sigs     chan os.Signal // caught from start on
 }
 
 func (d *daemon) start(p *policy.Policy) error {
@@ -142,6 +149,10 @@ func (d *daemon) start(p *policy.Policy) error {
 		}()
 		metricsAddr = mln.Addr().String()
 	}
+	// Signals are caught before anyone can know the daemon is up: a SIGHUP
+	// sent right after "tollgate started" must reload, not kill it.
+	d.sigs = make(chan os.Signal, 4)
+	signal.Notify(d.sigs, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT)
 	d.serveErr = make(chan error, 1)
 	go func() { d.serveErr <- d.server.Serve(ln) }()
 	attrs := []any{"version", version, "config", d.configPath, "listen", listenerName(d.address, ln),
@@ -181,8 +192,7 @@ func (d *daemon) httpHandler() http.Handler {
 
 // wait serves until SIGTERM or SIGINT, reloading on SIGHUP.
 func (d *daemon) wait() int {
-	sigs := make(chan os.Signal, 4)
-	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT)
+	sigs := d.sigs
 	defer signal.Stop(sigs)
 	for {
 		select {
@@ -204,7 +214,7 @@ func (d *daemon) wait() int {
 // reload builds the new configuration beside the old one and swaps it in only
 // when it is valid; sessions already open keep the one they started with.
 func (d *daemon) reload() {
-	p, err := policy.LoadFile(d.configPath)
+	p, err := policy.LoadFile(d.configPath, features...)
 	var rt *policy.Runtime
 	if err == nil {
 		rt, err = d.env.Runtime(p)

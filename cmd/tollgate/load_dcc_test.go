@@ -1,3 +1,5 @@
+//go:build e2e
+
 package main
 
 import (
@@ -14,6 +16,8 @@ import (
 	"time"
 
 	gomilter "github.com/d--j/go-milter"
+
+	"github.com/tollgate/tollgate/internal/mta"
 
 	"github.com/tollgate/tollgate/dcc/dcctest"
 )
@@ -289,7 +293,7 @@ func loadSession(sock string, i, messages int, body *loadBody, bodySize int, rea
 			ready.Done()
 		}
 	}()
-	c := gomilter.NewClient("unix", sock, gomilter.WithAction(gomilter.AllClientSupportedActionMasks),
+	c := mta.NewClient("unix", sock,
 		gomilter.WithReadTimeout(loadRunTimeout), gomilter.WithWriteTimeout(loadRunTimeout))
 	macros := gomilter.NewMacroBag()
 	s, err := c.Session(macros)

@@ -20,6 +20,8 @@ import (
 	gomilter "github.com/d--j/go-milter"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/tollgate/tollgate/internal/message"
+	"github.com/tollgate/tollgate/internal/mta"
 	"github.com/tollgate/tollgate/milter"
 	"github.com/tollgate/tollgate/policy"
 )
@@ -79,8 +81,8 @@ type changeReport struct {
 }
 
 func cmdTest(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("test", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newCommand("test", "[--config FILE] --client IP --from ADDR --rcpt ADDR [--rcpt ADDR ...] [options] MESSAGE_FILE",
+		"Runs one message (MESSAGE_FILE, or - for standard input) through the daemon's pipeline,\ndriven the way the MTA drives it, and prints each stage, the decision and the changes.")
 	config := fs.String("config", defaultConfig, "configuration file")
 	client := fs.String("client", "", "client IP address (required)")
 	clientPort := fs.Int("client-port", 0, "client TCP port")
@@ -97,12 +99,8 @@ func cmdTest(args []string, stdout, stderr io.Writer) int {
 	fs.Var(&rcpts, "rcpt", "envelope recipient (repeat for several; at least one)")
 	asJSON := fs.Bool("json", false, "write the report as JSON")
 	emit := fs.String("emit", "", "write the message as it would leave (header changes applied) to this file")
-	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: tollgate test --config FILE --client IP --from ADDR --rcpt ADDR [options] MESSAGE_FILE")
-		fs.PrintDefaults()
-	}
-	if err := fs.Parse(args); err != nil {
-		return 2
+	if code, done := fs.parse(args, stdout, stderr); done {
+		return code
 	}
 	var problems []string
 	addr, err := netip.ParseAddr(strings.Trim(strings.TrimPrefix(*client, "IPv6:"), "[]"))
@@ -149,7 +147,7 @@ func cmdTest(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "tollgate test:", err)
 		return 1
 	}
-	p, err := policy.LoadFile(*config)
+	p, err := policy.LoadFile(*config, features...)
 	if err != nil {
 		printConfigErrors(stderr, err)
 		return 1
@@ -189,7 +187,9 @@ func cmdTest(args []string, stdout, stderr io.Writer) int {
 	if *asJSON {
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
-		enc.Encode(report)
+		// Addresses in angle brackets stay readable: "<a@b>", not "\u003ca@b\u003e".
+		enc.SetEscapeHTML(false)
+		_ = enc.Encode(report) // like the text report: a failed write to stdout has no one to tell
 	} else {
 		printReport(stdout, report)
 	}
@@ -259,13 +259,6 @@ func parseAddrPort(s string) (netip.AddrPort, error) {
 	return netip.AddrPortFrom(a, 0), nil
 }
 
-func family(a netip.Addr) gomilter.ProtoFamily {
-	if a.Is6() && !a.Is4In6() {
-		return gomilter.FamilyInet6
-	}
-	return gomilter.FamilyInet
-}
-
 // driveHandoff plays the milter session Postfix opens for the proxy itself,
 // which it closes when the proxy sends XCLIENT.
 func driveHandoff(sock string, in testInput, capture *captureHandler) ([]stageReport, error) {
@@ -277,14 +270,14 @@ func driveHandoff(sock string, in testInput, capture *captureHandler) ([]stageRe
 	if in.proxy.Port() != 0 {
 		macros.Set("{client_port}", strconv.Itoa(int(in.proxy.Port())))
 	}
-	client := gomilter.NewClient("unix", sock, gomilter.WithAction(gomilter.AllClientSupportedActionMasks))
+	client := mta.NewClient("unix", sock)
 	s, err := client.Session(macros)
 	if err != nil {
 		return nil, fmt.Errorf("milter session: %w", err)
 	}
 	defer s.Close()
 	var out []stageReport
-	act, err := s.Conn("unknown", family(in.proxy.Addr()), in.proxy.Port(), in.proxy.Addr().String())
+	act, err := s.Conn("unknown", mta.Family(in.proxy.Addr()), in.proxy.Port(), in.proxy.Addr().String())
 	if err != nil {
 		return nil, fmt.Errorf("proxy connect: %w", err)
 	}
@@ -318,7 +311,7 @@ func drive(sock string, in testInput, capture *captureHandler) (*testReport, []g
 		macros.Set("{auth_authen}", in.login)
 		macros.Set("{auth_type}", in.mechanism)
 	}
-	client := gomilter.NewClient("unix", sock, gomilter.WithAction(gomilter.AllClientSupportedActionMasks))
+	client := mta.NewClient("unix", sock)
 	s, err := client.Session(macros)
 	if err != nil {
 		return nil, nil, false, fmt.Errorf("milter session: %w", err)
@@ -341,7 +334,7 @@ func drive(sock string, in testInput, capture *captureHandler) (*testReport, []g
 		r.Decision, r.Reply = actionName(act), replyOf(act)
 	}
 	name := orUnknown(in.clientName)
-	act, err := s.Conn(name, family(in.client), uint16(in.clientPort), in.client.String())
+	act, err := s.Conn(name, mta.Family(in.client), uint16(in.clientPort), in.client.String())
 	if stop, err := step("connect", name+" ["+in.client.String()+"]", act, err); err != nil || stop {
 		final(act)
 		return r, nil, false, err
@@ -380,24 +373,24 @@ func drive(sock string, in testInput, capture *captureHandler) (*testReport, []g
 		final(lastRefusal)
 		return r, nil, false, nil
 	}
-	headers, body := splitMessage(in.message)
+	headers, body, _ := message.Split(in.message)
 	leadingSpace := s.ProtocolOption(gomilter.OptHeaderLeadingSpace)
 	if _, err := s.DataStart(); err != nil {
 		return r, nil, false, fmt.Errorf("data: %w", err)
 	}
 	for _, h := range headers {
-		v := h.value
-		if !leadingSpace {
-			v = strings.TrimPrefix(v, " ")
-		}
-		if _, err := s.HeaderField(h.name, v, nil); err != nil {
+		if _, err := mta.Header(s, h.Name, h.Value); err != nil {
 			return r, nil, false, fmt.Errorf("header: %w", err)
 		}
 	}
 	if _, err := s.HeaderEnd(); err != nil {
 		return r, nil, false, fmt.Errorf("end of headers: %w", err)
 	}
-	mods, act, err := s.BodyReadFrom(bytes.NewReader(toCRLF(body)))
+	var mods []gomilter.ModifyAction
+	act, err = mta.Body(s, toCRLF(body))
+	if err == nil && act == nil {
+		mods, act, err = s.End()
+	}
 	if _, err := step("data", fmt.Sprintf("%d bytes", len(in.message)), act, err); err != nil {
 		return r, nil, false, err
 	}
@@ -546,7 +539,6 @@ type captureHandler struct {
 	mu    sync.Mutex
 	rules []string
 	log   bytes.Buffer
-	attrs []slog.Attr
 }
 
 func (h *captureHandler) Enabled(context.Context, slog.Level) bool { return true }
@@ -603,40 +595,6 @@ func (h *captureHandler) lines() []string {
 	return out
 }
 
-type rawHeader struct{ name, value string }
-
-// splitMessage separates the header fields (value is everything after the
-// colon, folding kept as CRLF) from the body.
-func splitMessage(msg []byte) ([]rawHeader, []byte) {
-	var headers []rawHeader
-	rest := msg
-	for len(rest) > 0 {
-		end := bytes.IndexByte(rest, '\n')
-		line := rest
-		if end >= 0 {
-			line = rest[:end]
-			rest = rest[end+1:]
-		} else {
-			rest = nil
-		}
-		line = bytes.TrimSuffix(line, []byte("\r"))
-		if len(line) == 0 {
-			return headers, rest
-		}
-		if (line[0] == ' ' || line[0] == '\t') && len(headers) > 0 {
-			headers[len(headers)-1].value += "\r\n" + string(line)
-			continue
-		}
-		name, value, ok := bytes.Cut(line, []byte(":"))
-		if !ok {
-			// Not a header: the message has no header/body separator here.
-			return headers, append(append([]byte{}, line...), append([]byte("\n"), rest...)...)
-		}
-		headers = append(headers, rawHeader{name: string(bytes.TrimRight(name, " \t")), value: string(value)})
-	}
-	return headers, nil
-}
-
 func toCRLF(b []byte) []byte {
 	b = bytes.ReplaceAll(b, []byte("\r\n"), []byte("\n"))
 	return bytes.ReplaceAll(b, []byte("\n"), []byte("\r\n"))
@@ -645,49 +603,16 @@ func toCRLF(b []byte) []byte {
 // applyToMessage applies header changes the way Postfix does and renders the
 // message with the original line endings.
 func applyToMessage(msg []byte, mods []gomilter.ModifyAction, leadingSpace bool) []byte {
-	headers, body := splitMessage(msg)
-	render := func(v string) string {
-		if leadingSpace {
-			return v
-		}
-		return " " + v
-	}
-	for _, m := range mods {
-		switch m.Type {
-		case gomilter.ActionAddHeader:
-			headers = append(headers, rawHeader{m.HeaderName, render(m.HeaderValue)})
-		case gomilter.ActionInsertHeader:
-			i := min(int(m.HeaderIndex), len(headers))
-			headers = append(headers[:i], append([]rawHeader{{m.HeaderName, render(m.HeaderValue)}}, headers[i:]...)...)
-		case gomilter.ActionChangeHeader:
-			n := 0
-			found := false
-			for i := range headers {
-				if strings.EqualFold(headers[i].name, m.HeaderName) {
-					n++
-					if n == int(m.HeaderIndex) {
-						if m.HeaderValue == "" {
-							headers = append(headers[:i], headers[i+1:]...)
-						} else {
-							headers[i].value = render(m.HeaderValue)
-						}
-						found = true
-						break
-					}
-				}
-			}
-			if !found && m.HeaderValue != "" {
-				headers = append(headers, rawHeader{m.HeaderName, render(m.HeaderValue)})
-			}
-		}
-	}
+	fields, body, _ := message.Split(msg)
+	headers := mta.HeaderList{Fields: fields, LeadingSpace: leadingSpace}
+	headers.Apply(mods)
 	nl := "\n"
 	if bytes.Contains(msg, []byte("\r\n")) {
 		nl = "\r\n"
 	}
 	var b bytes.Buffer
-	for _, h := range headers {
-		b.WriteString(h.name + ":" + strings.ReplaceAll(strings.ReplaceAll(h.value, "\r\n", "\n"), "\n", nl) + nl)
+	for _, h := range headers.Fields {
+		b.WriteString(h.Name + ":" + strings.ReplaceAll(strings.ReplaceAll(h.Value, "\r\n", "\n"), "\n", nl) + nl)
 	}
 	b.WriteString(nl)
 	b.Write(body)

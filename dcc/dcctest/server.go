@@ -1,5 +1,5 @@
 // Package dcctest is a dccifd-compatible server for tests, written from the
-// protocol of DCC 2.3.167 (see shared/notes/FACTS.md, "DCC dccifd") and not
+// protocol of DCC 2.3.167 (dcc/README.md, "Facts") and not
 // from this module's client: it parses requests strictly, records what it
 // received byte for byte, and answers as the test says, including the ways
 // a real dccifd misbehaves (no reply, garbage, slowness, a stalled reader).
@@ -368,10 +368,9 @@ func protoErr(format string, args ...any) error {
 // recorder keeps the raw bytes (up to the limit), the count and the hash
 // of the message part.
 type recorder struct {
-	req    *Request
-	limit  int
-	hash   hash.Hash
-	inBody bool
+	req   *Request
+	limit int
+	hash  hash.Hash
 }
 
 func (r *recorder) record(p []byte) {

@@ -102,16 +102,43 @@ func freePort(t testing.TB, host string) int {
 	return 0
 }
 
-// RequireProgram fails the test (t.Fatalf, never Skip) with a clear message
-// naming the Debian package when a program is missing.
-func RequireProgram(t testing.TB, path, debianPackage string) {
+// RequireProgram returns the path of program, a path or a name looked up on
+// PATH and then in /usr/sbin and /usr/bin (sbin is not on every PATH). A
+// missing program fails the test (t.Fatalf, never Skip) with a clear
+// message naming the Debian package. It is the one such check of every
+// test that runs a real program.
+func RequireProgram(t testing.TB, program, debianPackage string) string {
 	t.Helper()
-	fi, err := os.Stat(path)
-	if err == nil && fi.Mode().IsRegular() && fi.Mode().Perm()&0o111 != 0 {
-		return
+	var err error
+	if strings.Contains(program, "/") {
+		if err = checkExecutable(program); err == nil {
+			return program
+		}
+	} else {
+		var p string
+		if p, err = exec.LookPath(program); err == nil {
+			return p
+		}
+		for _, dir := range []string{"/usr/sbin", "/usr/bin"} {
+			if p := filepath.Join(dir, program); checkExecutable(p) == nil {
+				return p
+			}
+		}
 	}
 	t.Fatalf("e2e: required program %s is missing or not executable (%v): install the Debian package %q, "+
-		"e.g. by running scripts/install-test-deps.sh as root", path, err, debianPackage)
+		"e.g. by running scripts/install-test-deps.sh as root", program, err, debianPackage)
+	return ""
+}
+
+func checkExecutable(path string) error {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return err
+	}
+	if !fi.Mode().IsRegular() || fi.Mode().Perm()&0o111 == 0 {
+		return fmt.Errorf("%s: not an executable file", path)
+	}
+	return nil
 }
 
 func requireFile(t testing.TB, path, debianPackage string) {
@@ -300,7 +327,7 @@ func startWatchdog(t testing.TB, onCrash string, args ...string) *watchdog {
 }
 
 func (d *watchdog) disarm() {
-	d.w.WriteString("done\n")
+	_, _ = d.w.WriteString("done\n") // a watchdog already gone needs no disarming
 	d.w.Close()
 	d.cmd.Wait()
 }

@@ -169,7 +169,8 @@ mail {
 }
 `, NginxMailModule, userLine, n.Dir, NginxServerName, authAddr, n.Addr)
 	if n.opts.MailBlock != "" {
-		conf = conf[:strings.Index(conf, "mail {")] + n.mailBlock(authAddr)
+		before, _, _ := strings.Cut(conf, "mail {")
+		conf = before + n.mailBlock(authAddr)
 	}
 	if err := os.WriteFile(filepath.Join(n.Dir, "nginx.conf"), []byte(conf), 0o644); err != nil {
 		t.Fatalf("e2e: %v", err)

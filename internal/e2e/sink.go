@@ -17,6 +17,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/tollgate/tollgate/internal/message"
 )
 
 // Sink is a running smtp-sink that keeps every message it receives.
@@ -346,26 +348,13 @@ func parseSinkFile(raw []byte) (Message, error) {
 	}
 }
 
+// parseMessage splits a delivered message; values keep their folding, with
+// LF line breaks as smtp-sink writes them.
 func parseMessage(raw []byte) ([]HeaderField, []byte) {
+	fields, body, _ := message.Split(raw)
 	var headers []HeaderField
-	rest := raw
-	for len(rest) > 0 {
-		line, after, found := bytes.Cut(rest, []byte("\n"))
-		if len(bytes.TrimSuffix(line, []byte("\r"))) == 0 {
-			return headers, after
-		}
-		if (line[0] == ' ' || line[0] == '\t') && len(headers) > 0 {
-			headers[len(headers)-1].Value += "\n" + string(line)
-		} else if name, val, ok := strings.Cut(string(line), ":"); ok {
-			headers = append(headers, HeaderField{Name: name, Value: val})
-		} else {
-			// Not a header line: the message has no header/body separator.
-			return headers, rest
-		}
-		if !found {
-			break
-		}
-		rest = after
+	for _, f := range fields {
+		headers = append(headers, HeaderField{Name: f.Name, Value: strings.ReplaceAll(f.Value, "\r\n", "\n")})
 	}
-	return headers, nil
+	return headers, body
 }

@@ -1,8 +1,7 @@
-// Package miltertest plays an MTA against a milter over a unix socket, the
-// way the benchmarks of milter/ and policy/ need it: one connection per
-// message as Postfix opens one per SMTP connection, Postfix-like macros,
-// header values given their leading space when it was negotiated, and the
-// body in 64 KiB chunks.
+// Package miltertest serves a milter on a unix socket and plays an MTA
+// against it (with internal/mta, the one MTA emulator), the way the
+// benchmarks of milter/ and policy/ need it: one connection per message as
+// Postfix opens one per SMTP connection, Postfix-like macros.
 package miltertest
 
 import (
@@ -19,6 +18,7 @@ import (
 	gomilter "github.com/d--j/go-milter"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/tollgate/tollgate/internal/mta"
 	"github.com/tollgate/tollgate/milter"
 )
 
@@ -53,7 +53,7 @@ func Serve(tb testing.TB, rt milter.Runtime, protocol gomilter.OptProtocol, acti
 // Client is go-milter's client for sock, with the macros Postfix sends for a
 // client at 203.0.113.5.
 func Client(sock string) (*gomilter.Client, *gomilter.MacroBag) {
-	c := gomilter.NewClient("unix", sock, gomilter.WithActions(gomilter.AllClientSupportedActionMasks))
+	c := mta.NewClient("unix", sock)
 	m := gomilter.NewMacroBag()
 	for k, v := range map[string]string{"j": "mx.example.org", "{daemon_name}": "mx.example.org", "v": "Postfix 3.7.11",
 		"{client_addr}": "203.0.113.5", "{client_port}": "40000", "{client_name}": "mail.example.net", "i": "4XkT2c0Zz3z9t",
@@ -88,7 +88,7 @@ func Negotiated(tb testing.TB, sock string) (gomilter.OptProtocol, gomilter.OptA
 
 // Send is one SMTP connection with one message to rcpts recipients; every
 // stage must continue and the message be accepted. Header values are given
-// without their leading space.
+// with or without their leading space.
 func Send(tb testing.TB, c *gomilter.Client, macros *gomilter.MacroBag, hdrs []milter.Header, body []byte, rcpts int) {
 	s, err := c.Session(macros)
 	if err != nil {
@@ -110,23 +110,15 @@ func Send(tb testing.TB, c *gomilter.Client, macros *gomilter.MacroBag, hdrs []m
 		check(s.Rcpt(fmt.Sprintf("user%d@example.org", i), ""))
 	}
 	check(s.DataStart())
-	lead := s.ProtocolOption(gomilter.OptHeaderLeadingSpace)
 	for _, h := range hdrs {
-		v := strings.TrimPrefix(h.Value, " ")
-		if lead {
-			v = " " + v
-		}
-		check(s.HeaderField(h.Name, v, nil))
+		check(mta.Header(s, h.Name, " "+strings.TrimPrefix(h.Value, " ")))
 	}
 	check(s.HeaderEnd())
-	for rest := body; ; {
-		chunk := rest[:min(len(rest), 65535)]
-		rest = rest[len(chunk):]
-		check(s.BodyChunk(chunk)) // go-milter's client needs one, even empty
-		if len(rest) == 0 {
-			break
-		}
+	act, err := mta.Body(s, body)
+	if err != nil || act != nil {
+		check(act, err)
+		return
 	}
-	_, act, err := s.End()
+	_, act, err = s.End()
 	check(act, err)
 }

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+	berrors "go.etcd.io/bbolt/errors"
 )
 
 // Bolt defaults.
@@ -105,7 +106,7 @@ func OpenBoltWith(path string, o BoltOptions) (*Bolt, error) {
 		}
 	}
 	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: o.LockTimeout})
-	if errors.Is(err, bolt.ErrTimeout) {
+	if errors.Is(err, berrors.ErrTimeout) {
 		return nil, fmt.Errorf("srs store: %s is locked by another process (another tollgate with the same srs database?); gave up after %v", path, o.LockTimeout)
 	}
 	if err != nil {

@@ -87,9 +87,9 @@ type redisConn struct {
 }
 
 // NewRedis checks o and returns a client without connecting: the first
-// command dials. Use it to start while Redis may be down (commands then fail
-// with ErrUnavailable until it is up); DialRedis checks the connection and
-// credentials first.
+// command dials, so tollgate starts while Redis may be down (commands then
+// fail with ErrUnavailable until it is up); Ping checks the connection and
+// credentials.
 func NewRedis(o RedisOptions) (*Redis, error) {
 	if o.Addr == "" {
 		o.Addr = DefaultRedisAddr
@@ -138,21 +138,6 @@ func NewRedis(o RedisOptions) (*Redis, error) {
 		return nil, errors.Join(errs...)
 	}
 	r.slots = make(chan struct{}, o.PoolSize)
-	return r, nil
-}
-
-// DialRedis checks o, connects, authenticates, selects the database and
-// pings, so that a wrong address or password shows at startup. The error
-// wraps ErrUnavailable when Redis could not be reached or refused us.
-func DialRedis(o RedisOptions) (*Redis, error) {
-	r, err := NewRedis(o)
-	if err != nil {
-		return nil, err
-	}
-	if err := r.Ping(context.Background()); err != nil {
-		r.Close()
-		return nil, err
-	}
 	return r, nil
 }
 

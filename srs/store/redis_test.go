@@ -1,20 +1,20 @@
+//go:build e2e
+
 package store
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"net"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/tollgate/tollgate/internal/e2e"
 )
 
 // The Redis tests run a real redis-server (Debian package redis-server) on
@@ -22,123 +22,22 @@ import (
 // persistence. A missing server fails them: CI installs it
 // (scripts/install-test-deps.sh).
 
-const redisServerPath = "/usr/bin/redis-server"
-
-type redisServer struct {
-	t      testing.TB
-	args   []string
-	addr   string // 127.0.0.1:port
-	sock   string // unix socket path
-	cmd    *exec.Cmd
-	out    *bytes.Buffer
-	exited chan struct{}
-}
-
-// startRedis starts a redis-server; extra arguments are added to its command
-// line (e.g. "--requirepass", "pw"). It is killed at the end of the test.
-func startRedis(t testing.TB, extra ...string) *redisServer {
-	t.Helper()
-	if _, err := os.Stat(redisServerPath); err != nil {
-		t.Fatalf("%s is missing: install Debian's redis-server package (apt-get install -y redis-server, or scripts/install-test-deps.sh): %v", redisServerPath, err)
-	}
-	// A short directory: a unix socket's path must fit in 108 bytes.
-	dir, err := os.MkdirTemp("", "tgredis")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	port := freePort(t)
-	s := &redisServer{t: t, addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), sock: filepath.Join(dir, "redis.sock")}
-	s.args = append([]string{
-		"--port", strconv.Itoa(port), "--bind", "127.0.0.1",
-		"--unixsocket", s.sock, "--unixsocketperm", "700",
-		"--dir", dir, "--save", "", "--appendonly", "no",
-		"--daemonize", "no", "--loglevel", "warning", "--logfile", "",
-	}, extra...)
-	s.start()
-	t.Cleanup(s.stop)
-	return s
-}
-
-func freePort(t testing.TB) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
-// start runs the server (again, on the same port and socket) and waits until
-// it answers on both.
-func (s *redisServer) start() {
-	s.t.Helper()
-	s.out = new(bytes.Buffer)
-	s.cmd = exec.Command(redisServerPath, s.args...)
-	s.cmd.Stdout, s.cmd.Stderr = s.out, s.out
-	if err := s.cmd.Start(); err != nil {
-		s.t.Fatalf("starting redis-server: %v", err)
-	}
-	s.exited = make(chan struct{})
-	go func(cmd *exec.Cmd, exited chan struct{}) { cmd.Wait(); close(exited) }(s.cmd, s.exited)
-	deadline := time.Now().Add(10 * time.Second)
-	for !s.answers("tcp", s.addr) || !s.answers("unix", s.sock) {
-		select {
-		case <-s.exited:
-			s.t.Fatalf("redis-server %v exited:\n%s", s.args, s.out)
-		default:
-		}
-		if time.Now().After(deadline) {
-			s.t.Fatalf("redis-server on %s not answering after 10 s:\n%s", s.addr, s.out)
-		}
-		time.Sleep(10 * time.Millisecond)
+func init() {
+	realRedis = func(t *testing.T) (Store, func()) {
+		s := startRedis(t)
+		return dialRedis(t, fast(s.Addr)), s.Stop
 	}
 }
 
-// answers: a PING gets +PONG, or -NOAUTH with requirepass: up either way.
-func (s *redisServer) answers(network, addr string) bool {
-	c, err := net.DialTimeout(network, addr, 100*time.Millisecond)
-	if err != nil {
-		return false
-	}
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(time.Second))
-	if _, err := c.Write([]byte("PING\r\n")); err != nil {
-		return false
-	}
-	buf := make([]byte, 64)
-	n, _ := c.Read(buf)
-	return n > 0 && (buf[0] == '+' || buf[0] == '-')
-}
-
-// stop kills the server and waits for it to exit.
-func (s *redisServer) stop() {
-	if s.cmd == nil {
-		return
-	}
-	s.cmd.Process.Signal(syscall.SIGCONT) // in case a test left it stopped
-	s.cmd.Process.Kill()
-	select {
-	case <-s.exited:
-	case <-time.After(10 * time.Second):
-		s.t.Errorf("redis-server did not exit")
-	}
-	s.cmd = nil
-}
-
-func (s *redisServer) signal(sig syscall.Signal) {
-	s.t.Helper()
-	if err := s.cmd.Process.Signal(sig); err != nil {
-		s.t.Fatal(err)
-	}
-}
+// startRedis starts a private redis-server (internal/e2e), killed at the
+// end of the test.
+func startRedis(t testing.TB, extra ...string) *e2e.Redis { return e2e.StartRedis(t, extra...) }
 
 func dialRedis(t testing.TB, o RedisOptions) *Redis {
 	t.Helper()
-	r, err := DialRedis(o)
+	r, err := dialAndPing(o)
 	if err != nil {
-		t.Fatalf("DialRedis(%s): %v", o.Addr, err)
+		t.Fatalf("dialAndPing(%s): %v", o.Addr, err)
 	}
 	t.Cleanup(func() { r.Close() })
 	return r
@@ -165,14 +64,9 @@ func raw(t testing.TB, r *Redis, args ...string) reply {
 	return v
 }
 
-// fast are timeouts short enough for the failure tests.
-func fast(addr string) RedisOptions {
-	return RedisOptions{Addr: addr, DialTimeout: 300 * time.Millisecond, ReadTimeout: 300 * time.Millisecond, WriteTimeout: 300 * time.Millisecond}
-}
-
 func TestRedisBasics(t *testing.T) {
 	s := startRedis(t)
-	r := dialRedis(t, RedisOptions{Addr: s.addr})
+	r := dialRedis(t, RedisOptions{Addr: s.Addr})
 	storeBasics(t, r)
 
 	// Keys live under the prefix, with Redis's own expiry.
@@ -187,7 +81,7 @@ func TestRedisBasics(t *testing.T) {
 	}
 
 	// Another prefix is another namespace.
-	other := dialRedis(t, RedisOptions{Addr: s.addr, Prefix: "mx2:"})
+	other := dialRedis(t, RedisOptions{Addr: s.Addr, Prefix: "mx2:"})
 	wantNotFound(t, other, "abcdefghij")
 	mustPut(t, other, "abcdefghij", "someone@else.example", time.Hour)
 	wantGet(t, other, "abcdefghij", "someone@else.example")
@@ -197,9 +91,9 @@ func TestRedisBasics(t *testing.T) {
 	}
 
 	// The unix socket.
-	unix := dialRedis(t, RedisOptions{Addr: "unix:" + s.sock})
+	unix := dialRedis(t, RedisOptions{Addr: "unix:" + s.Sock})
 	wantGet(t, unix, "abcdefghij", "user@orig.example")
-	if unix.Addr() != "unix:"+s.sock {
+	if unix.Addr() != "unix:"+s.Sock {
 		t.Errorf("Addr() = %q", unix.Addr())
 	}
 
@@ -212,7 +106,7 @@ func TestRedisBasics(t *testing.T) {
 
 func TestRedisTTL(t *testing.T) {
 	s := startRedis(t)
-	r := dialRedis(t, RedisOptions{Addr: s.addr})
+	r := dialRedis(t, RedisOptions{Addr: s.Addr})
 	ctx := context.Background()
 
 	mustPut(t, r, "onehalf", "a@one.example", 1500*time.Millisecond)
@@ -243,13 +137,13 @@ func TestRedisAuthSelect(t *testing.T) {
 	const pw = "s3cret pw"
 	s := startRedis(t, "--requirepass", pw)
 
-	_, err := DialRedis(fast(s.addr))
+	_, err := dialAndPing(fast(s.Addr))
 	if !errors.Is(err, ErrUnavailable) || !strings.Contains(err.Error(), "NOAUTH") {
 		t.Errorf("no password: %v", err)
 	}
-	o := fast(s.addr)
+	o := fast(s.Addr)
 	o.Password = "wrong"
-	_, err = DialRedis(o)
+	_, err = dialAndPing(o)
 	if !errors.Is(err, ErrUnavailable) || !strings.Contains(err.Error(), "WRONGPASS") || strings.Contains(err.Error(), "wrong") {
 		t.Errorf("wrong password: %v (must say WRONGPASS, must not show the password)", err)
 	}
@@ -263,20 +157,20 @@ func TestRedisAuthSelect(t *testing.T) {
 	}
 	lazy.Close()
 
-	db3 := dialRedis(t, RedisOptions{Addr: s.addr, Password: pw, DB: 3})
+	db3 := dialRedis(t, RedisOptions{Addr: s.Addr, Password: pw, DB: 3})
 	mustPut(t, db3, "selected", "u@db3.example", time.Hour)
-	db0 := dialRedis(t, RedisOptions{Addr: s.addr, Password: pw})
+	db0 := dialRedis(t, RedisOptions{Addr: s.Addr, Password: pw})
 	wantNotFound(t, db0, "selected")
 	if v := raw(t, db3, "GET", DefaultRedisPrefix+"selected"); v.str != "u@db3.example" {
 		t.Errorf("raw GET in db 3: %+v", v)
 	}
 	// The ACL form, AUTH user pass (Redis 6+), with the default user.
-	acl := dialRedis(t, RedisOptions{Addr: "unix:" + s.sock, Username: "default", Password: pw, DB: 3})
+	acl := dialRedis(t, RedisOptions{Addr: "unix:" + s.Sock, Username: "default", Password: pw, DB: 3})
 	wantGet(t, acl, "selected", "u@db3.example")
 
-	o = fast(s.addr)
+	o = fast(s.Addr)
 	o.Password, o.DB = pw, 99
-	if _, err := DialRedis(o); !errors.Is(err, ErrUnavailable) || !strings.Contains(err.Error(), "SELECT") {
+	if _, err := dialAndPing(o); !errors.Is(err, ErrUnavailable) || !strings.Contains(err.Error(), "SELECT") {
 		t.Errorf("db 99: %v", err)
 	}
 }
@@ -284,7 +178,7 @@ func TestRedisAuthSelect(t *testing.T) {
 func TestRedisConcurrent(t *testing.T) {
 	s := startRedis(t)
 	const pool, workers, each = 4, 16, 100
-	r := dialRedis(t, RedisOptions{Addr: s.addr, PoolSize: pool})
+	r := dialRedis(t, RedisOptions{Addr: s.Addr, PoolSize: pool})
 	var wg sync.WaitGroup
 	errs := make(chan error, workers)
 	for w := range workers {
@@ -356,12 +250,12 @@ func wantUnavailable(t testing.TB, what string, limit time.Duration, op func() e
 
 func TestRedisDownAndBack(t *testing.T) {
 	s := startRedis(t)
-	r := dialRedis(t, fast(s.addr))
+	r := dialRedis(t, fast(s.Addr))
 	ctx := context.Background()
 	mustPut(t, r, "before", "a@one.example", time.Hour)
 
 	// Killed: refused at once, each time, never a hang.
-	s.stop()
+	s.Stop()
 	for i := range 3 {
 		wantUnavailable(t, fmt.Sprintf("Get %d with Redis down", i), time.Second, func() error {
 			_, err := r.Get(ctx, "before")
@@ -371,35 +265,35 @@ func TestRedisDownAndBack(t *testing.T) {
 			return r.Put(ctx, "during", "b@two.example", time.Hour)
 		})
 	}
-	if _, err := DialRedis(fast(s.addr)); !errors.Is(err, ErrUnavailable) {
+	if _, err := dialAndPing(fast(s.Addr)); !errors.Is(err, ErrUnavailable) {
 		t.Errorf("DialRedis with Redis down: %v", err)
 	}
 
 	// Back on the same port: the next command works (the data is gone: no
 	// persistence in these tests).
-	s.start()
+	s.Start()
 	wantNotFound(t, r, "before")
 	mustPut(t, r, "after", "c@three.example", time.Hour)
 	wantGet(t, r, "after", "c@three.example")
 
 	// Restarted while our connections sat idle: the stale connection is
 	// noticed and the command retried on a new one, transparently.
-	s.stop()
-	s.start()
+	s.Stop()
+	s.Start()
 	mustPut(t, r, "after2", "d@four.example", time.Hour)
 	wantGet(t, r, "after2", "d@four.example")
 }
 
 func TestRedisHung(t *testing.T) {
 	s := startRedis(t)
-	o := fast(s.addr)
+	o := fast(s.Addr)
 	o.PoolSize = 2
 	r := dialRedis(t, o)
 	ctx := context.Background()
 	mustPut(t, r, "before", "a@one.example", time.Hour)
 
 	// SIGSTOP: the kernel still accepts connections, nobody answers.
-	s.signal(syscall.SIGSTOP)
+	s.Signal(syscall.SIGSTOP)
 	err := wantUnavailable(t, "Get with Redis hung", time.Second, func() error {
 		_, err := r.Get(ctx, "before")
 		return err
@@ -410,7 +304,7 @@ func TestRedisHung(t *testing.T) {
 	}
 
 	// The caller's deadline wins when sooner (here than 2 s timeouts).
-	slow := dialRedisLater(t, RedisOptions{Addr: s.addr, DialTimeout: 2 * time.Second, ReadTimeout: 2 * time.Second, WriteTimeout: 2 * time.Second})
+	slow := dialRedisLater(t, RedisOptions{Addr: s.Addr, DialTimeout: 2 * time.Second, ReadTimeout: 2 * time.Second, WriteTimeout: 2 * time.Second})
 	dctx, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
 	err = wantUnavailable(t, "Get with a 50 ms deadline", time.Second, func() error {
 		_, err := slow.Get(dctx, "before")
@@ -443,83 +337,21 @@ func TestRedisHung(t *testing.T) {
 	}
 	wg.Wait()
 
-	s.signal(syscall.SIGCONT)
+	s.Signal(syscall.SIGCONT)
 	wantGet(t, r, "before", "a@one.example")
 }
 
-// TestRedisNotRedis: a server speaking something else is a protocol error
-// (unavailable), and its connection is not reused.
-func TestRedisNotRedis(t *testing.T) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+// dialAndPing checks o, connects, authenticates, selects the database and
+// pings, so that a wrong address or password shows at startup. The error
+// wraps ErrUnavailable when Redis could not be reached or refused us.
+func dialAndPing(o RedisOptions) (*Redis, error) {
+	r, err := NewRedis(o)
 	if err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
-	defer l.Close()
-	var accepted sync.WaitGroup
-	var count int
-	var mu sync.Mutex
-	accepted.Go(func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			count++
-			mu.Unlock()
-			go func() {
-				defer c.Close()
-				buf := make([]byte, 1024)
-				c.Read(buf)
-				c.Write([]byte("HTTP/1.0 400 Bad Request\r\n\r\n"))
-				c.Read(buf)
-			}()
-		}
-	})
-	r, err := NewRedis(fast(l.Addr().String()))
-	if err != nil {
-		t.Fatal(err)
+	if err := r.Ping(context.Background()); err != nil {
+		r.Close()
+		return nil, err
 	}
-	defer r.Close()
-	for range 2 {
-		_, err := r.Get(context.Background(), "k")
-		if !errors.Is(err, ErrUnavailable) || !errors.Is(err, errProtocol) {
-			t.Errorf("Get from an HTTP server: %v", err)
-		}
-	}
-	l.Close()
-	accepted.Wait()
-	if count != 2 {
-		t.Errorf("%d connections for 2 commands: a broken one was reused", count)
-	}
-}
-
-func TestRedisOptions(t *testing.T) {
-	for _, o := range []RedisOptions{
-		{Addr: "localhost"},
-		{Addr: "localhost:0"},
-		{Addr: "localhost:http"},
-		{Addr: ":6379"},
-		{Addr: "unix:"},
-		{DB: -1},
-		{Username: "u"},
-		{PoolSize: -1},
-		{ReadTimeout: -time.Second},
-	} {
-		if _, err := NewRedis(o); err == nil || !strings.HasPrefix(err.Error(), "srs store: redis: ") {
-			t.Errorf("NewRedis(%+v) = %v, want an error", o, err)
-		}
-	}
-	r, err := NewRedis(RedisOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if r.Addr() != DefaultRedisAddr || r.o.Prefix != DefaultRedisPrefix || cap(r.slots) != DefaultRedisPoolSize || r.o.ReadTimeout != DefaultRedisTimeout {
-		t.Errorf("defaults: %+v", r.o)
-	}
-	for _, addr := range []string{"127.0.0.1:6379", "[::1]:6379", "redis.example:6379", "unix:/run/redis/redis.sock"} {
-		if _, err := NewRedis(RedisOptions{Addr: addr}); err != nil {
-			t.Errorf("NewRedis(%q): %v", addr, err)
-		}
-	}
+	return r, nil
 }

@@ -51,9 +51,6 @@ var (
 	ErrNotDB       = srs.ErrNotDB         // not a database-mode address: hand it to (*srs.SRS).Reverse
 )
 
-// Reason is srs.Reason, which knows the database-mode reasons too.
-func Reason(err error) string { return srs.Reason(err) }
-
 // KeyLen is the length of the keys NewKey makes: 10 base32 characters, 50
 // random bits.
 const KeyLen = 10

@@ -1,11 +1,33 @@
-package policy
+package bmi_test
 
 import (
 	"strings"
 	"testing"
 
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/tollgate/tollgate/bmi"
+	"github.com/tollgate/tollgate/feature"
 	"github.com/tollgate/tollgate/milter"
+	"github.com/tollgate/tollgate/policy"
 )
+
+var specs = []feature.Spec{bmi.Spec}
+
+func mustParse(t *testing.T, yml string) *policy.Policy {
+	t.Helper()
+	p, err := policy.Parse("test.yaml", []byte(yml), specs...)
+	if err != nil {
+		t.Fatalf("parse: %v", err)
+	}
+	return p
+}
+
+func rcptWith(addr string, f *bmi.RcptFacts) *milter.Recipient {
+	r := &milter.Recipient{Addr: addr}
+	r.SetFact("bmi", f)
+	return r
+}
 
 const bmiTestPolicy = `
 bmi:
@@ -29,30 +51,30 @@ acl:
 
 func TestBMIConfigAndConditions(t *testing.T) {
 	p := mustParse(t, bmiTestPolicy)
-	if p.bmi.backend.Name() != "spamd" || len(p.bmi.rules) != 3 || p.bmi.spoolMemory != 2<<20 || p.bmi.profiles.Default != "normal" {
-		t.Fatalf("%+v", p.bmi)
+	rt, err := policy.NewEnv(nil, prometheus.NewRegistry()).Runtime(p)
+	if err != nil {
+		t.Fatal(err)
 	}
-	rt := NewRuntime(p, nil, milter.NewMetrics(newRegistry()))
 	if n := len(rt.Modules()); n != 1 || rt.Modules()[0].Name() != "bmi" {
 		t.Fatalf("modules %v", rt.Modules())
 	}
 	s := &milter.Session{Vars: map[string]string{}}
 	tx := &milter.Txn{Session: s}
-	r := &milter.Recipient{Addr: "bob@example.org", BMI: &milter.BMIRcpt{}}
+	r := rcptWith("bob@example.org", &bmi.RcptFacts{})
 	tx.Rcpts = []*milter.Recipient{r}
 	rt.Evaluate(t.Context(), milter.StageRcpt, s, tx, r)
-	if !tx.Controls["bmi_run"] || strings.Join(r.BMI.Optins, ":") != "strict:x:bob" {
-		t.Errorf("rcpt: controls %v optins %q", tx.Controls, r.BMI.Optins)
+	if !tx.Controls["bmi_run"] || strings.Join(bmi.RcptFactsOf(r).Optins, ":") != "strict:x:bob" {
+		t.Errorf("rcpt: controls %v optins %q", tx.Controls, bmi.RcptFactsOf(r).Optins)
 	}
 	// At data the conditions hold when any recipient satisfies them.
-	r.BMI = &milter.BMIRcpt{Scanned: true, Outcome: "drop", Fired: []int{5, 11}}
-	other := &milter.Recipient{Addr: "carol@example.org", BMI: &milter.BMIRcpt{Scanned: true, Deliver: true, Outcome: "deliver"}}
+	r.SetFact("bmi", &bmi.RcptFacts{Scanned: true, Outcome: "drop", Fired: []int{5, 11}})
+	other := rcptWith("carol@example.org", &bmi.RcptFacts{Scanned: true, Deliver: true, Outcome: "deliver"})
 	tx.Rcpts = append(tx.Rcpts, other)
 	d, _ := rt.Evaluate(t.Context(), milter.StageData, s, tx, nil)
 	if d.Rule != "data/2" || len(tx.Logs) != 1 || len(tx.Mutations.Append) != 1 {
 		t.Errorf("data: %+v logs %v", d, tx.Logs)
 	}
-	r.BMI = &milter.BMIRcpt{Deliver: true, Outcome: "deliver"} // not scanned: bmi_rule is false
+	r.SetFact("bmi", &bmi.RcptFacts{Deliver: true, Outcome: "deliver"}) // not scanned: bmi_rule is false
 	tx.Logs = nil
 	if d, _ := rt.Evaluate(t.Context(), milter.StageData, s, tx, nil); d.Rule != "data/3" || len(tx.Logs) != 0 {
 		t.Errorf("unscanned: %+v %v", d, tx.Logs)
@@ -68,10 +90,10 @@ func TestBMIConfigErrors(t *testing.T) {
 		{"bmi: {backend: {spamd: {address: a:1}}, on_error: panic}\n", "bmi.on_error"},
 		{"bmi: {backend: {spamd: {address: a:1}}, profiles: {x: \"../etc\"}}\n", "bmi.profiles"},
 		{"acl:\n  rcpt:\n    - accept: {control: [bmi_run]}\n", "control: bmi_run needs a valid bmi: section"},
-		{"bmi: {backend: {spamd: {address: a:1}}}\nacl:\n  data:\n    - accept: {control: [bmi_run]}\n", "control: bmi_run must be set by rcpt"},
-		{"bmi: {backend: {spamd: {address: a:1}}}\nacl:\n  data:\n    - accept: {bmi_optin: x}\n", "bmi_optin is not available at data"},
+		{"bmi: {backend: {spamd: {address: a:1}}}\nacl:\n  data:\n    - accept: {control: [bmi_run]}\n", "control: bmi_run is not available at data (only at mail, rcpt)"},
+		{"bmi: {backend: {spamd: {address: a:1}}}\nacl:\n  data:\n    - accept: {bmi_optin: x}\n", "acl.data: bmi_optin is not available at data (only at rcpt)"},
 	} {
-		if _, err := Parse("t.yaml", []byte(tc.yml)); err == nil || !strings.Contains(err.Error(), tc.want) {
+		if _, err := policy.Parse("t.yaml", []byte(tc.yml), specs...); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%q: %v, want %q", tc.yml, err, tc.want)
 		}
 	}

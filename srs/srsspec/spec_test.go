@@ -1,4 +1,4 @@
-package policy
+package srsspec
 
 import (
 	"os"
@@ -6,8 +6,32 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/tollgate/tollgate/feature"
 	"github.com/tollgate/tollgate/milter"
+	"github.com/tollgate/tollgate/policy"
+	"github.com/tollgate/tollgate/srs"
 )
+
+var specs = []feature.Spec{Spec}
+
+func mustParse(t *testing.T, yml string) *policy.Policy {
+	t.Helper()
+	p, err := policy.Parse("test.yaml", []byte(yml), specs...)
+	if err != nil {
+		t.Fatalf("parse: %v", err)
+	}
+	return p
+}
+
+func newEnv() *policy.Env { return policy.NewEnv(nil, prometheus.NewRegistry()) }
+
+func rcptWith(addr string, f *srs.RcptFacts) *milter.Recipient {
+	r := &milter.Recipient{Addr: addr}
+	r.SetFact("srs", f)
+	return r
+}
 
 func secretsFile(t *testing.T, mode os.FileMode, lines ...string) string {
 	t.Helper()
@@ -29,14 +53,17 @@ acl:
     - accept: {srs: [valid], add_header: "X-SRS: $srs_status $srs_orig_recipient -> $srs_recipient"}
     - accept: {control: [srs_forward]}
 `)
-	s, err := p.SRS()
+	s, err := Rewriter(p.Section("srs"))
 	if err != nil || s.Domain() != "fwd.example.org" {
 		t.Fatal(err)
 	}
-	if !p.srs.local("example.org") || !p.srs.local("x.lists.example") || p.srs.local("example.net") {
+	if sec := p.Section("srs").(*section); !sec.local("example.org") || !sec.local("x.lists.example") || sec.local("example.net") {
 		t.Error("local/exclude domains")
 	}
-	rt := NewRuntime(p, nil, milter.NewMetrics(newRegistry()))
+	rt, err := newEnv().Runtime(p)
+	if err != nil {
+		t.Fatal(err)
+	}
 	if len(rt.Modules()) != 1 || rt.Modules()[0].Name() != "srs" {
 		t.Fatalf("modules %v", rt.Modules())
 	}
@@ -46,8 +73,8 @@ acl:
 		r    *milter.Recipient
 		rule string
 	}{
-		{&milter.Recipient{Addr: fwd, SRS: &milter.SRSRcpt{Status: "valid", Recipient: "alice@example.net"}}, "rcpt/2"},
-		{&milter.Recipient{Addr: "SRS0=x@fwd.example.org", SRS: &milter.SRSRcpt{Status: "invalid"}}, "rcpt/1"},
+		{rcptWith(fwd, &srs.RcptFacts{Status: "valid", Recipient: "alice@example.net"}), "rcpt/2"},
+		{rcptWith("SRS0=x@fwd.example.org", &srs.RcptFacts{Status: "invalid"}), "rcpt/1"},
 		{&milter.Recipient{Addr: "bob@example.org"}, "rcpt/3"},
 	} {
 		tx := &milter.Txn{Session: sess, Rcpts: []*milter.Recipient{tc.r}}
@@ -76,7 +103,7 @@ func TestSRSConfigErrors(t *testing.T) {
 		{"srs: {domain: f.example, secrets: [a]}\nacl:\n  mail:\n    - accept: {srs: [valid]}\n", "t.yaml:4: acl.mail: srs is not available at mail"},
 		{"srs: {domain: f.example, secrets: [a]}\nacl:\n  rcpt:\n    - accept: {srs: [bogus]}\n", `t.yaml:4: srs: "bogus" is not valid`},
 	} {
-		_, err := Parse("t.yaml", []byte(tc.yml))
+		_, err := policy.Parse("t.yaml", []byte(tc.yml), specs...)
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%q: %v, want %q", tc.yml, err, tc.want)
 		}
@@ -87,7 +114,7 @@ func TestSRSDatabaseConfig(t *testing.T) {
 	dir := t.TempDir()
 	yml := "srs: {domain: fwd.example.org, secrets: [k], database: {use: always, bolt: " + filepath.Join(dir, "srs.db") + "}}\n"
 	p := mustParse(t, yml)
-	env := NewEnv(nil, newRegistry())
+	env := newEnv()
 	defer env.Close()
 	if _, err := env.Runtime(p); err != nil {
 		t.Fatal(err)
@@ -111,7 +138,7 @@ func TestSRSDatabaseConfig(t *testing.T) {
 		{"srs: {domain: f.example, secrets: [k], database: {bolt: /x.db, redis: {address: 127.0.0.1:6379}}}\n", "not both"},
 		{"srs: {domain: f.example, secrets: [k], database: {redis: {db: 2}}}\n", "redis.address is required"},
 	} {
-		if _, err := Parse("t.yaml", []byte(tc.yml)); err == nil || !strings.Contains(err.Error(), tc.want) {
+		if _, err := policy.Parse("t.yaml", []byte(tc.yml), specs...); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%q: %v", tc.yml, err)
 		}
 	}

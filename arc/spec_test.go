@@ -1,4 +1,4 @@
-package policy
+package arc
 
 import (
 	"os"
@@ -6,13 +6,27 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/tollgate/tollgate/arc"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/tollgate/tollgate/feature"
 	"github.com/tollgate/tollgate/milter"
+	"github.com/tollgate/tollgate/policy"
 )
+
+var specs = []feature.Spec{Spec}
+
+func mustParse(t *testing.T, yml string) *policy.Policy {
+	t.Helper()
+	p, err := policy.Parse("test.yaml", []byte(yml), specs...)
+	if err != nil {
+		t.Fatalf("parse: %v", err)
+	}
+	return p
+}
 
 func arcKey(t *testing.T, mode os.FileMode) string {
 	t.Helper()
-	_, pemBytes, _, err := arc.GenerateKey("ed25519", 0)
+	_, pemBytes, _, err := GenerateKey("ed25519", 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -37,25 +51,29 @@ acl:
     - accept: {name: ok, arc: ["!fail"], add_header: "X-ARC: $arc_state $arc_oldest_pass $arc_domains", control: [arc_sign]}
     - accept: {}
 `)
-	if len(p.arc.seal) != 2 || !p.arc.seal[0].Timestamps || p.arc.seal[0].Expire != "+86400" || p.arc.dns.Server != "127.0.0.1:53" || !p.arc.removeForged {
-		t.Errorf("%+v", p.arc)
+	if sec := p.Section("arc").(*section); len(sec.seal) != 2 || !sec.seal[0].Timestamps || sec.seal[0].Expire != "+86400" || sec.dns.Server != "127.0.0.1:53" || !sec.removeForged {
+		t.Errorf("%+v", sec)
 	}
-	rt := NewRuntime(p, nil, milter.NewMetrics(newRegistry()))
+	rt, err := policy.NewEnv(nil, prometheus.NewRegistry()).Runtime(p)
+	if err != nil {
+		t.Fatal(err)
+	}
 	if len(rt.Modules()) != 1 || rt.Modules()[0].Name() != "arc" {
 		t.Errorf("modules %v", rt.Modules())
 	}
 	s := &milter.Session{Vars: map[string]string{}}
 	for _, tc := range []struct {
-		facts  milter.ARCFacts
+		facts  Facts
 		sender string
 		rule   string
 	}{
-		{milter.ARCFacts{State: "fail"}, "x@bank.example", "broken"},
-		{milter.ARCFacts{State: "fail"}, "x@other.example", "data/3"},
-		{milter.ARCFacts{State: "pass", OldestPass: 2, Domains: []string{"a.example", "b.example"}}, "x@bank.example", "ok"},
-		{milter.ARCFacts{State: "none"}, "x@bank.example", "ok"},
+		{Facts{State: "fail"}, "x@bank.example", "broken"},
+		{Facts{State: "fail"}, "x@other.example", "data/3"},
+		{Facts{State: "pass", OldestPass: 2, Domains: []string{"a.example", "b.example"}}, "x@bank.example", "ok"},
+		{Facts{State: "none"}, "x@bank.example", "ok"},
 	} {
-		tx := &milter.Txn{Session: s, Sender: tc.sender, ARC: tc.facts}
+		tx := &milter.Txn{Session: s, Sender: tc.sender}
+		tx.SetFact("arc", &tc.facts)
 		d, _ := rt.Evaluate(t.Context(), milter.StageData, s, tx, nil)
 		if d.Rule != tc.rule {
 			t.Errorf("%+v: rule %s want %s", tc.facts, d.Rule, tc.rule)
@@ -76,31 +94,12 @@ func TestARCConfigErrors(t *testing.T) {
 		{"arc: {authserv_id: mx.example.org, sign: [{domain: example.org, selector: s, key: " + good + ", options: [sometimes]}]}\n", `"sometimes"`},
 		{"arc: {authserv_id: mx.example.org, sign: [{domain: \"bad domain\", selector: s, key: " + good + "}]}\n", "bad signing domain"},
 		{"arc: {authserv_id: mx.example.org, headers: [from, arc-seal], sign: [{domain: example.org, selector: s, key: " + good + "}]}\n", "ARC-Seal must not be signed"},
-		{"arc: {authserv_id: mx.example.org}\nacl:\n  data:\n    - accept: {control: [arc_sign]}\n", "control: arc_sign needs a valid arc: section"},
+		{"arc: {authserv_id: mx.example.org}\nacl:\n  data:\n    - accept: {control: [arc_sign]}\n", "t.yaml:4: control: arc_sign: needs a signing key (arc.sign)"},
 		{"arc: {authserv_id: mx.example.org}\nacl:\n  rcpt:\n    - accept: {arc: [pass]}\n", "acl.rcpt: arc is not available at rcpt"},
 		{"arc: {authserv_id: mx.example.org}\nacl:\n  data:\n    - accept: {arc: [passed]}\n", `"passed" is not pass, fail or none`},
 	} {
-		if _, err := Parse("t.yaml", []byte(tc.yml)); err == nil || !strings.Contains(err.Error(), tc.want) {
+		if _, err := policy.Parse("t.yaml", []byte(tc.yml), specs...); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%q: %v, want %q", tc.yml, err, tc.want)
 		}
-	}
-}
-
-func TestARCSealsLast(t *testing.T) {
-	dir := t.TempDir()
-	secrets := filepath.Join(dir, "s")
-	os.WriteFile(secrets, []byte("k\n"), 0o600)
-	p := mustParse(t, `
-arc: {authserv_id: mx.example.org, sign: [{domain: example.org, selector: s, key: `+arcKey(t, 0o600)+`}]}
-srs: {domain: fwd.example.org, secrets_file: `+secrets+`}
-dcc: {address: /nonexistent}
-bmi: {backend: {spamd: {address: "127.0.0.1:783"}}}
-`)
-	var names []string
-	for _, m := range NewRuntime(p, nil, milter.NewMetrics(newRegistry())).Modules() {
-		names = append(names, m.Name())
-	}
-	if strings.Join(names, " ") != "srs dcc bmi arc" {
-		t.Errorf("module order %v: ARC must finalize (seal) after every module that changes headers", names)
 	}
 }

@@ -1,0 +1,227 @@
+package arc
+
+import (
+	"errors"
+	"io"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/tollgate/tollgate/feature"
+	"github.com/tollgate/tollgate/milter"
+)
+
+// Config is the arc: section (the seed's verify = arc and arc_sign).
+type Config struct {
+	Pos                     feature.Pos       `yaml:"-"`
+	AuthServID              feature.Str       `yaml:"authserv_id"`
+	RemoveForgedAuthResults *bool             `yaml:"remove_forged_authresults"`
+	AddAuthResults          *bool             `yaml:"add_authresults"`
+	RemoteIP                bool              `yaml:"remote_ip"`
+	MinRSABits              *int              `yaml:"min_rsa_bits"`
+	Timeout                 *feature.Duration `yaml:"timeout"`
+	DNS                     DNSConfig         `yaml:"dns"`
+	Sign                    []SignConfig      `yaml:"sign"`
+	Headers                 feature.StrList   `yaml:"headers"`
+	Oversign                *feature.StrList  `yaml:"oversign"`
+}
+
+// DNSConfig points key lookups at a resolver.
+type DNSConfig struct {
+	Server  feature.Str       `yaml:"server"`
+	Timeout *feature.Duration `yaml:"timeout"`
+}
+
+// SignConfig is one signing key (the seed's arc_sign = domain : selector : key : options).
+type SignConfig struct {
+	Pos      feature.Pos     `yaml:"-"`
+	Domain   feature.Str     `yaml:"domain"`
+	Selector feature.Str     `yaml:"selector"`
+	Key      feature.Str     `yaml:"key"`
+	Options  feature.StrList `yaml:"options"`
+}
+
+// Spec is ARC as the configuration and the policy see it.
+var Spec feature.Spec = spec{}
+
+type spec struct{}
+
+func (spec) Name() string   { return name }
+func (spec) NewConfig() any { return &Config{} }
+
+// Order: last, so that the seal signs the headers as every other module
+// left them (and after any DKIM signature).
+func (spec) Order() feature.Order { return feature.Order{Last: true} }
+
+func (spec) NewMetrics(reg prometheus.Registerer) any { return NewMetrics(reg) }
+
+func (spec) Compile(cfg any, env *feature.CompileEnv) feature.Section {
+	return compile(env.Report, cfg.(*Config))
+}
+
+// section is the compiled arc: section.
+type section struct {
+	authServID   string
+	removeForged bool
+	addAR        bool
+	remoteIP     bool
+	minRSABits   int
+	timeout      time.Duration
+	dns          DNSOptions
+	seal         []SealOptions
+}
+
+var errNoKey = errors.New("needs a signing key (arc.sign)")
+
+func (s *section) ControlError(name string) error {
+	if name == ControlSign && len(s.seal) == 0 {
+		return errNoKey
+	}
+	return nil
+}
+
+// sharedResolver lets the key cache of a resolver outlive a reload: it is
+// shared by every configuration with the same DNS options.
+type sharedResolver struct{ *DNSResolver }
+
+func (sharedResolver) Close() error { return nil }
+
+func (s *section) Module(env *feature.ModuleEnv) (milter.Module, error) {
+	c, err := env.Shared("dns:"+s.dns.Server+"|"+s.dns.Timeout.String(), func() (io.Closer, error) {
+		return sharedResolver{NewDNSResolver(s.dns)}, nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return NewModule(ModuleOptions{AuthServID: s.authServID, Resolver: c.(sharedResolver).DNSResolver,
+		MinRSABits: s.minRSABits, Timeout: s.timeout, RemoveForged: s.removeForged, AddAuthResults: s.addAR,
+		RemoteIP: s.remoteIP, Seal: s.seal, Metrics: env.Metrics.(*Metrics), Log: env.Log}), nil
+}
+
+var (
+	atData   = milter.StageSet(milter.StageData)
+	fromMail = milter.StagesFrom(milter.StageMail)
+)
+
+func (spec) Vocabulary() feature.Vocabulary {
+	return feature.Vocabulary{
+		Conditions: []feature.Condition{{Key: "arc", Stages: atData, Example: "[pass, none]",
+			NewValue: func() any { return new(feature.StrList) }, Compile: compileCond}},
+		Variables: []feature.Variable{
+			{Name: "arc_state", Stages: atData, Value: func(e *feature.Eval) string { return FactsOf(e.Txn).State }},
+			{Name: "arc_state_reason", Stages: atData, Value: func(e *feature.Eval) string { return FactsOf(e.Txn).Reason }},
+			{Name: "arc_domains", Stages: atData, Value: func(e *feature.Eval) string { return strings.Join(FactsOf(e.Txn).Domains, ":") }},
+			{Name: "arc_oldest_pass", Stages: atData, Value: func(e *feature.Eval) string { return strconv.Itoa(FactsOf(e.Txn).OldestPass) }},
+			{Name: "authresults", Stages: atData, Value: func(e *feature.Eval) string { return FactsOf(e.Txn).AuthResult }},
+		},
+		// Seal the message with ARC once accepted.
+		Controls: []feature.Control{{Name: ControlSign, Stages: fromMail}},
+	}
+}
+
+// cond is verify = arc/<list>: true when the chain's state is listed; items
+// take "!" as in Exim lists.
+type cond struct {
+	items  []string
+	negate []bool
+}
+
+func compileCond(value any, _ int, _ feature.Section, r feature.Reporter) feature.Test {
+	var c cond
+	for _, it := range *value.(*feature.StrList) {
+		v, neg := strings.CutPrefix(it.Value, "!")
+		switch State(v) {
+		case StatePass, StateFail, StateNone:
+		default:
+			r.Errorf(it.Line, "arc: %q is not pass, fail or none (with ! to negate)", it.Value)
+		}
+		c.items, c.negate = append(c.items, v), append(c.negate, neg)
+	}
+	return c
+}
+
+func (c cond) Match(e *feature.Eval) (bool, *milter.Decision) {
+	state := FactsOf(e.Txn).State
+	for i, it := range c.items {
+		if it == state {
+			return !c.negate[i], nil
+		}
+	}
+	return len(c.negate) > 0 && c.negate[len(c.negate)-1], nil
+}
+
+func compile(d feature.Reporter, in *Config) *section {
+	p := &section{authServID: in.AuthServID.Value, removeForged: true, addAR: true, remoteIP: in.RemoteIP, timeout: 10 * time.Second}
+	if p.authServID == "" {
+		d.Errorf(in.Pos.Line, "arc.authserv_id is required: the name of this ADMD in Authentication-Results (e.g. mx.example.org)")
+	}
+	if in.RemoveForgedAuthResults != nil {
+		p.removeForged = *in.RemoveForgedAuthResults
+	}
+	if in.AddAuthResults != nil {
+		p.addAR = *in.AddAuthResults
+	}
+	if in.MinRSABits != nil {
+		if *in.MinRSABits < 512 {
+			d.Errorf(in.Pos.KeyLine("min_rsa_bits"), "arc.min_rsa_bits: %d is too small", *in.MinRSABits)
+		}
+		p.minRSABits = *in.MinRSABits
+	}
+	if in.Timeout != nil {
+		p.timeout = time.Duration(*in.Timeout)
+	}
+	p.dns.Server = in.DNS.Server.Value
+	if in.DNS.Timeout != nil {
+		p.dns.Timeout = time.Duration(*in.DNS.Timeout)
+	}
+	var headers, oversign []string
+	for _, h := range in.Headers {
+		headers = append(headers, h.Value)
+	}
+	if in.Oversign != nil {
+		oversign = []string{}
+		for _, h := range *in.Oversign {
+			oversign = append(oversign, h.Value)
+		}
+	}
+	seen := map[string]int{}
+	for _, s := range in.Sign {
+		o := SealOptions{Key: Key{Domain: s.Domain.Value, Selector: s.Selector.Value}, AuthServID: p.authServID,
+			Headers: headers, OversignHeaders: oversign}
+		if first, dup := seen[strings.ToLower(s.Domain.Value)]; dup {
+			d.Errorf(s.Domain.Line, "arc.sign: domain %q has a key already (line %d)", s.Domain.Value, first)
+		}
+		seen[strings.ToLower(s.Domain.Value)] = s.Domain.Line
+		for _, opt := range s.Options {
+			switch name, val, hasVal := strings.Cut(opt.Value, "="); {
+			case name == "timestamps" && !hasVal:
+				o.Timestamps = true
+			case name == "expire":
+				o.Expire = DefaultExpire
+				if hasVal {
+					o.Expire = val
+				}
+			default:
+				d.Errorf(opt.Line, "arc.sign.options: %q: use timestamps, expire or expire=+SECONDS / expire=UNIXTIME", opt.Value)
+			}
+		}
+		if s.Key.Value == "" {
+			d.Errorf(s.Pos.Line, "arc.sign: key: is required (a PEM private key file, mode 0600)")
+			continue
+		}
+		signer, err := LoadKeyFile(s.Key.Value)
+		if err != nil {
+			d.Errorf(s.Key.Line, "arc.sign.key: %v", err)
+			continue
+		}
+		o.Key.Signer = signer
+		if err := o.Validate(); err != nil {
+			d.Errorf(s.Pos.Line, "arc.sign: %v", err)
+			continue
+		}
+		p.seal = append(p.seal, o)
+	}
+	return p
+}

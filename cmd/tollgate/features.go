@@ -1,0 +1,19 @@
+package main
+
+import (
+	"github.com/tollgate/tollgate/arc"
+	"github.com/tollgate/tollgate/bmi"
+	"github.com/tollgate/tollgate/dcc"
+	"github.com/tollgate/tollgate/feature"
+	"github.com/tollgate/tollgate/srs/srsspec"
+)
+
+// features are the features this build of tollgate has, in the order they
+// are listed in configuration errors; the modules run in the order their
+// specs declare. Adding a feature is its package and one line here.
+var features = []feature.Spec{
+	srsspec.Spec,
+	dcc.Spec,
+	bmi.Spec,
+	arc.Spec,
+}

@@ -1,0 +1,12 @@
+package seamtest
+
+import (
+	"github.com/tollgate/tollgate/arc"
+	"github.com/tollgate/tollgate/bmi"
+	"github.com/tollgate/tollgate/dcc"
+	"github.com/tollgate/tollgate/feature"
+	"github.com/tollgate/tollgate/srs/srsspec"
+)
+
+// features are those cmd/tollgate is built with.
+var features = []feature.Spec{srsspec.Spec, dcc.Spec, bmi.Spec, arc.Spec}
