@@ -83,7 +83,7 @@ func (d *daemon) start(p *policy.Policy) error {
 	d.level.Set(parseLevel(p.LogLevel))
 	d.log = newLogger(d.stderr, p.LogFormat, d.level)
 	if p.Syslog != nil {
-		w, err := dialSyslog(p.Syslog)
+		w, err := dialSyslog(p.Syslog, milter.RateLimited(d.log, milter.DefaultLogInterval))
 		if err != nil {
 			return err
 		}

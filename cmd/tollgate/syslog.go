@@ -32,6 +32,9 @@ type syslogWriter struct {
 	mu      sync.RWMutex // closed and the close of lines
 	closed  bool
 	dropped atomic.Uint64
+	// warn says why lines are lost, on standard error only (rate-limited):
+	// syslog is where they would have gone.
+	warn *slog.Logger
 }
 
 const (
@@ -44,9 +47,12 @@ const (
 
 // dialSyslog connects at once, so that a wrong address fails the start with
 // a clear error rather than losing every line.
-func dialSyslog(s *policy.Syslog) (*syslogWriter, error) {
+func dialSyslog(s *policy.Syslog, warn *slog.Logger) (*syslogWriter, error) {
+	if warn == nil {
+		warn = slog.New(slog.DiscardHandler)
+	}
 	w := &syslogWriter{address: s.Address, facility: s.Facility, tag: "tollgate",
-		lines: make(chan []byte, syslogQueue), done: make(chan struct{})}
+		lines: make(chan []byte, syslogQueue), done: make(chan struct{}), warn: warn}
 	if err := w.dial(); err != nil {
 		return nil, fmt.Errorf("log.syslog: %w", err)
 	}
@@ -92,7 +98,7 @@ func (w *syslogWriter) send(sev int, line []byte) {
 	select {
 	case w.lines <- packet:
 	default:
-		w.dropped.Add(1)
+		w.drop("queue_full", nil)
 	}
 }
 
@@ -109,18 +115,30 @@ func (w *syslogWriter) run() {
 // write sends one datagram; after a failure (the syslog daemon restarted and
 // made a new socket) it dials once more and retries once.
 func (w *syslogWriter) write(packet []byte) {
+	var err error
 	for range 2 {
-		if w.conn == nil && w.dial() != nil {
-			break
+		if w.conn == nil {
+			if err = w.dial(); err != nil {
+				break
+			}
 		}
 		w.conn.SetWriteDeadline(time.Now().Add(syslogWriteTimeout))
-		if _, err := w.conn.Write(packet); err == nil {
+		if _, err = w.conn.Write(packet); err == nil {
 			return
 		}
 		w.conn.Close()
 		w.conn = nil
 	}
+	w.drop("write_failed", err)
+}
+
+func (w *syslogWriter) drop(reason string, err error) {
 	w.dropped.Add(1)
+	attrs := []any{"reason", reason, "address", w.address, "dropped_total", w.dropped.Load()}
+	if err != nil {
+		attrs = append(attrs, "err", err)
+	}
+	w.warn.Warn("syslog line dropped; standard error still has it", attrs...)
 }
 
 // Close sends what is queued and closes the socket.

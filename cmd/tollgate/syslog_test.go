@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"log/slog"
 	"net"
 	"os"
 	"os/exec"
@@ -152,7 +153,8 @@ func TestSyslogUnreachableFailsStart(t *testing.T) {
 func TestSyslogWriterSurvivesRestart(t *testing.T) {
 	sock := filepath.Join(t.TempDir(), "log.sock")
 	first := listenSyslog(t, sock)
-	w, err := dialSyslog(&policy.Syslog{Facility: 2, Address: sock})
+	var warnings lockedBuffer
+	w, err := dialSyslog(&policy.Syslog{Facility: 2, Address: sock}, slog.New(slog.NewTextHandler(&warnings, nil)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -170,6 +172,9 @@ func TestSyslogWriterSurvivesRestart(t *testing.T) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+	if !strings.Contains(warnings.String(), `msg="syslog line dropped; standard error still has it" reason=write_failed address=`+sock) {
+		t.Errorf("no warning on standard error for the lost lines:\n%s", warnings.String())
+	}
 	second := listenSyslog(t, sock)
 	w.send(4, []byte("after"))
 	if pri, _, msg := parseSyslog(t, second.wait(t, "after")); pri != 20 || msg != "after" {
@@ -180,7 +185,7 @@ func TestSyslogWriterSurvivesRestart(t *testing.T) {
 func TestSyslogLineIsBounded(t *testing.T) {
 	sock := filepath.Join(t.TempDir(), "log.sock")
 	l := listenSyslog(t, sock)
-	w, err := dialSyslog(&policy.Syslog{Facility: 2, Address: sock})
+	w, err := dialSyslog(&policy.Syslog{Facility: 2, Address: sock}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
