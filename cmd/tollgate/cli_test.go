@@ -123,7 +123,8 @@ acl:
 // again it is the same.
 func TestCheckPrintRoundTrip(t *testing.T) {
 	dir := t.TempDir()
-	for _, src := range []string{"../../deploy/examples/tollgate.yaml", writeFile(t, dir, "minimal.yaml", "acl:\n  rcpt:\n    - accept: {}\n")} {
+	monitored := writeFile(t, dir, "monitored.yaml", "mode: monitor\nmonitor_header: X-Tollgate-Would\nlog: {level: warn, syslog: mail}\nacl:\n  rcpt:\n    - accept: {}\n")
+	for _, src := range []string{"../../deploy/examples/tollgate.yaml", writeFile(t, dir, "minimal.yaml", "acl:\n  rcpt:\n    - accept: {}\n"), monitored} {
 		first, errOut, code := runBinary(t, "check", "--print", "--config", src)
 		if code != 0 {
 			t.Fatalf("check --print %s: exit %d\n%s", src, code, errOut)
@@ -142,8 +143,14 @@ func TestCheckPrintRoundTrip(t *testing.T) {
 			t.Errorf("printed twice, %s differs:\n%s\n---\n%s", src, first, second)
 		}
 	}
-	out, _, _ := runBinary(t, "check", "--print", "--config", filepath.Join(dir, "minimal.yaml"))
-	for _, want := range []string{"listen: unix:/run/tollgate/tollgate.sock\n", "socket: {mode: \"0660\"}\n", "metrics_listen: 127.0.0.1:9795\n", "log: {format: text, level: info}\n", "on_error: tempfail\n", "drain_timeout: 30s\n",
+	out, _, _ := runBinary(t, "check", "--print", "--config", monitored)
+	for _, want := range []string{"log: {format: text, level: warn, syslog: mail, syslog_address: /dev/log}\n", "\nmode: monitor\nmonitor_header: X-Tollgate-Would\n"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("monitor mode and syslog: no %q in\n%s", want, out)
+		}
+	}
+	out, _, _ = runBinary(t, "check", "--print", "--config", filepath.Join(dir, "minimal.yaml"))
+	for _, want := range []string{"listen: unix:/run/tollgate/tollgate.sock\n", "socket: {mode: \"0660\"}\n", "metrics_listen: 127.0.0.1:9795\n", "log: {format: text, level: info}\n", "on_error: tempfail\n", "mode: enforce\n", "drain_timeout: 30s\n",
 		"limits:\n  max_connections: 1000\n  idle_timeout: 10m\n  max_packet: 256K\n  max_headers: 1000\n  max_header_bytes: 1M\n"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("the defaults lack %q:\n%s", want, out)

@@ -55,9 +55,21 @@ func printEffective(p *policy.Policy, stdout, stderr io.Writer) int {
 	}
 	add("metrics_listen", scalar(p.MetricsListen))
 	logNode := mapping("format", p.LogFormat, "level", p.LogLevel)
+	if p.Syslog != nil {
+		logNode.Content = append(logNode.Content, scalar("syslog"), scalar(p.Syslog.FacilityName),
+			scalar("syslog_address"), scalar(p.Syslog.Address))
+	}
 	logNode.Style = yaml.FlowStyle
 	add("log", logNode)
 	add("on_error", scalar(onErrorName(p.OnError.Verdict)))
+	mode := "enforce"
+	if p.Monitor.On {
+		mode = "monitor"
+	}
+	add("mode", scalar(mode))
+	if p.Monitor.Header != "" {
+		add("monitor_header", scalar(p.Monitor.Header))
+	}
 	add("drain_timeout", scalar(durationText(p.DrainTimeout.String())))
 	limits := mapping(
 		"max_connections", strconv.Itoa(p.Limits.MaxConnections),
@@ -66,7 +78,8 @@ func printEffective(p *policy.Policy, stdout, stderr io.Writer) int {
 		"max_headers", strconv.Itoa(p.Limits.MaxHeaders),
 		"max_header_bytes", byteSize(p.Limits.MaxHeaderBytes))
 	add("limits", limits)
-	topLevel := map[string]bool{"listen": true, "socket": true, "metrics_listen": true, "log": true, "on_error": true, "drain_timeout": true, "limits": true}
+	topLevel := map[string]bool{"listen": true, "socket": true, "metrics_listen": true, "log": true, "on_error": true, "drain_timeout": true, "limits": true,
+		"mode": true, "monitor_header": true}
 	for i := 0; i+1 < len(written.Content); i += 2 {
 		if !topLevel[written.Content[i].Value] {
 			out.Content = append(out.Content, written.Content[i], written.Content[i+1])
