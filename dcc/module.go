@@ -185,6 +185,12 @@ func (m *Module) EndOfMessage(ctx context.Context, t *milter.Txn) error {
 		return nil
 	}
 	f.Result, f.Overall, f.Rcpts, f.Header = string(res.Verdict), string(res.Overall), string(res.Rcpts), res.Header
+	if res.Overall == 'T' {
+		// With T, dccifd writes R for every recipient it read (its
+		// deliver_tgts is still 0): no recipient's verdict, and dropping on
+		// it would throw the message away on a DCC hiccup.
+		f.Rcpts = ""
+	}
 	m.o.Metrics.Requests.WithLabelValues(f.Result).Inc()
 	t.Tag("DCC", f.Overall)
 	if res.Overall == 'T' {

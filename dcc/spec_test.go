@@ -65,3 +65,22 @@ acl:
 		}
 	}
 }
+
+// dccifd's T comes with an R for every recipient it had read: those are no
+// verdicts, and the drop control must not discard the message on them.
+func TestTempFailLettersAreNoVerdict(t *testing.T) {
+	srv := dcctest.New(t, dcctest.Config{Handler: dcctest.Fixed(dcctest.Reply{Overall: 'T', Rcpts: "RR"})})
+	pl := serve(t, `
+dcc: {address: "`+srv.DCCAddress()+`"}
+acl:
+  rcpt:
+    - accept: {control: [dcc_drop_rejected]}
+  data:
+    - deny:   {dcc_recipient_result: [R], message: "550 5.7.1 per-recipient R seen"}
+    - accept: {add_header: "X-Letters: $dcc_result [$dcc_recipient_results]"}
+`)
+	got := send(t, pl, []string{"bob@example.org", "carol@example.org"})
+	if got.action != "accept" || len(got.deletes) != 0 || got.added["X-Letters"] != "T []" {
+		t.Errorf("%+v", got)
+	}
+}
