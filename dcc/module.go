@@ -185,20 +185,17 @@ func (m *Module) EndOfMessage(ctx context.Context, t *milter.Txn) error {
 		return nil
 	}
 	f.Result, f.Overall, f.Rcpts, f.Header = string(res.Verdict), string(res.Overall), string(res.Rcpts), res.Header
-	if res.Overall == 'T' {
-		// With T, dccifd writes R for every recipient it read (its
-		// deliver_tgts is still 0): no recipient's verdict, and dropping on
-		// it would throw the message away on a DCC hiccup.
-		f.Rcpts = ""
-	}
 	m.o.Metrics.Requests.WithLabelValues(f.Result).Inc()
 	t.Tag("DCC", f.Overall)
 	if res.Overall == 'T' {
 		// dccifd's own temporary failure (no DCC server context, trouble
-		// reading the message): it says no more, so say who said it.
+		// reading the message): it says no more, so say who said it. Its
+		// recipient letters are R for everyone it read (deliver_tgts still
+		// 0): no verdict, and dropping on them would lose the message.
+		f.Rcpts = ""
 		f.Reason = "dccifd answered T (temporary failure of the DCC system)"
 		m.o.Metrics.Errors.WithLabelValues(KindTempFail).Inc()
-		m.o.Log.Warn("dccifd answered T: temporary failure of the DCC system", "queue_id", t.QueueID)
+		m.o.Log.Warn("dccifd answered T: temporary failure of the DCC system", "kind", KindTempFail, "queue_id", t.QueueID)
 	}
 	return nil
 }
