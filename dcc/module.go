@@ -103,6 +103,7 @@ type state struct {
 	req     *Request
 	err     error
 	checked []*milter.Recipient // in request order
+	sent    []string            // their addresses as dccifd was told them
 }
 
 // request opens the dccifd connection once the envelope is complete (at the
@@ -130,7 +131,7 @@ func (m *Module) request(ctx context.Context, t *milter.Txn) *state {
 	for _, r := range t.AcceptedRcpts() {
 		if addr, dropped := t.Mutations.Envelope.Target(r); !dropped {
 			env.Rcpts = append(env.Rcpts, Rcpt{Addr: addr, User: m.o.Users.User(addr)})
-			st.checked = append(st.checked, r)
+			st.checked, st.sent = append(st.checked, r), append(st.sent, addr)
 		}
 	}
 	var extra []string
@@ -168,7 +169,7 @@ func (m *Module) EndOfMessage(ctx context.Context, t *milter.Txn) error {
 	st := m.request(ctx, t)
 	f := factsFor(t)
 	f.Checked = true
-	f.checked = st.checked
+	f.checked, f.sent = st.checked, st.sent
 	err := st.err
 	var res *Result
 	if err == nil {

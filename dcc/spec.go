@@ -23,8 +23,10 @@ type Facts struct {
 	Header  string // the X-DCC header field, "X-DCC-...: value", unfolded
 	Reason  string // why the result is defer: an error kind, or dccifd's own T
 	// checked are the recipients dccifd was told about, in request order:
-	// Rcpts[i] is the letter of checked[i].
+	// Rcpts[i] is the letter of checked[i], which went to dccifd as sent[i]
+	// (the address the message would go to: a reversed SRS bounce's).
 	checked []*milter.Recipient
+	sent    []string
 }
 
 // Letter is dccifd's letter for recipient r (A, R or G), "" when dccifd
@@ -204,9 +206,9 @@ func (spec) Vocabulary() feature.Vocabulary {
 // would go to) whose letter is l, comma-separated.
 func (f *Facts) with(l byte) string {
 	var out []string
-	for i, r := range f.checked {
+	for i, addr := range f.sent {
 		if i < len(f.Rcpts) && f.Rcpts[i] == l {
-			out = append(out, r.Addr)
+			out = append(out, addr)
 		}
 	}
 	return strings.Join(out, ", ")
