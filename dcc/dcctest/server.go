@@ -1,5 +1,5 @@
 // Package dcctest is a dccifd-compatible server for tests, written from the
-// protocol of DCC 2.3.167 (see shared/notes/FACTS.md, "DCC dccifd") and not
+// protocol of DCC 2.3.167 (dcc/README.md, "Facts") and not
 // from this module's client: it parses requests strictly, records what it
 // received byte for byte, and answers as the test says, including the ways
 // a real dccifd misbehaves (no reply, garbage, slowness, a stalled reader).

@@ -139,6 +139,15 @@ func Rewriter(sec feature.Section) (*srs.SRS, error) {
 	return s.srs, nil
 }
 
+// LocalSender reports whether the daemon leaves sender alone when it
+// forwards with SRS because its domain is in srs.local_domains or
+// srs.exclude_domains (false without an srs: section). "tollgate srs
+// forward" follows it, so that the command and the daemon agree.
+func LocalSender(sec feature.Section, sender string) bool {
+	s, ok := sec.(*section)
+	return ok && s != nil && s.local != nil && s.local(milter.Domain(sender))
+}
+
 var (
 	atRcpt   = milter.StageSet(milter.StageRcpt)
 	fromMail = milter.StagesFrom(milter.StageMail)
