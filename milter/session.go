@@ -425,6 +425,14 @@ func (c *connection) EndOfMessage(m gomilter.Modifier) (*gomilter.Response, erro
 			break
 		}
 	}
+	if d.Verdict == Accept && t.Mutations.Envelope.DropsAll(t.Rcpts) {
+		// Each module that drops recipients (BMI, DCC, SRS) sees only its own
+		// drops when it finalizes: the one owner of the envelope tells when
+		// together they left nobody, and that is a discard, not an accept
+		// with every recipient deleted.
+		d = Decision{Verdict: Discard, Rule: d.Rule, Reason: "every recipient was dropped"}
+		t.Decision = d
+	}
 	stopProgress()
 	if c.mon.mode.On {
 		c.srv.metrics.stage(StageData).Observe(time.Since(start).Seconds())
