@@ -317,3 +317,29 @@ func TestHeaderSafe(t *testing.T) {
 		t.Error(err)
 	}
 }
+
+// A header section over max_headers gets on_error at end of message: in
+// monitor mode that is a would-be decision too, and the message passes.
+func TestMonitorModeOverLimit(t *testing.T) {
+	rt := monitorRuntime{mode: Monitor{On: true, Header: "X-Tollgate-Would"}, fakeRuntime: &fakeRuntime{needs: allReplies,
+		onError: Decision{Verdict: TempFail, Rule: "on_error", Reply: Reply{451, "4.3.0", "temporary local problem"}}}}
+	ts := startServer(t, rt)
+	ts.srv.SetLimits(Limits{MaxHeaders: 1})
+	s := ts.session(t, nil)
+	envelope(t, s, "alice@example.net", "bob@example.org")
+	mods, eom := sendMessage(t, s, [][2]string{{"Subject", " hi"}, {"From", " alice@example.net"}}, "body\r\n")
+	if eom.Type != gomilter.ActionAccept {
+		t.Errorf("end of message: %v, want accept", eom)
+	}
+	if got := describe(mods); len(got) != 1 || !strings.Contains(got[0], `X-Tollgate-Would " tempfail at data: 451 4.3.0 temporary local problem (rule limits)"`) {
+		t.Errorf("changes %q", got)
+	}
+	s.Close()
+	waitFor(t, func() bool { return logLine(ts.logs.String(), "message") != "" })
+	if summary := logLine(ts.logs.String(), "message"); !strings.Contains(summary, "decision=would_tempfail") || !strings.Contains(summary, "rule=limits") {
+		t.Errorf("summary line: %s", summary)
+	}
+	if got := testutil.ToFloat64(ts.metrics.MonitorDecisions.WithLabelValues("data", "tempfail")); got != 1 {
+		t.Errorf("monitor_decisions_total{data,tempfail} = %v", got)
+	}
+}
