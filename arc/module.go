@@ -18,6 +18,7 @@ type Metrics struct {
 	Seal    *prometheus.CounterVec // result: sealed, skipped_cv_fail, skipped_dns, error, ...
 	Forged  prometheus.Counter
 	Seconds *prometheus.HistogramVec // op: verify, seal
+	DNS     *prometheus.CounterVec   // cache: hit, miss; outcome: answer, negative, failure
 }
 
 // NewMetrics registers the ARC metrics on reg.
@@ -32,8 +33,16 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		Seconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: "tollgate", Subsystem: "arc", Name: "duration_seconds",
 			Help: "Time to validate a chain (DNS included) or to seal.", Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5}},
 			[]string{"op"}),
+		DNS: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "tollgate", Subsystem: "arc", Name: "dns_lookups_total",
+			Help: "Key lookups by cache (hit, miss) and outcome (answer, negative: NXDOMAIN or no data, failure: timeout or SERVFAIL)."},
+			[]string{"cache", "outcome"}),
 	}
-	reg.MustRegister(m.Verify, m.Seal, m.Forged, m.Seconds)
+	reg.MustRegister(m.Verify, m.Seal, m.Forged, m.Seconds, m.DNS)
+	for _, c := range []string{"hit", "miss"} {
+		for _, o := range []string{"answer", "negative", "failure"} {
+			m.DNS.WithLabelValues(c, o)
+		}
+	}
 	for _, r := range []State{StatePass, StateFail, StateNone} {
 		m.Verify.WithLabelValues(string(r))
 	}
