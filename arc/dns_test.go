@@ -38,7 +38,7 @@ type testDNSServer struct {
 	tcp   atomic.Int32
 }
 
-func newTestDNSServer(t *testing.T) *testDNSServer {
+func newTestDNSServer(t testing.TB) *testDNSServer {
 	t.Helper()
 	s := &testDNSServer{zones: map[string]*dnsZone{}}
 	pc, err := net.ListenPacket("udp", "127.0.0.1:0")

@@ -74,7 +74,10 @@ type ModuleOptions struct {
 
 // Module validates every message's ARC chain as it streams, and seals
 // accepted messages when the policy asks (control arc_sign).
-type Module struct{ o ModuleOptions }
+type Module struct {
+	o    ModuleOptions
+	keys *KeyCache // of the verifier, new with every load or reload
+}
 
 func NewModule(o ModuleOptions) *Module {
 	if o.Log == nil {
@@ -83,7 +86,7 @@ func NewModule(o ModuleOptions) *Module {
 	if o.Timeout <= 0 {
 		o.Timeout = 10 * time.Second
 	}
-	return &Module{o: o}
+	return &Module{o: o, keys: NewKeyCache(0)}
 }
 
 func (m *Module) Name() string { return name }
@@ -105,7 +108,7 @@ func (m *Module) state(t *milter.Txn) *state {
 	if st, ok := t.State("arc").(*state); ok {
 		return st
 	}
-	st := &state{v: NewVerifier(VerifyOptions{Resolver: m.o.Resolver, MinRSABits: m.o.MinRSABits, VerifyOnly: len(m.o.Seal) == 0})}
+	st := &state{v: NewVerifier(VerifyOptions{Resolver: m.o.Resolver, Keys: m.keys, MinRSABits: m.o.MinRSABits, VerifyOnly: len(m.o.Seal) == 0})}
 	t.SetState("arc", st)
 	return st
 }

@@ -112,6 +112,8 @@ type VerifyOptions struct {
 	// for a sealer's slow clock would make us seal it cv=fail for every
 	// later hop, so this errs on the lenient side (dkimpy allows 10 h).
 	MaxClockSkew time.Duration
+	// Keys, if set, keeps parsed key records across messages.
+	Keys *KeyCache
 	// VerifyOnly skips the relaxed body hash that Seal needs; Seal then
 	// returns ErrNotPrepared.
 	VerifyOnly bool
@@ -747,7 +749,7 @@ func (v *Verifier) fetchKey(ctx context.Context, name string) keyResult {
 	var firstErr error
 	n := 0
 	for _, txt := range txts {
-		k, err := parseKeyRecord(txt)
+		k, err := v.opts.Keys.parse(txt)
 		if err != nil {
 			if firstErr == nil {
 				firstErr = err
