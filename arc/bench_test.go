@@ -327,3 +327,28 @@ func BenchmarkParseKeyRecord(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkVerifyNoARC: a message without ARC headers when a seal may
+// follow ("seal-rule": the relaxed body hash is computed) and when no rule
+// seals ("no-seal-rule": nothing is hashed).
+//
+//	go test -run=- -bench=VerifyNoARC -count=5 ./arc/
+func BenchmarkVerifyNoARC(b *testing.B) {
+	hs := benchHeaders()
+	for _, size := range benchSizes {
+		body := benchBody(size.n)
+		for _, mode := range []string{"seal-rule", "no-seal-rule"} {
+			b.Run(size.name+"/"+mode, func(b *testing.B) {
+				b.SetBytes(int64(len(body)))
+				b.ReportAllocs()
+				for b.Loop() {
+					v := NewVerifier(VerifyOptions{Resolver: mapResolver{}, VerifyOnly: mode == "no-seal-rule"})
+					feed(v, hs, body)
+					if r := v.Result(context.Background()); r.State != StateNone {
+						b.Fatal(r.State)
+					}
+				}
+			})
+		}
+	}
+}

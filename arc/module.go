@@ -67,9 +67,13 @@ type ModuleOptions struct {
 	RemoteIP       bool          // put smtp.remote-ip in it
 	// Seal holds one SealOptions per signing key, in configuration order;
 	// Key.Domain selects one.
-	Seal    []SealOptions
-	Metrics *Metrics
-	Log     *slog.Logger
+	Seal []SealOptions
+	// NoSealRule: no rule of the policy sets arc_sign, so no message is
+	// sealed and the seal's body hash is not computed; a message without
+	// ARC headers then costs no body hashing at all.
+	NoSealRule bool
+	Metrics    *Metrics
+	Log        *slog.Logger
 }
 
 // Module validates every message's ARC chain as it streams, and seals
@@ -108,7 +112,7 @@ func (m *Module) state(t *milter.Txn) *state {
 	if st, ok := t.State("arc").(*state); ok {
 		return st
 	}
-	st := &state{v: NewVerifier(VerifyOptions{Resolver: m.o.Resolver, Keys: m.keys, MinRSABits: m.o.MinRSABits, VerifyOnly: len(m.o.Seal) == 0})}
+	st := &state{v: NewVerifier(VerifyOptions{Resolver: m.o.Resolver, Keys: m.keys, MinRSABits: m.o.MinRSABits, VerifyOnly: len(m.o.Seal) == 0 || m.o.NoSealRule})}
 	t.SetState("arc", st)
 	return st
 }

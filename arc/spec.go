@@ -73,13 +73,17 @@ type section struct {
 	timeout      time.Duration
 	dns          DNSOptions
 	seal         []SealOptions
+	sealRule     bool // a rule sets arc_sign (the policy asks ControlError for each)
 }
 
 var errNoKey = errors.New("needs a signing key (arc.sign)")
 
 func (s *section) ControlError(name string) error {
-	if name == ControlSign && len(s.seal) == 0 {
-		return errNoKey
+	if name == ControlSign {
+		if len(s.seal) == 0 {
+			return errNoKey
+		}
+		s.sealRule = true
 	}
 	return nil
 }
@@ -102,7 +106,7 @@ func (s *section) Module(env *feature.ModuleEnv) (milter.Module, error) {
 	}
 	return NewModule(ModuleOptions{AuthServID: s.authServID, Resolver: c.(sharedResolver).DNSResolver,
 		MinRSABits: s.minRSABits, Timeout: s.timeout, RemoveForged: s.removeForged, AddAuthResults: s.addAR,
-		RemoteIP: s.remoteIP, Seal: s.seal, Metrics: metrics, Log: env.Log}), nil
+		RemoteIP: s.remoteIP, Seal: s.seal, NoSealRule: !s.sealRule, Metrics: metrics, Log: env.Log}), nil
 }
 
 var (
