@@ -100,7 +100,7 @@ func printEffective(p *policy.Policy, stdout, stderr io.Writer) int {
 				fmt.Fprintf(stderr, "tollgate check: %s: %v\n", key.Value, err)
 				return 1
 			}
-			key.HeadComment, value = "", effective
+			value = effective
 		}
 		out.Content = append(out.Content, key, value)
 	}
