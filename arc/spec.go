@@ -3,6 +3,7 @@ package arc
 import (
 	"errors"
 	"io"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -251,6 +252,20 @@ func (spec) Effective(cfg any) any {
 	}
 	if len(c.Headers) == 0 {
 		c.Headers = feature.Strs(DefaultSignHeaders...)
+	}
+	if c.Sign != nil {
+		sign := make([]SignConfig, len(c.Sign))
+		for i, s := range c.Sign {
+			opts := slices.Clone(s.Options)
+			for j, o := range opts {
+				if o.Value == "expire" {
+					opts[j].Value = "expire=" + DefaultExpire
+				}
+			}
+			s.Options = opts
+			sign[i] = s
+		}
+		c.Sign = sign
 	}
 	switch {
 	case c.Oversign == nil:
