@@ -112,11 +112,14 @@ type cacheEntry struct {
 // that a resolver back from an outage is used again within seconds.
 const DefaultFailureTTL = 5 * time.Second
 
+// DefaultDNSTimeout bounds one query when DNSOptions.Timeout is not set.
+const DefaultDNSTimeout = 5 * time.Second
+
 // NewDNSResolver returns a resolver; a resolv.conf that cannot be read
 // makes every lookup a temporary failure naming the problem.
 func NewDNSResolver(opts DNSOptions) *DNSResolver {
 	if opts.Timeout <= 0 {
-		opts.Timeout = 5 * time.Second
+		opts.Timeout = DefaultDNSTimeout
 	}
 	if opts.CacheSize == 0 {
 		opts.CacheSize = 4096

@@ -76,6 +76,10 @@ type ModuleOptions struct {
 	Log        *slog.Logger
 }
 
+// DefaultTimeout bounds the validation of one message, DNS included, when
+// ModuleOptions.Timeout is not set.
+const DefaultTimeout = 10 * time.Second
+
 // Module validates every message's ARC chain as it streams, and seals
 // accepted messages when the policy asks (control arc_sign).
 type Module struct {
@@ -88,7 +92,7 @@ func NewModule(o ModuleOptions) *Module {
 		o.Log = slog.Default()
 	}
 	if o.Timeout <= 0 {
-		o.Timeout = 10 * time.Second
+		o.Timeout = DefaultTimeout
 	}
 	return &Module{o: o, keys: NewKeyCache(0)}
 }

@@ -3,6 +3,7 @@ package arc
 import (
 	"errors"
 	"io"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -162,7 +163,7 @@ func (c cond) Match(e *feature.Eval) (bool, *milter.Decision) {
 }
 
 func compile(d feature.Reporter, in *Config) *section {
-	p := &section{authServID: in.AuthServID.Value, removeForged: true, addAR: true, remoteIP: in.RemoteIP, timeout: 10 * time.Second}
+	p := &section{authServID: in.AuthServID.Value, removeForged: true, addAR: true, remoteIP: in.RemoteIP, timeout: DefaultTimeout}
 	if p.authServID == "" {
 		d.Errorf(in.Pos.Line, "arc.authserv_id is required: the name of this ADMD in Authentication-Results (e.g. mx.example.org)")
 	}
@@ -242,4 +243,59 @@ func compile(d feature.Reporter, in *Config) *section {
 		p.seal = append(p.seal, o)
 	}
 	return p
+}
+
+// Effective fills in what compile, the verifier, the resolver and the sealer
+// default; a signing key prints as its file.
+func (spec) Effective(cfg any) any {
+	c := *cfg.(*Config)
+	yes := true
+	if c.RemoveForgedAuthResults == nil {
+		c.RemoveForgedAuthResults = &yes
+	}
+	if c.AddAuthResults == nil {
+		c.AddAuthResults = &yes
+	}
+	if c.MinRSABits == nil || *c.MinRSABits <= 0 {
+		bits := DefaultMinRSABits
+		c.MinRSABits = &bits
+	}
+	if c.Timeout == nil || *c.Timeout == 0 {
+		t := feature.Duration(DefaultTimeout)
+		c.Timeout = &t
+	}
+	if c.DNS.Timeout == nil || *c.DNS.Timeout == 0 {
+		t := feature.Duration(DefaultDNSTimeout)
+		c.DNS.Timeout = &t
+	}
+	if c.DNS.FailureTTL == nil {
+		t := feature.Duration(DefaultFailureTTL)
+		c.DNS.FailureTTL = &t
+	}
+	if len(c.Headers) == 0 {
+		c.Headers = feature.Strs(DefaultSignHeaders...)
+	}
+	if c.Sign != nil {
+		sign := make([]SignConfig, len(c.Sign))
+		for i, s := range c.Sign {
+			opts := slices.Clone(s.Options)
+			for j, o := range opts {
+				if o.Value == "expire" {
+					opts[j].Value = "expire=" + DefaultExpire
+				}
+			}
+			s.Options = opts
+			sign[i] = s
+		}
+		c.Sign = sign
+	}
+	switch {
+	case c.Oversign == nil:
+		over := feature.Strs(DefaultOversignHeaders...)
+		c.Oversign = &over
+	case len(*c.Oversign) == 0:
+		// Given empty (oversign nothing), which differs from left out.
+		c.Oversign = &feature.StrList{}
+	}
+	return &c
 }

@@ -181,13 +181,17 @@ type keyResult struct {
 	temp   bool
 }
 
+// DefaultMinRSABits is the smallest RSA key that verifies (RFC 8301).
+const DefaultMinRSABits = 1024
+
 // NewVerifier returns a Verifier for one message.
+
 func NewVerifier(opts VerifyOptions) *Verifier {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
 	if opts.MinRSABits <= 0 {
-		opts.MinRSABits = 1024
+		opts.MinRSABits = DefaultMinRSABits
 	}
 	if opts.MaxClockSkew <= 0 {
 		opts.MaxClockSkew = time.Hour

@@ -328,3 +328,20 @@ func (c cond) Match(e *feature.Eval) (bool, *milter.Decision) {
 	}
 	return (result == c.want) != c.negate, nil
 }
+
+// Effective fills in dccifd's socket, the timeout and local_user as Compile
+// and the module default them.
+func (spec) Effective(cfg any) any {
+	c := *cfg.(*Config)
+	if c.Address.Value == "" {
+		c.Address.Value = DefaultAddress
+	}
+	if c.Timeout == nil || *c.Timeout == 0 {
+		t := feature.Duration(DefaultTimeout)
+		c.Timeout = &t
+	}
+	if c.LocalUser.Value == "" {
+		c.LocalUser.Value = LocalPart
+	}
+	return &c
+}

@@ -12,7 +12,7 @@ func cmdCheck(args []string, stdout, stderr io.Writer) int {
 	c := newCommand("check", "[--config FILE] [--print]",
 		"Checks the configuration as \"run\" would before serving, the host's side included\n(socket owner and group, socket directory, listen addresses, key and secret files),\nand prints every problem as FILE:LINE: message. Exit 0 and \"FILE: OK\" when it can be used.")
 	config := c.String("config", defaultConfig, "the configuration `FILE`")
-	print := c.Bool("print", false, "write the effective configuration (defaults filled in) as YAML to standard output")
+	print := c.Bool("print", false, "write the effective configuration (defaults filled in; secret files as their paths, inline secrets as <redacted>) as YAML to standard output")
 	if code, done := c.parse(args, stdout, stderr); done {
 		return code
 	}

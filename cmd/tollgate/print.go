@@ -9,15 +9,18 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/tollgate/tollgate/feature"
 	"github.com/tollgate/tollgate/milter"
 	"github.com/tollgate/tollgate/policy"
 )
 
 // printEffective writes the configuration as the daemon uses it, like
 // "postconf": every top-level setting and the limits with their values,
-// defaults filled in, then the file's sections (identity, lists, features,
-// acl) as written, with their comments. The output is itself a configuration that loads to the same
-// policy.
+// defaults filled in, then the feature sections with their defaults filled
+// in by their spec's feature.Defaulter (inline secrets redacted, secret files
+// as their paths), and identity, lists and acl as written, with their
+// comments. The output is itself a configuration that loads to the same
+// policy (but for inline secrets, which never leave the daemon).
 func printEffective(p *policy.Policy, stdout, stderr io.Writer) int {
 	data, err := os.ReadFile(p.File)
 	if err != nil {
@@ -80,12 +83,28 @@ func printEffective(p *policy.Policy, stdout, stderr io.Writer) int {
 	add("limits", limits)
 	topLevel := map[string]bool{"listen": true, "socket": true, "metrics_listen": true, "log": true, "on_error": true, "drain_timeout": true, "limits": true,
 		"mode": true, "monitor_header": true}
-	for i := 0; i+1 < len(written.Content); i += 2 {
-		if !topLevel[written.Content[i].Value] {
-			out.Content = append(out.Content, written.Content[i], written.Content[i+1])
+	defaulters := map[string]feature.Defaulter{}
+	for _, spec := range features {
+		if d, ok := spec.(feature.Defaulter); ok {
+			defaulters[spec.Name()] = d
 		}
 	}
-	fmt.Fprintf(stdout, "# The effective configuration of %s (tollgate check --print):\n# top-level settings and limits with their defaults, then the sections as written.\n", p.File)
+	for i := 0; i+1 < len(written.Content); i += 2 {
+		key, value := written.Content[i], written.Content[i+1]
+		if topLevel[key.Value] {
+			continue
+		}
+		if d, ok := defaulters[key.Value]; ok && p.SectionConfig(key.Value) != nil {
+			effective, err := effectiveSection(d, p.SectionConfig(key.Value))
+			if err != nil {
+				fmt.Fprintf(stderr, "tollgate check: %s: %v\n", key.Value, err)
+				return 1
+			}
+			value = effective
+		}
+		out.Content = append(out.Content, key, value)
+	}
+	fmt.Fprintf(stdout, "# The effective configuration of %s (tollgate check --print):\n# defaults filled in, inline secrets replaced by %s; identity, lists and acl as written.\n", p.File, feature.Redacted)
 	enc := yaml.NewEncoder(stdout)
 	enc.SetIndent(2)
 	if err := enc.Encode(out); err != nil {
@@ -97,6 +116,46 @@ func printEffective(p *policy.Policy, stdout, stderr io.Writer) int {
 		return 1
 	}
 	return 0
+}
+
+// effectiveSection is a feature section as the feature uses it (its
+// Defaulter), without the options that are not set.
+func effectiveSection(d feature.Defaulter, cfg any) (*yaml.Node, error) {
+	var n yaml.Node
+	if err := n.Encode(d.Effective(cfg)); err != nil {
+		return nil, err
+	}
+	pruneUnset(&n)
+	return &n, nil
+}
+
+// pruneUnset drops the keys whose value is null (an option left out that
+// has no default) and the mappings left empty by that, so that the printed
+// section lists what is set; lists of scalars are written on one line.
+func pruneUnset(n *yaml.Node) {
+	if n.Kind == yaml.SequenceNode {
+		scalars := true
+		for _, c := range n.Content {
+			pruneUnset(c)
+			scalars = scalars && c.Kind == yaml.ScalarNode
+		}
+		if scalars { // a list of words on one line: headers: [from, to]
+			n.Style = yaml.FlowStyle
+		}
+	}
+	if n.Kind != yaml.MappingNode {
+		return
+	}
+	kept := n.Content[:0]
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		v := n.Content[i+1]
+		pruneUnset(v)
+		if v.ShortTag() == "!!null" || (v.Kind == yaml.MappingNode && len(v.Content) == 0) {
+			continue
+		}
+		kept = append(kept, n.Content[i], v)
+	}
+	n.Content = kept
 }
 
 func scalar(v string) *yaml.Node { return &yaml.Node{Kind: yaml.ScalarNode, Value: v} }

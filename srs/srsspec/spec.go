@@ -336,3 +336,52 @@ func compileDB(d feature.Reporter, in *DatabaseConfig) *database {
 	}
 	return db
 }
+
+// Effective fills in the defaults srs.New and the store apply; inline
+// secrets print as feature.Redacted, secrets_file and the Redis
+// password_file as their paths.
+func (spec) Effective(cfg any) any {
+	c := *cfg.(*Config)
+	c.Secrets = feature.Redact(c.Secrets)
+	if c.HashLength == nil || *c.HashLength == 0 {
+		c.HashLength = ptr(srs.DefaultHashLength)
+	}
+	if c.HashMin == nil || *c.HashMin == 0 {
+		c.HashMin = ptr(*c.HashLength)
+	}
+	if c.MaxAge == nil || *c.MaxAge == 0 {
+		c.MaxAge = ptr(feature.Duration(srs.DefaultMaxAge))
+	}
+	if c.UseHash == nil {
+		c.UseHash = ptr(true)
+	}
+	if c.UseTimestamp == nil {
+		c.UseTimestamp = ptr(true)
+	}
+	if c.Separator.Value == "" {
+		c.Separator.Value = string(rune(srs.DefaultSeparator))
+	}
+	if c.Database != nil {
+		db := *c.Database
+		if db.Use.Value == "" {
+			db.Use.Value = "long"
+		}
+		if db.Redis != nil {
+			r := *db.Redis
+			if r.DB == nil {
+				r.DB = ptr(0)
+			}
+			if r.Prefix.Value == "" {
+				r.Prefix.Value = store.DefaultRedisPrefix
+			}
+			if r.Timeout == nil || *r.Timeout == 0 {
+				r.Timeout = ptr(feature.Duration(store.DefaultRedisTimeout))
+			}
+			db.Redis = &r
+		}
+		c.Database = &db
+	}
+	return &c
+}
+
+func ptr[T any](v T) *T { return &v }
