@@ -295,21 +295,7 @@ func TestGracefulShutdown(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	s.HeaderEnd()
-	_, act, err := s.BodyReadFrom(strings.NewReader("in flight\r\n"))
-	if err != nil || act.Type != gomilter.ActionAccept {
-		t.Fatalf("message in flight: %v %v", act, err)
-	}
-	s.Close()
-	select {
-	case err := <-d.exited:
-		d.exited <- err
-		if err != nil {
-			t.Errorf("exit: %v", err)
-		}
-	case <-time.After(15 * time.Second):
-		t.Fatal("daemon did not exit after the last session ended")
-	}
+	finishInFlight(t, d, s, "message in flight")
 	if !strings.Contains(d.log.String(), "decision=accept") {
 		t.Errorf("message in flight not logged:\n%s", d.log.String())
 	}
@@ -336,5 +322,26 @@ func TestCheckCommand(t *testing.T) {
 		if !strings.Contains(string(out), want) {
 			t.Errorf("missing %q in:\n%s", want, out)
 		}
+	}
+}
+
+// finishInFlight ends the message s has in flight, which the draining
+// daemon must accept, and waits for the daemon to exit cleanly after it.
+func finishInFlight(t *testing.T, d *daemonProc, s *gomilter.ClientSession, what string) {
+	t.Helper()
+	s.HeaderEnd()
+	_, act, err := s.BodyReadFrom(strings.NewReader("in flight\r\n"))
+	if err != nil || act.Type != gomilter.ActionAccept {
+		t.Fatalf("%s: %v %v", what, act, err)
+	}
+	s.Close()
+	select {
+	case err := <-d.exited:
+		d.exited <- err
+		if err != nil {
+			t.Errorf("exit: %v", err)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("daemon did not exit after the last session ended")
 	}
 }
