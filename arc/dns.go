@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sync/singleflight"
 )
 
 // Resolver looks up TXT records: one string per record, the
@@ -68,19 +70,31 @@ type DNSOptions struct {
 	// MaxTTL caps how long an answer is kept; default 1h.
 	MaxTTL time.Duration
 	// NegativeTTL is used for NXDOMAIN and no-data answers that carry no
-	// SOA; default 60s.
+	// SOA; default 60s. Those with a SOA are kept for its MINIMUM or TTL,
+	// whichever is smaller (RFC 2308 §5), capped by MaxTTL.
 	NegativeTTL time.Duration
+	// FailureTTL is how long a temporary failure (timeout, SERVFAIL,
+	// REFUSED, network error) is remembered, so that a resolver that
+	// hangs costs one timeout per name and period instead of one per
+	// message; default 5s, negative disables. RFC 2308 §7 allows up to
+	// five minutes.
+	FailureTTL time.Duration
+	// Lookups, if set, counts lookups with the labels cache (hit, miss)
+	// and outcome (answer, negative, failure).
+	Lookups *prometheus.CounterVec
 	// Now is the clock of the cache; default time.Now.
 	Now func() time.Time
 }
 
 // DNSResolver is a Resolver built on github.com/miekg/dns with a small
 // LRU cache that keeps answers (and NXDOMAIN/no-data, RFC 2308) for their
-// TTL. Temporary failures are not cached. Safe for concurrent use.
+// TTL and temporary failures for FailureTTL. Concurrent lookups of one
+// name share one query. Safe for concurrent use.
 type DNSResolver struct {
 	opts    DNSOptions
 	servers []string
 	confErr error
+	flight  singleflight.Group
 
 	mu    sync.Mutex
 	lru   *list.List // of *cacheEntry, most recent first
@@ -94,11 +108,18 @@ type cacheEntry struct {
 	expires time.Time
 }
 
+// DefaultFailureTTL is DNSOptions.FailureTTL when unset: short enough
+// that a resolver back from an outage is used again within seconds.
+const DefaultFailureTTL = 5 * time.Second
+
+// DefaultDNSTimeout bounds one query when DNSOptions.Timeout is not set.
+const DefaultDNSTimeout = 5 * time.Second
+
 // NewDNSResolver returns a resolver; a resolv.conf that cannot be read
 // makes every lookup a temporary failure naming the problem.
 func NewDNSResolver(opts DNSOptions) *DNSResolver {
 	if opts.Timeout <= 0 {
-		opts.Timeout = 5 * time.Second
+		opts.Timeout = DefaultDNSTimeout
 	}
 	if opts.CacheSize == 0 {
 		opts.CacheSize = 4096
@@ -108,6 +129,9 @@ func NewDNSResolver(opts DNSOptions) *DNSResolver {
 	}
 	if opts.NegativeTTL <= 0 {
 		opts.NegativeTTL = time.Minute
+	}
+	if opts.FailureTTL == 0 {
+		opts.FailureTTL = DefaultFailureTTL
 	}
 	if opts.Now == nil {
 		opts.Now = time.Now
@@ -135,15 +159,39 @@ func NewDNSResolver(opts DNSOptions) *DNSResolver {
 	return r
 }
 
-// LookupTXT implements Resolver.
+// LookupTXT implements Resolver. The query runs apart from ctx, shared by
+// every caller that asks for the name meanwhile: a caller whose deadline
+// passes gets a timeout, and the query goes on to fill the cache for the
+// others.
 func (r *DNSResolver) LookupTXT(ctx context.Context, name string) ([]string, error) {
 	name = strings.ToLower(strings.TrimSuffix(name, "."))
 	if txt, err, ok := r.cached(name); ok {
+		r.count("hit", err)
 		return txt, err
 	}
 	if r.confErr != nil {
-		return nil, &DNSError{Name: name, Temporary: true, Cause: r.confErr.Error()}
+		err := &DNSError{Name: name, Temporary: true, Cause: r.confErr.Error()}
+		r.count("miss", err)
+		return nil, err
 	}
+	ch := r.flight.DoChan(name, func() (any, error) {
+		return r.resolve(context.WithoutCancel(ctx), name)
+	})
+	select {
+	case res := <-ch:
+		txt, _ := res.Val.([]string)
+		r.count("miss", res.Err)
+		return txt, res.Err
+	case <-ctx.Done():
+		err := &DNSError{Name: name, Temporary: true, Cause: "timeout"}
+		r.count("miss", err)
+		return nil, err
+	}
+}
+
+// resolve asks the servers in turn and caches what it gets. Each query is
+// bounded by Timeout, so the whole by Timeout times the servers.
+func (r *DNSResolver) resolve(ctx context.Context, name string) ([]string, error) {
 	var lastErr error
 	for _, server := range r.servers {
 		txt, ttl, err := r.query(ctx, server, name)
@@ -153,11 +201,23 @@ func (r *DNSResolver) LookupTXT(ctx context.Context, name string) ([]string, err
 			return txt, err
 		}
 		lastErr = err
-		if ctx.Err() != nil {
-			break
-		}
 	}
+	r.store(name, nil, lastErr, r.opts.FailureTTL)
 	return nil, lastErr
+}
+
+func (r *DNSResolver) count(cache string, err error) {
+	if r.opts.Lookups == nil {
+		return
+	}
+	outcome := "answer"
+	switch {
+	case errors.Is(err, ErrPermDNS):
+		outcome = "negative"
+	case err != nil:
+		outcome = "failure"
+	}
+	r.opts.Lookups.WithLabelValues(cache, outcome).Inc()
 }
 
 func (r *DNSResolver) query(ctx context.Context, server, name string) ([]string, time.Duration, error) {

@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
 // dnsZone is what the in-process test server answers for one name.
@@ -36,7 +38,7 @@ type testDNSServer struct {
 	tcp   atomic.Int32
 }
 
-func newTestDNSServer(t *testing.T) *testDNSServer {
+func newTestDNSServer(t testing.TB) *testDNSServer {
 	t.Helper()
 	s := &testDNSServer{zones: map[string]*dnsZone{}}
 	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
@@ -165,15 +167,39 @@ func TestDNSResolver(t *testing.T) {
 			t.Fatalf("%v", err)
 		}
 	})
-	t.Run("SERVFAIL is temporary and not cached", func(t *testing.T) {
+	t.Run("SERVFAIL is temporary and cached for FailureTTL", func(t *testing.T) {
 		z := srv.set("broken.example", &dnsZone{rcode: dns.RcodeServerFailure})
 		_, err := r.LookupTXT(ctx, "broken.example")
 		if !errors.Is(err, ErrTempDNS) || err.Error() != "dns: temporary failure for broken.example (SERVFAIL)" {
 			t.Fatalf("%v", err)
 		}
+		_, err = r.LookupTXT(ctx, "broken.example")
+		if n := z.queries.Load(); n != 1 || !errors.Is(err, ErrTempDNS) {
+			t.Fatalf("%d queries, want 1; %v", n, err)
+		}
+		clock.Add(DefaultFailureTTL)
 		r.LookupTXT(ctx, "broken.example")
 		if n := z.queries.Load(); n != 2 {
-			t.Fatalf("%d queries, want 2", n)
+			t.Fatalf("%d queries after FailureTTL, want 2", n)
+		}
+	})
+	t.Run("NXDOMAIN without SOA is kept for NegativeTTL, a long SOA minimum capped by MaxTTL", func(t *testing.T) {
+		bare := srv.set("bare.example", &dnsZone{rcode: dns.RcodeNameError})
+		long := srv.set("long.example", &dnsZone{nodata: true, soaTTL: 86400})
+		for range 2 {
+			r.LookupTXT(ctx, "bare.example")
+			r.LookupTXT(ctx, "long.example")
+		}
+		clock.Add(59 * time.Second)
+		r.LookupTXT(ctx, "bare.example")
+		if bare.queries.Load() != 1 {
+			t.Fatalf("bare NXDOMAIN asked %d times within a minute", bare.queries.Load())
+		}
+		clock.Add(time.Hour)
+		r.LookupTXT(ctx, "bare.example")
+		r.LookupTXT(ctx, "long.example")
+		if bare.queries.Load() != 2 || long.queries.Load() != 2 {
+			t.Fatalf("after an hour: bare asked %d times, long %d; want 2 each", bare.queries.Load(), long.queries.Load())
 		}
 	})
 	t.Run("timeout is temporary", func(t *testing.T) {
@@ -185,6 +211,17 @@ func TestDNSResolver(t *testing.T) {
 		}
 		if d := time.Since(start); d > 3*time.Second {
 			t.Fatalf("took %v", d)
+		}
+	})
+	t.Run("a timeout is cached too", func(t *testing.T) {
+		z := srv.set("hang.example", &dnsZone{silent: true})
+		for range 3 {
+			if _, err := r.LookupTXT(ctx, "hang.example"); !errors.Is(err, ErrTempDNS) {
+				t.Fatalf("%v", err)
+			}
+		}
+		if n := z.queries.Load(); n != 1 {
+			t.Fatalf("%d queries, want 1", n)
 		}
 	})
 	t.Run("the caller's deadline wins", func(t *testing.T) {
@@ -289,6 +326,94 @@ func TestVerifyThroughDNS(t *testing.T) {
 	srv.set("sel._domainkey.hop1.example", &dnsZone{rcode: dns.RcodeServerFailure})
 	res = NewDNSResolver(DNSOptions{Server: srv.addr, Timeout: time.Second})
 	if r := verifyAt(res, m, body, t0); r.State != StateFail || !r.Temporary {
+		t.Fatalf("%+v", r)
+	}
+}
+
+// TestDNSFailureCacheOff: FailureTTL < 0 asks again every time.
+func TestDNSFailureCacheOff(t *testing.T) {
+	srv := newTestDNSServer(t)
+	z := srv.set("broken.example", &dnsZone{rcode: dns.RcodeServerFailure})
+	r := NewDNSResolver(DNSOptions{Server: srv.addr, FailureTTL: -1})
+	for range 3 {
+		r.LookupTXT(context.Background(), "broken.example")
+	}
+	if n := z.queries.Load(); n != 3 {
+		t.Fatalf("%d queries, want 3", n)
+	}
+}
+
+// TestDNSFlightOutlivesCaller: a caller that gives up early does not cut
+// the shared query short; the next caller finds its answer cached.
+func TestDNSFlightOutlivesCaller(t *testing.T) {
+	srv := newTestDNSServer(t)
+	z := srv.set("hang.example", &dnsZone{silent: true})
+	reg := prometheus.NewRegistry()
+	m := NewMetrics(reg)
+	r := NewDNSResolver(DNSOptions{Server: srv.addr, Timeout: 300 * time.Millisecond, Lookups: m.DNS})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Millisecond)
+	defer cancel()
+	if _, err := r.LookupTXT(ctx, "hang.example"); !errors.Is(err, ErrTempDNS) {
+		t.Fatalf("%v", err)
+	}
+	// the same name again, with time enough: it joins the query in flight
+	if _, err := r.LookupTXT(context.Background(), "hang.example"); !errors.Is(err, ErrTempDNS) {
+		t.Fatalf("%v", err)
+	}
+	if _, err := r.LookupTXT(context.Background(), "hang.example"); !errors.Is(err, ErrTempDNS) {
+		t.Fatalf("%v", err)
+	}
+	if n := z.queries.Load(); n != 1 {
+		t.Fatalf("%d queries, want 1", n)
+	}
+	if miss, hit := testutil.ToFloat64(m.DNS.WithLabelValues("miss", "failure")), testutil.ToFloat64(m.DNS.WithLabelValues("hit", "failure")); miss != 2 || hit != 1 {
+		t.Fatalf("metric: %v misses, %v hits; want 2 and 1", miss, hit)
+	}
+}
+
+// TestVerifyHangingResolver: concurrent verifications of messages from one
+// signer, against a server that never answers, cost one query (one
+// timeout) per name and FailureTTL, not one per message; and every one of
+// them is a temporary fail, as before.
+func TestVerifyHangingResolver(t *testing.T) {
+	srv := newTestDNSServer(t)
+	keys := mapResolver{}
+	hs, body := parseMessage(plainMessage)
+	m := mustSealHop(t, keys, hs, body, testKey(keys, "hop1"), t0, nil)
+	z := srv.set("sel._domainkey.hop1.example", &dnsZone{silent: true})
+	clock := &fakeClock{now: t0}
+	res := NewDNSResolver(DNSOptions{Server: srv.addr, Timeout: 200 * time.Millisecond, Now: clock.Now})
+	const sessions = 32
+	batch := func() {
+		var wg sync.WaitGroup
+		for range sessions {
+			wg.Go(func() {
+				if r := verifyAt(res, m, body, t0); r.State != StateFail || !r.Temporary || !strings.Contains(r.Reason, "timeout") {
+					t.Errorf("%+v", r)
+				}
+			})
+		}
+		wg.Wait()
+	}
+	batch()
+	batch()
+	if n := z.queries.Load(); n != 1 {
+		t.Fatalf("%d queries for %d messages, want 1", n, 2*sessions)
+	}
+	clock.Add(DefaultFailureTTL)
+	batch()
+	if n := z.queries.Load(); n != 2 {
+		t.Fatalf("%d queries after FailureTTL, want 2", n)
+	}
+	// the resolver is back: the first lookup after the period passes
+	var parts []string
+	for rec := keys["sel._domainkey.hop1.example"][0]; len(rec) > 0; {
+		n := min(255, len(rec))
+		parts, rec = append(parts, rec[:n]), rec[n:]
+	}
+	srv.set("sel._domainkey.hop1.example", &dnsZone{ttl: 300, txt: [][]string{parts}})
+	clock.Add(DefaultFailureTTL)
+	if r := verifyAt(res, m, body, t0); r.State != StatePass {
 		t.Fatalf("%+v", r)
 	}
 }

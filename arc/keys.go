@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"os"
 	"strings"
+	"sync"
 )
 
 // Algorithms this package signs and verifies (RFC 8617 §4.1.3 allows only
@@ -90,6 +91,51 @@ func parseKeyRecord(txt string) (*publicKey, error) {
 		return &publicKey{ed: ed25519.PublicKey(raw), bits: 256}, nil
 	}
 	return nil, fmt.Errorf("unknown k=%s", k)
+}
+
+// KeyCache keeps parsed key records by their text, so that a key used by
+// many messages is decoded once (base64, DER, the RSA modulus) rather
+// than once per message. The text is the key: a changed record is a new
+// entry, and the DNS cache decides how long a record is used. Safe for
+// concurrent use; bounded, emptied when full.
+type KeyCache struct {
+	mu  sync.Mutex
+	m   map[string]parsedKey
+	max int
+}
+
+type parsedKey struct {
+	key *publicKey
+	err error
+}
+
+// NewKeyCache returns a cache of at most size records (default 1024).
+func NewKeyCache(size int) *KeyCache {
+	if size <= 0 {
+		size = 1024
+	}
+	return &KeyCache{m: map[string]parsedKey{}, max: size}
+}
+
+// parse is parseKeyRecord through the cache; a nil cache parses.
+func (c *KeyCache) parse(txt string) (*publicKey, error) {
+	if c == nil {
+		return parseKeyRecord(txt)
+	}
+	c.mu.Lock()
+	pk, ok := c.m[txt]
+	c.mu.Unlock()
+	if ok {
+		return pk.key, pk.err
+	}
+	k, err := parseKeyRecord(txt)
+	c.mu.Lock()
+	if len(c.m) >= c.max {
+		clear(c.m)
+	}
+	c.m[txt] = parsedKey{k, err}
+	c.mu.Unlock()
+	return k, err
 }
 
 // listHas reports whether a colon-separated tag value lists want.

@@ -9,8 +9,10 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestLoadKeyFile(t *testing.T) {
@@ -118,5 +120,53 @@ func TestGenerateKey(t *testing.T) {
 	z := ZoneTXT("x.", strings.Repeat("a", 300))
 	if !strings.Contains(z, `"`+strings.Repeat("a", 255)+`" "`+strings.Repeat("a", 45)+`"`) {
 		t.Errorf("%q", z)
+	}
+}
+
+// TestKeyCache: a record is parsed once and the key object reused; a bad
+// record is remembered as bad; verdicts are those of parsing each time;
+// the cache stays within its size.
+func TestKeyCache(t *testing.T) {
+	res := mapResolver{}
+	hs, body := parseMessage(plainMessage)
+	m := mustSealHop(t, res, hs, body, testKey(res, "hop1"), t0, nil)
+	cache := NewKeyCache(2)
+	for range 3 {
+		_, cached := verifyMessage(VerifyOptions{Resolver: res, Keys: cache, Now: func() time.Time { return t0 }}, m, body, 0)
+		_, plain := verifyMessage(VerifyOptions{Resolver: res, Now: func() time.Time { return t0 }}, m, body, 0)
+		if cached.State != StatePass || !reflect.DeepEqual(cached, plain) {
+			t.Fatalf("cached %+v, parsed each time %+v", cached, plain)
+		}
+	}
+	rec := res["sel._domainkey.hop1.example"][0]
+	if len(cache.m) != 1 {
+		t.Fatalf("%d entries, want 1", len(cache.m))
+	}
+	k1, _ := cache.parse(rec)
+	k2, _ := cache.parse(rec)
+	if k1 == nil || k1 != k2 || k1 != cache.m[rec].key {
+		t.Fatal("the same record gave different key objects")
+	}
+	if _, err := cache.parse("v=DKIM1; p=@@@"); err == nil || cache.m["v=DKIM1; p=@@@"].err == nil {
+		t.Fatalf("bad record: %v", err)
+	}
+	cache.parse("v=DKIM1; k=ed25519; p=11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo=")
+	if len(cache.m) > 2 {
+		t.Fatalf("%d entries in a cache of 2", len(cache.m))
+	}
+}
+
+// TestLoadedRSAKeyIsPrecomputed: the signing key is parsed at load with its
+// CRT values computed, so signing a message parses and derives nothing.
+func TestLoadedRSAKeyIsPrecomputed(t *testing.T) {
+	key := testKeys()["hop1"].(*rsa.PrivateKey)
+	path := filepath.Join(t.TempDir(), "k.pem")
+	os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(key)}), 0o600)
+	s, err := LoadKeyFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rk, ok := s.(*rsa.PrivateKey); !ok || rk.Precomputed.Dp == nil || rk.Precomputed.Qinv == nil {
+		t.Fatalf("%T not precomputed", s)
 	}
 }

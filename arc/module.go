@@ -18,6 +18,7 @@ type Metrics struct {
 	Seal    *prometheus.CounterVec // result: sealed, skipped_cv_fail, skipped_dns, error, ...
 	Forged  prometheus.Counter
 	Seconds *prometheus.HistogramVec // op: verify, seal
+	DNS     *prometheus.CounterVec   // cache: hit, miss; outcome: answer, negative, failure
 }
 
 // NewMetrics registers the ARC metrics on reg.
@@ -32,8 +33,16 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		Seconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: "tollgate", Subsystem: "arc", Name: "duration_seconds",
 			Help: "Time to validate a chain (DNS included) or to seal.", Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5}},
 			[]string{"op"}),
+		DNS: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "tollgate", Subsystem: "arc", Name: "dns_lookups_total",
+			Help: "Key lookups by cache (hit, miss) and outcome (answer, negative: NXDOMAIN or no data, failure: timeout or SERVFAIL)."},
+			[]string{"cache", "outcome"}),
 	}
-	reg.MustRegister(m.Verify, m.Seal, m.Forged, m.Seconds)
+	reg.MustRegister(m.Verify, m.Seal, m.Forged, m.Seconds, m.DNS)
+	for _, c := range []string{"hit", "miss"} {
+		for _, o := range []string{"answer", "negative", "failure"} {
+			m.DNS.WithLabelValues(c, o)
+		}
+	}
 	for _, r := range []State{StatePass, StateFail, StateNone} {
 		m.Verify.WithLabelValues(string(r))
 	}
@@ -58,23 +67,34 @@ type ModuleOptions struct {
 	RemoteIP       bool          // put smtp.remote-ip in it
 	// Seal holds one SealOptions per signing key, in configuration order;
 	// Key.Domain selects one.
-	Seal    []SealOptions
-	Metrics *Metrics
-	Log     *slog.Logger
+	Seal []SealOptions
+	// NoSealRule: no rule of the policy sets arc_sign, so no message is
+	// sealed and the seal's body hash is not computed; a message without
+	// ARC headers then costs no body hashing at all.
+	NoSealRule bool
+	Metrics    *Metrics
+	Log        *slog.Logger
 }
+
+// DefaultTimeout bounds the validation of one message, DNS included, when
+// ModuleOptions.Timeout is not set.
+const DefaultTimeout = 10 * time.Second
 
 // Module validates every message's ARC chain as it streams, and seals
 // accepted messages when the policy asks (control arc_sign).
-type Module struct{ o ModuleOptions }
+type Module struct {
+	o    ModuleOptions
+	keys *KeyCache // of the verifier, new with every load or reload
+}
 
 func NewModule(o ModuleOptions) *Module {
 	if o.Log == nil {
 		o.Log = slog.Default()
 	}
 	if o.Timeout <= 0 {
-		o.Timeout = 10 * time.Second
+		o.Timeout = DefaultTimeout
 	}
-	return &Module{o: o}
+	return &Module{o: o, keys: NewKeyCache(0)}
 }
 
 func (m *Module) Name() string { return name }
@@ -96,7 +116,7 @@ func (m *Module) state(t *milter.Txn) *state {
 	if st, ok := t.State("arc").(*state); ok {
 		return st
 	}
-	st := &state{v: NewVerifier(VerifyOptions{Resolver: m.o.Resolver, MinRSABits: m.o.MinRSABits, VerifyOnly: len(m.o.Seal) == 0})}
+	st := &state{v: NewVerifier(VerifyOptions{Resolver: m.o.Resolver, Keys: m.keys, MinRSABits: m.o.MinRSABits, VerifyOnly: len(m.o.Seal) == 0 || m.o.NoSealRule})}
 	t.SetState("arc", st)
 	return st
 }

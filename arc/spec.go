@@ -3,6 +3,7 @@ package arc
 import (
 	"errors"
 	"io"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -30,8 +31,10 @@ type Config struct {
 
 // DNSConfig points key lookups at a resolver.
 type DNSConfig struct {
-	Server  feature.Str       `yaml:"server"`
-	Timeout *feature.Duration `yaml:"timeout"`
+	Pos        feature.Pos       `yaml:"-"`
+	Server     feature.Str       `yaml:"server"`
+	Timeout    *feature.Duration `yaml:"timeout"`
+	FailureTTL *feature.Duration `yaml:"failure_ttl"`
 }
 
 // SignConfig is one signing key (the seed's arc_sign = domain : selector : key : options).
@@ -71,13 +74,17 @@ type section struct {
 	timeout      time.Duration
 	dns          DNSOptions
 	seal         []SealOptions
+	sealRule     bool // a rule sets arc_sign (the policy asks ControlError for each)
 }
 
 var errNoKey = errors.New("needs a signing key (arc.sign)")
 
 func (s *section) ControlError(name string) error {
-	if name == ControlSign && len(s.seal) == 0 {
-		return errNoKey
+	if name == ControlSign {
+		if len(s.seal) == 0 {
+			return errNoKey
+		}
+		s.sealRule = true
 	}
 	return nil
 }
@@ -89,15 +96,18 @@ type sharedResolver struct{ *DNSResolver }
 func (sharedResolver) Close() error { return nil }
 
 func (s *section) Module(env *feature.ModuleEnv) (milter.Module, error) {
-	c, err := env.Shared("dns:"+s.dns.Server+"|"+s.dns.Timeout.String(), func() (io.Closer, error) {
-		return sharedResolver{NewDNSResolver(s.dns)}, nil
+	metrics := env.Metrics.(*Metrics)
+	c, err := env.Shared("dns:"+s.dns.Server+"|"+s.dns.Timeout.String()+"|"+s.dns.FailureTTL.String(), func() (io.Closer, error) {
+		opts := s.dns
+		opts.Lookups = metrics.DNS
+		return sharedResolver{NewDNSResolver(opts)}, nil
 	})
 	if err != nil {
 		return nil, err
 	}
 	return NewModule(ModuleOptions{AuthServID: s.authServID, Resolver: c.(sharedResolver).DNSResolver,
 		MinRSABits: s.minRSABits, Timeout: s.timeout, RemoveForged: s.removeForged, AddAuthResults: s.addAR,
-		RemoteIP: s.remoteIP, Seal: s.seal, Metrics: env.Metrics.(*Metrics), Log: env.Log}), nil
+		RemoteIP: s.remoteIP, Seal: s.seal, NoSealRule: !s.sealRule, Metrics: metrics, Log: env.Log}), nil
 }
 
 var (
@@ -153,7 +163,7 @@ func (c cond) Match(e *feature.Eval) (bool, *milter.Decision) {
 }
 
 func compile(d feature.Reporter, in *Config) *section {
-	p := &section{authServID: in.AuthServID.Value, removeForged: true, addAR: true, remoteIP: in.RemoteIP, timeout: 10 * time.Second}
+	p := &section{authServID: in.AuthServID.Value, removeForged: true, addAR: true, remoteIP: in.RemoteIP, timeout: DefaultTimeout}
 	if p.authServID == "" {
 		d.Errorf(in.Pos.Line, "arc.authserv_id is required: the name of this ADMD in Authentication-Results (e.g. mx.example.org)")
 	}
@@ -175,6 +185,15 @@ func compile(d feature.Reporter, in *Config) *section {
 	p.dns.Server = in.DNS.Server.Value
 	if in.DNS.Timeout != nil {
 		p.dns.Timeout = time.Duration(*in.DNS.Timeout)
+	}
+	if in.DNS.FailureTTL != nil {
+		p.dns.FailureTTL = time.Duration(*in.DNS.FailureTTL)
+		switch {
+		case p.dns.FailureTTL == 0:
+			p.dns.FailureTTL = -1 // 0s: remember no failure
+		case p.dns.FailureTTL > 5*time.Minute:
+			d.Errorf(in.DNS.Pos.KeyLine("failure_ttl"), "arc.dns.failure_ttl: %v is more than 5m (RFC 2308 §7)", time.Duration(*in.DNS.FailureTTL))
+		}
 	}
 	var headers, oversign []string
 	for _, h := range in.Headers {
@@ -224,4 +243,59 @@ func compile(d feature.Reporter, in *Config) *section {
 		p.seal = append(p.seal, o)
 	}
 	return p
+}
+
+// Effective fills in what compile, the verifier, the resolver and the sealer
+// default; a signing key prints as its file.
+func (spec) Effective(cfg any) any {
+	c := *cfg.(*Config)
+	yes := true
+	if c.RemoveForgedAuthResults == nil {
+		c.RemoveForgedAuthResults = &yes
+	}
+	if c.AddAuthResults == nil {
+		c.AddAuthResults = &yes
+	}
+	if c.MinRSABits == nil || *c.MinRSABits <= 0 {
+		bits := DefaultMinRSABits
+		c.MinRSABits = &bits
+	}
+	if c.Timeout == nil || *c.Timeout == 0 {
+		t := feature.Duration(DefaultTimeout)
+		c.Timeout = &t
+	}
+	if c.DNS.Timeout == nil || *c.DNS.Timeout == 0 {
+		t := feature.Duration(DefaultDNSTimeout)
+		c.DNS.Timeout = &t
+	}
+	if c.DNS.FailureTTL == nil {
+		t := feature.Duration(DefaultFailureTTL)
+		c.DNS.FailureTTL = &t
+	}
+	if len(c.Headers) == 0 {
+		c.Headers = feature.Strs(DefaultSignHeaders...)
+	}
+	if c.Sign != nil {
+		sign := make([]SignConfig, len(c.Sign))
+		for i, s := range c.Sign {
+			opts := slices.Clone(s.Options)
+			for j, o := range opts {
+				if o.Value == "expire" {
+					opts[j].Value = "expire=" + DefaultExpire
+				}
+			}
+			s.Options = opts
+			sign[i] = s
+		}
+		c.Sign = sign
+	}
+	switch {
+	case c.Oversign == nil:
+		over := feature.Strs(DefaultOversignHeaders...)
+		c.Oversign = &over
+	case len(*c.Oversign) == 0:
+		// Given empty (oversign nothing), which differs from left out.
+		c.Oversign = &feature.StrList{}
+	}
+	return &c
 }

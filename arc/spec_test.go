@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -41,7 +42,7 @@ func TestARCConfigAndCondition(t *testing.T) {
 	p := mustParse(t, `
 arc:
   authserv_id: mx.example.org
-  dns: {server: "127.0.0.1:53", timeout: 2s}
+  dns: {server: "127.0.0.1:53", timeout: 2s, failure_ttl: 10s}
   sign:
     - {domain: example.org, selector: s1, key: `+key+`, options: [timestamps, "expire=+86400"]}
     - {domain: example.net, selector: s1, key: `+key+`}
@@ -51,7 +52,7 @@ acl:
     - accept: {name: ok, arc: ["!fail"], add_header: "X-ARC: $arc_state $arc_oldest_pass $arc_domains", control: [arc_sign]}
     - accept: {}
 `)
-	if sec := p.Section("arc").(*section); len(sec.seal) != 2 || !sec.seal[0].Timestamps || sec.seal[0].Expire != "+86400" || sec.dns.Server != "127.0.0.1:53" || !sec.removeForged {
+	if sec := p.Section("arc").(*section); len(sec.seal) != 2 || !sec.seal[0].Timestamps || sec.seal[0].Expire != "+86400" || sec.dns.Server != "127.0.0.1:53" || sec.dns.FailureTTL != 10*time.Second || !sec.removeForged {
 		t.Errorf("%+v", sec)
 	}
 	rt, err := policy.NewEnv(nil, prometheus.NewRegistry()).Runtime(p)
@@ -95,11 +96,25 @@ func TestARCConfigErrors(t *testing.T) {
 		{"arc: {authserv_id: mx.example.org, sign: [{domain: \"bad domain\", selector: s, key: " + good + "}]}\n", "bad signing domain"},
 		{"arc: {authserv_id: mx.example.org, headers: [from, arc-seal], sign: [{domain: example.org, selector: s, key: " + good + "}]}\n", "ARC-Seal must not be signed"},
 		{"arc: {authserv_id: mx.example.org}\nacl:\n  data:\n    - accept: {control: [arc_sign]}\n", "t.yaml:4: control: arc_sign: needs a signing key (arc.sign)"},
+		{"arc:\n  authserv_id: mx.example.org\n  dns:\n    failure_ttl: 1h\n", "t.yaml:4: arc.dns.failure_ttl: 1h0m0s is more than 5m"},
+		{"arc:\n  authserv_id: mx.example.org\n  dns:\n    failure_ttl: -1s\n", "t.yaml:4: duration \"-1s\" must not be negative"},
 		{"arc: {authserv_id: mx.example.org}\nacl:\n  rcpt:\n    - accept: {arc: [pass]}\n", "acl.rcpt: arc is not available at rcpt"},
 		{"arc: {authserv_id: mx.example.org}\nacl:\n  data:\n    - accept: {arc: [passed]}\n", `"passed" is not pass, fail or none`},
 	} {
 		if _, err := policy.Parse("t.yaml", []byte(tc.yml), specs...); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%q: %v, want %q", tc.yml, err, tc.want)
 		}
+	}
+}
+
+func TestARCFailureTTLZeroDisables(t *testing.T) {
+	p := mustParse(t, "arc:\n  authserv_id: mx.example.org\n  dns: {failure_ttl: 0s}\n")
+	if got := p.Section("arc").(*section).dns.FailureTTL; got >= 0 {
+		t.Fatalf("failure_ttl 0s compiled to %v, want negative (no caching)", got)
+	}
+	p = mustParse(t, "arc:\n  authserv_id: mx.example.org\n")
+	r := NewDNSResolver(p.Section("arc").(*section).dns)
+	if r.opts.FailureTTL != DefaultFailureTTL {
+		t.Fatalf("default failure_ttl %v", r.opts.FailureTTL)
 	}
 }

@@ -13,8 +13,9 @@ import (
 )
 
 // The ValiMail ARC test suite (MIT), written for draft 18 of what became
-// RFC 8617. It is kept by the project in shared/testdata.
-const suiteDir = "../../shared/testdata/arc_test_suite"
+// RFC 8617, kept in the repository with its licence (testdata/arc_test_suite/LICENSE.txt)
+// so that a plain clone tests itself.
+const suiteDir = "testdata/arc_test_suite"
 
 type suiteScenario struct {
 	Description string
@@ -47,7 +48,7 @@ func loadSuite(t *testing.T, file string) []suiteScenario {
 	t.Helper()
 	f, err := os.Open(filepath.Join(suiteDir, file))
 	if err != nil {
-		t.Fatalf("the ARC test suite is missing (%v): it lives in shared/testdata/arc_test_suite beside the repository", err)
+		t.Fatalf("the ARC test suite is missing (%v): it belongs in arc/testdata/arc_test_suite", err)
 	}
 	defer f.Close()
 	var out []suiteScenario

@@ -70,7 +70,7 @@ func NewModule(o ModuleOptions) *Module {
 		o.Log = slog.Default()
 	}
 	if o.SpoolMemory <= 0 {
-		o.SpoolMemory = 1 << 20
+		o.SpoolMemory = DefaultSpoolMemory
 	}
 	return &Module{o: o}
 }

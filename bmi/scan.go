@@ -48,6 +48,9 @@ const (
 	DefaultTimeout      = 30 * time.Second
 	DefaultSpamdMaxSize = 512000   // spamc's default (-s): SpamAssassin's time grows with size, spam is small
 	DefaultRspamdMax    = 20 << 20 // rspamd's own limit is 50 MiB (max_message)
+	// DefaultSpoolMemory is what a message may take in memory before its
+	// spool moves to a temp file.
+	DefaultSpoolMemory = 1 << 20
 )
 
 // ValidProfile reports whether name can be sent as a profile: spamd puts it

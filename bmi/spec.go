@@ -251,3 +251,45 @@ func (c rcptCond) Match(e *feature.Eval) (bool, *milter.Decision) {
 	}
 	return false, nil
 }
+
+// Effective fills in the backend's timeout and size limit, the spool's
+// memory, on_error and each rule's outcome as Compile and the module
+// default them.
+func (spec) Effective(cfg any) any {
+	c := *cfg.(*Config)
+	scanner := func(s *ScannerConfig, maxSize int64) *ScannerConfig {
+		if s == nil {
+			return nil
+		}
+		out := *s
+		if out.Timeout == nil || *out.Timeout == 0 {
+			t := feature.Duration(DefaultTimeout)
+			out.Timeout = &t
+		}
+		if out.MaxSize == nil || *out.MaxSize == 0 {
+			m := feature.ByteSize(maxSize)
+			out.MaxSize = &m
+		}
+		return &out
+	}
+	c.Backend.Spamd = scanner(c.Backend.Spamd, DefaultSpamdMaxSize)
+	c.Backend.Rspamd = scanner(c.Backend.Rspamd, DefaultRspamdMax)
+	if c.Spool.Memory == nil || *c.Spool.Memory <= 0 {
+		m := feature.ByteSize(DefaultSpoolMemory)
+		c.Spool.Memory = &m
+	}
+	if c.OnError.Value == "" {
+		c.OnError.Value = "deliver"
+	}
+	rules := make([]RuleConfig, len(c.Rules))
+	for i, r := range c.Rules {
+		if r.Outcome.Value == "" {
+			r.Outcome.Value = string(OutcomeDeliver)
+		}
+		rules[i] = r
+	}
+	if c.Rules != nil {
+		c.Rules = rules
+	}
+	return &c
+}

@@ -14,8 +14,10 @@ import (
 // Metrics count dccifd requests; labels come from closed sets.
 type Metrics struct {
 	Requests *prometheus.CounterVec // result: accept, fail, defer
-	Errors   *prometheus.CounterVec // kind: dial, timeout, closed, garbage, too_big, io, bad_request, canceled
+	Errors   *prometheus.CounterVec // kind: dial, timeout, closed, garbage, too_big, io, bad_request, canceled, dccifd_tempfail
 	Duration prometheus.Histogram
+	Dropped  prometheus.Counter // recipients dropped for dccifd's R
+	Forged   prometheus.Counter // received X-DCC headers of our brand removed
 }
 
 // NewMetrics registers the DCC metrics on reg.
@@ -29,7 +31,11 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help:    "Time spent waiting on dccifd per message (connect, blocked writes, the reply).",
 			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30}}),
 	}
-	reg.MustRegister(m.Requests, m.Errors, m.Duration)
+	m.Dropped = prometheus.NewCounter(prometheus.CounterOpts{Namespace: "tollgate", Subsystem: "dcc", Name: "recipients_dropped_total",
+		Help: "Recipients dropped because dccifd answered R for them (control dcc_drop_rejected)."})
+	m.Forged = prometheus.NewCounter(prometheus.CounterOpts{Namespace: "tollgate", Subsystem: "dcc", Name: "forged_headers_removed_total",
+		Help: "Received X-DCC headers of our brand removed from messages."})
+	reg.MustRegister(m.Requests, m.Errors, m.Duration, m.Dropped, m.Forged)
 	for _, r := range []string{string(VerdictAccept), string(VerdictFail), string(VerdictDefer)} {
 		m.Requests.WithLabelValues(r)
 	}
@@ -41,6 +47,14 @@ var Controls = map[string]string{"dcc_grey_off": "grey-off", "dcc_query": "query
 
 // controlNames are the keys of Controls in a stable order.
 var controlNames = []string{"dcc_grey_off", "dcc_query", "dcc_no_reject"}
+
+// KindTempFail is the errors_total kind of dccifd's own T answer.
+const KindTempFail = "dccifd_tempfail"
+
+// ControlDropRejected: once the message is accepted, the recipients dccifd
+// answered R for are dropped through the envelope owner, so the others get
+// the mail; when that leaves nobody, the message is discarded.
+const ControlDropRejected = "dcc_drop_rejected"
 
 // Variables from the seed: set in the rcpt ACL, read when the request starts
 // (override) or once the message is accepted (extra header).
@@ -56,8 +70,13 @@ type ModuleOptions struct {
 	// by HELO name (the seed's multiple-IP example).
 	HeloMap   map[string]netip.Addr
 	AddHeader bool // direct_add_header: put dccifd's X-DCC header in accepted messages
-	Metrics   *Metrics
-	Log       *slog.Logger
+	// Users chooses the local user sent with each recipient.
+	Users LocalUsers
+	// Brand: received X-DCC-<Brand>-Metrics headers are removed even when
+	// dccifd gives no header ("": only those named as dccifd's answer).
+	Brand   string
+	Metrics *Metrics
+	Log     *slog.Logger
 }
 
 // Module streams each message to dccifd as the MTA sends it and reads the
@@ -74,14 +93,17 @@ func NewModule(o ModuleOptions) *Module {
 func (m *Module) Name() string { return "dcc" }
 
 // Needs: the message streams to dccifd as it comes (headers and body); the
-// X-DCC header is added once accepted.
+// X-DCC header is added once accepted, forged ones removed, and recipients
+// dccifd rejected may be dropped.
 func (m *Module) Needs() milter.Needs {
-	return milter.Needs{Headers: true, Body: true, Actions: milter.ActAddHeader}
+	return milter.Needs{Headers: true, Body: true, Actions: milter.ActAddHeader | milter.ActChangeHeader | milter.ActDelRcpt}
 }
 
 type state struct {
-	req *Request
-	err error
+	req     *Request
+	err     error
+	checked []*milter.Recipient // in request order
+	sent    []string            // their addresses as dccifd was told them
 }
 
 // request opens the dccifd connection once the envelope is complete (at the
@@ -108,7 +130,8 @@ func (m *Module) request(ctx context.Context, t *milter.Txn) *state {
 	// checked as its real recipient.
 	for _, r := range t.AcceptedRcpts() {
 		if addr, dropped := t.Mutations.Envelope.Target(r); !dropped {
-			env.Rcpts = append(env.Rcpts, Rcpt{Addr: addr})
+			env.Rcpts = append(env.Rcpts, Rcpt{Addr: addr, User: m.o.Users.User(addr)})
+			st.checked, st.sent = append(st.checked, r), append(st.sent, addr)
 		}
 	}
 	var extra []string
@@ -146,6 +169,7 @@ func (m *Module) EndOfMessage(ctx context.Context, t *milter.Txn) error {
 	st := m.request(ctx, t)
 	f := factsFor(t)
 	f.Checked = true
+	f.checked, f.sent = st.checked, st.sent
 	err := st.err
 	var res *Result
 	if err == nil {
@@ -154,7 +178,7 @@ func (m *Module) EndOfMessage(ctx context.Context, t *milter.Txn) error {
 	}
 	if err != nil {
 		kind := Kind(err)
-		f.Result, f.Reason = string(VerdictDefer), kind
+		f.Result, f.Overall, f.Reason = string(VerdictDefer), "T", kind
 		m.o.Metrics.Errors.WithLabelValues(kind).Inc()
 		m.o.Metrics.Requests.WithLabelValues(f.Result).Inc()
 		m.o.Log.Warn("dccifd gave no answer", "queue_id", t.QueueID, "kind", kind, "err", err)
@@ -164,13 +188,31 @@ func (m *Module) EndOfMessage(ctx context.Context, t *milter.Txn) error {
 	f.Result, f.Overall, f.Rcpts, f.Header = string(res.Verdict), string(res.Overall), string(res.Rcpts), res.Header
 	m.o.Metrics.Requests.WithLabelValues(f.Result).Inc()
 	t.Tag("DCC", f.Overall)
+	if res.Overall == 'T' {
+		// dccifd's own temporary failure (no DCC server context, trouble
+		// reading the message): it says no more, so say who said it. Its
+		// recipient letters are R for everyone it read (deliver_tgts still
+		// 0): no verdict, and dropping on them would lose the message.
+		f.Rcpts = ""
+		f.Reason = "dccifd answered T (temporary failure of the DCC system)"
+		m.o.Metrics.Errors.WithLabelValues(KindTempFail).Inc()
+		m.o.Log.Warn("dccifd answered T: temporary failure of the DCC system", "kind", KindTempFail, "queue_id", t.QueueID)
+	}
 	return nil
 }
 
-// Finalize adds the headers once the message is accepted.
+// Finalize removes forged X-DCC headers, drops the recipients dccifd
+// rejected when the policy asked for it, and adds the headers, once the
+// message is accepted.
 func (m *Module) Finalize(_ context.Context, t *milter.Txn, d milter.Decision) error {
 	if d.Verdict != milter.Accept {
 		return nil
+	}
+	m.removeForged(t)
+	if t.Controls[ControlDropRejected] {
+		if rej := m.dropRejected(t); rej != nil {
+			return rej
+		}
 	}
 	if f := FactsOf(t); m.o.AddHeader && f.Header != "" {
 		if name, value, ok := strings.Cut(f.Header, ":"); ok {
@@ -194,4 +236,59 @@ func (m *Module) TxnEnd(t *milter.Txn) {
 	if st, ok := t.State("dcc").(*state); ok && st.req != nil {
 		st.req.Abort()
 	}
+}
+
+// removeForged deletes received X-DCC headers of our brand (the name of
+// the header dccifd answered with, and X-DCC-<Brand>-Metrics): a message
+// must not arrive claiming our DCC's verdict, and downstream filters
+// (SpamAssassin's DCC plugin) trust an X-DCC header they find.
+func (m *Module) removeForged(t *milter.Txn) {
+	var names []string
+	if n, _, ok := strings.Cut(FactsOf(t).Header, ":"); ok {
+		names = append(names, n)
+	}
+	if b := "X-DCC-" + m.o.Brand + "-Metrics"; m.o.Brand != "" && (len(names) == 0 || !strings.EqualFold(names[0], b)) {
+		names = append(names, b)
+	}
+	for _, n := range names {
+		for _, h := range t.Headers {
+			if strings.EqualFold(h.Name, n) {
+				t.Mutations.RemoveAll = append(t.Mutations.RemoveAll, h.Name)
+				m.o.Metrics.Forged.Inc()
+				break
+			}
+		}
+	}
+}
+
+// dropRejected drops every recipient dccifd answered R for. Nothing else is
+// dropped: a G recipient must get the mail after the embargo, which a drop
+// would lose (the policy defers the message for G instead). When no
+// recipient would be left, the message is discarded, as a message whose
+// recipients were all discarded at rcpt is.
+func (m *Module) dropRejected(t *milter.Txn) error {
+	f := FactsOf(t)
+	var rejected []*milter.Recipient
+	for i, r := range f.checked {
+		if i < len(f.Rcpts) && f.Rcpts[i] == 'R' {
+			rejected = append(rejected, r)
+		}
+	}
+	if len(rejected) == 0 {
+		return nil
+	}
+	left := 0
+	for _, r := range t.AcceptedRcpts() {
+		if _, dropped := t.Mutations.Envelope.Target(r); !dropped && r.Decision.Verdict != milter.Discard && f.Letter(r) != "R" {
+			left++
+		}
+	}
+	m.o.Metrics.Dropped.Add(float64(len(rejected)))
+	if left == 0 {
+		return &milter.Rejection{Decision: milter.Decision{Verdict: milter.Discard, Rule: "dcc", Reason: "dccifd rejected every recipient"}}
+	}
+	for _, r := range rejected {
+		t.Mutations.Envelope.Drop(r, "dcc")
+	}
+	return nil
 }

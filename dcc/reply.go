@@ -262,36 +262,75 @@ func quote(b []byte) string {
 	return fmt.Sprintf("%q", b)
 }
 
-// FoldHeader folds a header value for adding to a message: white space
-// runs (and any folds) become single spaces, then lines are broken at
-// spaces with "\n\t" so that "Name: " plus the first line, and every
-// continuation line (its tab counted as 8 columns, as dccifd counts), fit in
-// width columns (0 or less: 78). A word longer than a line stays whole. The
-// result is the value only, without the leading space, folded with LF as
-// go-milter hands header values to the MTA.
+// FoldHeader folds an X-DCC header value for adding to a message exactly as
+// dccifd folds the header it writes (DCC 2.3.167, xhdr_add_str), so the
+// field added is byte for byte the one dccifd logs. White space runs (and
+// any folds) first become single spaces. dccifd builds the header from
+// pieces: "host id;" right after the name (never folded away from it), then
+// one piece per word, except "bulk rep", which is one piece. Each piece
+// after the first is added after a space; when that pushes the column past
+// width, the space becomes "\n\t" and the column restarts at the piece's
+// length plus 9 (the tab counted as 8, and dccifd's count of the space it
+// replaced, so a line after a fold is one column shorter than it could be).
+// No fold is made once the header holds 238 bytes (dccifd's 240-byte
+// buffer). A whitelist header ("host; whitelist") is one piece. width 0 or
+// less is dccifd's 78. The result is the value only, without the leading
+// space, folded with LF as go-milter hands header values to the MTA.
 func FoldHeader(name, value string, width int) string {
 	if width <= 0 {
 		width = 78
 	}
+	words := strings.FieldsFunc(value, isWSP)
+	if len(words) == 0 {
+		return ""
+	}
+	pieces := dccPieces(words)
 	var sb strings.Builder
 	sb.Grow(len(value) + 8)
-	col := len(name) + 2
-	first := true
-	for w := range strings.FieldsFuncSeq(value, isWSP) {
-		switch {
-		case first:
-			first = false
-			col += len(w)
-		case col+1+len(w) > width:
+	sb.WriteString(pieces[0])
+	// used counts what dccifd's buffer holds: the name, ": ", the pieces,
+	// their separators and the newline it keeps after the last piece.
+	col := len(name) + 2 + len(pieces[0])
+	used := col + 1
+	for _, p := range pieces[1:] {
+		col += 1 + len(p)
+		used += 1 + len(p)
+		if col > width && used < MaxHeaderLen-2 {
 			sb.WriteString("\n\t")
-			col = 8 + len(w)
-		default:
+			col = len(p) + 9
+			used++
+		} else {
 			sb.WriteByte(' ')
-			col += 1 + len(w)
 		}
-		sb.WriteString(w)
+		sb.WriteString(p)
 	}
 	return sb.String()
+}
+
+// dccPieces groups the words of an X-DCC value as dccifd adds them: the
+// words up to the first one ending in ";" (host and server id), each word
+// after it, "bulk rep" as one piece; a whitelist value is one piece.
+func dccPieces(words []string) []string {
+	if len(words) == 2 && strings.HasSuffix(words[0], ";") && words[1] == "whitelist" {
+		return []string{words[0] + " " + words[1]}
+	}
+	first := len(words) - 1
+	for i, w := range words {
+		if strings.HasSuffix(w, ";") {
+			first = i
+			break
+		}
+	}
+	pieces := []string{strings.Join(words[:first+1], " ")}
+	for i := first + 1; i < len(words); i++ {
+		if words[i] == "bulk" && i+1 < len(words) && words[i+1] == "rep" {
+			pieces = append(pieces, "bulk rep")
+			i++
+			continue
+		}
+		pieces = append(pieces, words[i])
+	}
+	return pieces
 }
 
 func isWSP(r rune) bool { return r == ' ' || r == '\t' || r == '\r' || r == '\n' }

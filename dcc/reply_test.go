@@ -120,8 +120,17 @@ func TestFoldHeader(t *testing.T) {
 	}{
 		{"X-DCC-x-Metrics", "h 1; Body=1", 0, "h 1; Body=1"},
 		{"X-DCC-x-Metrics", "  h \t 1;\r\n\tBody=1  ", 0, "h 1; Body=1"},
-		{"X", "aaaa bbbb cccc", 10, "aaaa\n\tbbbb\n\tcccc"},
-		{"X", strings.Repeat("w", 100) + " x", 78, strings.Repeat("w", 100) + "\n\tx"},
+		// dccifd never folds inside "host id;", and folds before a word
+		// that passes column 78, restarting at the word's length plus 9.
+		{"X", "h 1; aaaa bbbb cccc", 14, "h 1; aaaa\n\tbbbb\n\tcccc"},
+		{"X", "h 1; " + strings.Repeat("w", 100) + " x", 78, "h 1;\n\t" + strings.Repeat("w", 100) + "\n\tx"},
+		{"X", strings.Repeat("w", 100) + " x", 78, strings.Repeat("w", 100) + " x"},
+		{"X-DCC--Metrics", strings.Repeat("h", 70) + "; whitelist", 78, strings.Repeat("h", 70) + "; whitelist"},
+		{"X-DCC-b-Metrics", "h 1; bulk rep Body=many", 29, "h 1;\n\tbulk rep Body=many"},
+		// 62 columns on the line after a fold: 8 + 61 + 1 space + 8 = 78 would
+		// fit, but dccifd counts one column more and folds.
+		{"X", "h 1; " + strings.Repeat("a", 75) + " " + strings.Repeat("b", 61) + " " + strings.Repeat("c", 8), 78,
+			"h 1;\n\t" + strings.Repeat("a", 75) + "\n\t" + strings.Repeat("b", 61) + "\n\t" + strings.Repeat("c", 8)},
 		{"X", "", 78, ""},
 	}
 	for _, c := range cases {

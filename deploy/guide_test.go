@@ -7,11 +7,12 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/tollgate/tollgate/internal/docs"
 	"github.com/tollgate/tollgate/policy"
 )
 
 // docs/guide.md: its YAML examples load (policy's documentation test loads
-// every one); here, its fences are yaml, sh or text, the repository files it
+// every one); here, its fences are yaml, sh, text or a program's kind, the repository files it
 // names exist, and the quick start's tollgate socket and Postfix's
 // smtpd_milters name the same file through Postfix's chroot.
 func TestGuide(t *testing.T) {
@@ -26,8 +27,8 @@ func TestGuide(t *testing.T) {
 			continue
 		}
 		lang := strings.TrimPrefix(strings.TrimSpace(l), "```")
-		if !inFence && lang != "yaml" && lang != "sh" && lang != "text" {
-			t.Errorf("docs/guide.md:%d: fence %q: use yaml (a complete tollgate configuration), sh or text", i+1, lang)
+		if !inFence && lang != "yaml" && lang != "sh" && lang != "text" && !docs.IsProgram(lang) {
+			t.Errorf("docs/guide.md:%d: fence %q: use yaml (a complete tollgate configuration), sh, text, or the program's kind (%v)", i+1, lang, docs.Programs)
 		}
 		inFence = !inFence
 	}
@@ -38,6 +39,31 @@ func TestGuide(t *testing.T) {
 		if _, err := os.Stat(filepath.Join(repo, m[1])); err != nil {
 			t.Errorf("docs/guide.md names %s, which is not in the repository", m[1])
 		}
+	}
+
+	// Section 5's complete configurations are for the quick start's
+	// chrooted Postfix: pasted alone, each must keep listen: and socket:.
+	_, sec5, ok := strings.Cut(guide, "## 5. Each feature from zero")
+	if !ok {
+		t.Fatal("docs/guide.md has no section 5")
+	}
+	sec5, _, _ = strings.Cut(sec5, "## 6. ")
+	blocks, err := docs.Parse("docs/guide.md", []byte(sec5))
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, b := range blocks {
+		if b.Info != "yaml" {
+			continue
+		}
+		n++
+		if !strings.Contains(b.Text, "listen: unix:/var/spool/postfix/tollgate/tollgate.sock\n") || !strings.Contains(b.Text, "socket: {group: postfix, mode: \"0660\"}\n") {
+			t.Errorf("docs/guide.md section 5, configuration %d, drops listen: or socket::\n%s", n, b.Text)
+		}
+	}
+	if n < 5 {
+		t.Errorf("only %d configurations in section 5", n)
 	}
 
 	// The quick start: the configuration, then main.cf's lines.
@@ -70,4 +96,4 @@ func testKey(t *testing.T) string {
 }
 
 // quickStartMarker precedes the configuration the guide's quick start installs.
-const quickStartMarker = "<!-- quick start configuration: deploy/package_test.go installs it -->"
+const quickStartMarker = "<!-- snippet: quick-start (deploy/package_test.go installs it) -->"

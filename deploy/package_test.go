@@ -60,6 +60,7 @@ func TestDebianPackage(t *testing.T) {
 		t.Fatalf("build-deb.sh printed %q, want %q", deb, want)
 	}
 	checkDebContents(t, deb)
+	checkLintian(t, deb)
 
 	t.Cleanup(func() { purge(t) })
 	run(t, "dpkg", "-i", deb)
@@ -144,9 +145,34 @@ func checkDebContents(t *testing.T, deb string) {
 		"/usr/share/doc/tollgate/examples/sendmail/sendmail.mc":            "-rw-r--r-- root/root",
 		"/usr/share/doc/tollgate/examples/prometheus/tollgate.rules.yml":   "-rw-r--r-- root/root",
 		"/usr/share/doc/tollgate/examples/grafana/tollgate-dashboard.json": "-rw-r--r-- root/root",
+		"/usr/share/doc/tollgate/changelog.gz":                             "-rw-r--r-- root/root",
+		"/usr/share/man/man8/tollgate.8.gz":                                "-rw-r--r-- root/root",
+		"/usr/share/man/man5/tollgate.yaml.5.gz":                           "-rw-r--r-- root/root",
 	} {
 		if got := files[path]; got != want {
 			t.Errorf("package file %s: %q, want %q", path, got, want)
+		}
+	}
+	// What the guide tells the reader to use from the package is in it.
+	guide, err := os.ReadFile(filepath.Join(repo, "docs/guide.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range regexp.MustCompile(`/usr/share/(?:doc|man)/tollgate/[A-Za-z0-9_./-]*[A-Za-z0-9_]`).FindAllString(string(guide), -1) {
+		found := false
+		for path := range files {
+			if path == m || strings.HasPrefix(path, m+"/") {
+				found = true
+			}
+		}
+		if !found {
+			t.Errorf("docs/guide.md names %s, which the package does not install", m)
+		}
+	}
+	// The guide installs the file build-deb.sh writes without -o.
+	for _, m := range regexp.MustCompile(`dpkg -i (\S+)`).FindAllStringSubmatch(string(guide), -1) {
+		if !regexp.MustCompile(`^dist/tollgate_[0-9][^_]*_[a-z0-9]+\.deb$`).MatchString(m[1]) {
+			t.Errorf("docs/guide.md: dpkg -i %s: build-deb.sh writes dist/tollgate_VERSION_ARCH.deb", m[1])
 		}
 	}
 	// The binary is static: it runs on any Debian release of the architecture.
@@ -411,6 +437,17 @@ func followQuickStart(t *testing.T) {
 	if !strings.Contains(config, "listen: unix:/var/spool/postfix/tollgate/tollgate.sock") {
 		t.Fatalf("the quick start configuration does not listen in Postfix's chroot:\n%s", config)
 	}
+	// "runuser -u tollgate -- tollgate check": OK, and before Postfix is
+	// attached (this host's Postfix has no smtpd_milters), the warning the
+	// guide prints, word for word.
+	warning := regexp.MustCompile("Until step 4 it also warns[^`]*```text\n([^\n]*)\n```").FindSubmatch(guide)
+	if warning == nil {
+		t.Fatal("docs/guide.md: the quick start shows no check warning")
+	}
+	out, err = runErr("setpriv", "--reuid=tollgate", "--regid=tollgate", "--init-groups", "--", "/usr/bin/tollgate", "check", "--config", "/etc/tollgate/tollgate.yaml")
+	if err != nil || strings.TrimSpace(out) != string(warning[1])+"\n/etc/tollgate/tollgate.yaml: OK" {
+		t.Errorf("tollgate check as tollgate: %v\n%s\nwant the guide's:\n%s", err, out, warning[1])
+	}
 	sock := "/var/spool/postfix/tollgate/tollgate.sock"
 	d := startAsUnit(t)
 	checkSocket(t, sock, 0o660, "tollgate", "postfix")
@@ -426,6 +463,34 @@ func followQuickStart(t *testing.T) {
 		t.Errorf("no ARC=none/sealed in the log line:\n%s", d.log.String())
 	}
 	d.stop(t)
+}
+
+// checkLintian runs Debian's lintian on the package: no error, no warning
+// (the overrides the package ships say why for the one deliberate finding,
+// the static binary).
+func checkLintian(t *testing.T, deb string) {
+	lintian := e2e.RequireProgram(t, "lintian", "lintian")
+	out, err := runErr(lintian, "--fail-on", "error,warning", deb)
+	var findings []string
+	for _, l := range strings.Split(out, "\n") {
+		if strings.HasPrefix(l, "E: ") || strings.HasPrefix(l, "W: ") {
+			findings = append(findings, l)
+		}
+	}
+	if err != nil || len(findings) > 0 {
+		t.Errorf("lintian %s: %v\n%s", deb, err, out)
+	}
+	// The copyright file has a notice, the changelog and the manual pages
+	// are there: what lintian reported before.
+	x := filepath.Join(t.TempDir(), "x")
+	run(t, "dpkg-deb", "-x", deb, x)
+	copyright, err := os.ReadFile(filepath.Join(x, "usr/share/doc/tollgate/copyright"))
+	if err != nil || !regexp.MustCompile(`(?m)^Copyright: \d{4}(-\d{4})? The tollgate authors$`).Match(copyright) {
+		t.Errorf("copyright: %v\n%s", err, copyright)
+	}
+	if out := run(t, "sh", "-c", `zcat "$1"`, "sh", filepath.Join(x, "usr/share/doc/tollgate/changelog.gz")); !strings.HasPrefix(out, "tollgate ("+debVersion+") ") {
+		t.Errorf("changelog.gz:\n%s", out)
+	}
 }
 
 // removeUser deletes the user and group tollgate, if there.
@@ -461,5 +526,13 @@ func purge(t *testing.T) {
 	}
 	if _, err := user.Lookup("tollgate"); err != nil {
 		t.Errorf("the purge removed the user tollgate: %v", err)
+	}
+	// The memberships the postinst added are gone with the package.
+	for _, g := range [][2]string{{"postfix", "tollgate"}, {"tollgate", "postfix"}} {
+		out, _ := runErr("getent", "group", g[1])
+		f := strings.Split(strings.TrimSpace(out), ":")
+		if len(f) == 4 && slices.Contains(strings.Split(f[3], ","), g[0]) {
+			t.Errorf("after dpkg --purge, %s is still in the group %s: getent group %s = %s", g[0], g[1], g[1], strings.TrimSpace(out))
+		}
 	}
 }

@@ -8,6 +8,8 @@ package feature
 
 import (
 	"errors"
+	"strconv"
+	"strings"
 	"time"
 )
 
@@ -98,4 +100,84 @@ func ReportAll(r Reporter, err error, section Pos, prefix string) {
 		line = section.KeyLine(f.ConfigField())
 	}
 	r.Errorf(line, "%s%v", prefix, err)
+}
+
+// The MarshalYAML methods write the types back as the loader reads them, so
+// that a section a Defaulter returns prints as configuration that loads.
+
+// MarshalYAML writes the string alone; "" is left out of a printed section.
+func (s Str) MarshalYAML() (any, error) {
+	if s.Value == "" {
+		return nil, nil
+	}
+	return s.Value, nil
+}
+
+// MarshalYAML writes a list of strings; a nil list is left out of a printed
+// section, an empty one (which may differ from the default) prints as [].
+func (l StrList) MarshalYAML() (any, error) {
+	if l == nil {
+		return nil, nil
+	}
+	out := make([]string, 0, len(l))
+	for _, s := range l {
+		out = append(out, s.Value)
+	}
+	return out, nil
+}
+
+// MarshalYAML writes whole days as "31d", otherwise Go's form without its
+// zero units: "10s", "1m30s", "2h".
+func (d Duration) MarshalYAML() (any, error) {
+	t := time.Duration(d)
+	if day := 24 * time.Hour; t > 0 && t%day == 0 {
+		return strconv.FormatInt(int64(t/day), 10) + "d", nil
+	}
+	s := t.String()
+	if strings.HasSuffix(s, "m0s") {
+		s = strings.TrimSuffix(s, "0s")
+	}
+	if strings.HasSuffix(s, "h0m") {
+		s = strings.TrimSuffix(s, "0m")
+	}
+	return s, nil
+}
+
+// MarshalYAML writes a size with the largest suffix that divides it: 512K, 20M.
+func (b ByteSize) MarshalYAML() (any, error) {
+	n := int64(b)
+	for _, u := range []struct {
+		suffix string
+		shift  uint
+	}{{"G", 30}, {"M", 20}, {"K", 10}} {
+		if n > 0 && n%(1<<u.shift) == 0 {
+			return strconv.FormatInt(n>>u.shift, 10) + u.suffix, nil
+		}
+	}
+	return strconv.FormatInt(n, 10), nil
+}
+
+// Redacted replaces a secret written inline in a section that is printed:
+// secrets never leave the daemon through tollgate check --print.
+const Redacted = "<redacted>"
+
+// Redact returns the list with every item replaced by Redacted.
+func Redact(l StrList) StrList {
+	if l == nil {
+		return nil
+	}
+	out := make(StrList, len(l))
+	for i, s := range l {
+		out[i] = Str{Value: Redacted, Line: s.Line}
+	}
+	return out
+}
+
+// Strs makes a list of the values, for a default written into a section.
+func Strs(values ...string) StrList {
+	out := make(StrList, 0, len(values))
+	for _, v := range values {
+		out = append(out, Str{Value: v})
+	}
+	return out
 }

@@ -33,6 +33,19 @@ type Spec interface {
 	NewMetrics(reg prometheus.Registerer) any
 }
 
+// Defaulter is implemented by a Spec whose section can be printed with its
+// defaults filled in (tollgate check --print), like postconf. Optional: a
+// Spec without it has its section printed as written.
+type Defaulter interface {
+	// Effective returns the decoded section cfg (what NewConfig returned)
+	// as the feature uses it: every option the feature defaults filled in,
+	// inline secrets replaced by Redacted (a secret file prints as its
+	// path). The result marshals to YAML (the yaml tags and the
+	// MarshalYAML methods of this package) that NewConfig decodes again to
+	// the same effective section. cfg itself is left unchanged.
+	Effective(cfg any) any
+}
+
 // Vocabulary is a feature's conditions, variables, controls and modifiers.
 type Vocabulary struct {
 	Conditions []Condition

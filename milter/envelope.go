@@ -138,6 +138,26 @@ func (e *EnvelopeChanges) Target(r *Recipient) (addr string, dropped bool) {
 	return r.Addr, false
 }
 
+// DropsAll reports whether the message would reach nobody: every accepted
+// recipient dropped, whichever modules dropped them, and nothing added.
+func (e *EnvelopeChanges) DropsAll(rcpts []*Recipient) bool {
+	accepted := false
+	for _, r := range rcpts {
+		if !r.Accepted() {
+			continue
+		}
+		accepted = true
+		if _, dropped := e.Target(r); !dropped {
+			return false
+		}
+	}
+	if !accepted {
+		return false
+	}
+	_, add := e.Resolve(rcpts)
+	return len(add) == 0
+}
+
 // Empty reports whether nothing is proposed.
 func (e *EnvelopeChanges) Empty() bool {
 	return e.sender == nil && len(e.rcpts) == 0 && len(e.added) == 0

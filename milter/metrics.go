@@ -29,6 +29,10 @@ type Metrics struct {
 	ProxySessions       *prometheus.CounterVec // kind
 	UntrustedLogins     prometheus.Counter
 
+	// Monitor mode: decisions made but not carried out.
+	MonitorDecisions *prometheus.CounterVec // stage, decision
+	MonitorMode      prometheus.Gauge
+
 	stageObservers [stageCount]prometheus.Observer // StageDuration per stage, looked up once
 
 	// The wire and its limits.
@@ -71,9 +75,9 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		MTAErrors: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "tollgate", Name: "mta_errors_total",
 			Help: "Failures while sending changes or replies to the MTA."}, []string{"operation"}),
 		ConfigReloads: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "tollgate", Name: "config_reloads_total",
-			Help: "Configuration reloads by result (success, failure)."}, []string{"result"}),
+			Help: "Configuration reloads by result: success, failure (refused, the previous configuration stays in use)."}, []string{"result"}),
 		ConfigLastReload: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: "tollgate", Name: "config_last_reload_timestamp_seconds",
-			Help: "When the configuration was last (re)loaded, successfully or not."}),
+			Help: "When the configuration in use was loaded: the start or the last successful reload (a refused reload leaves it alone; see config_reloads_total{result=\"failure\"})."}),
 		ProxySessions: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "tollgate", Name: "proxy_sessions_total",
 			Help: "Sessions on an XCLIENT proxy path: handoff (the proxy itself, before XCLIENT; never judged), proxied (a real client named by the proxy), without_xclient (the proxy sent mail for itself)."}, []string{"kind"}),
 		UntrustedLogins: prometheus.NewCounter(prometheus.CounterOpts{Namespace: "tollgate", Name: "xclient_untrusted_logins_total",
@@ -85,6 +89,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		m.ModuleErrors, m.PolicyDecisions, m.PolicyErrors, m.PolicyUnknownValues, m.MessageBytes, m.ProtocolWarnings, m.MTAErrors,
 		m.ConfigReloads, m.ConfigLastReload, m.ConfigLastOK, m.ProxySessions, m.UntrustedLogins)
 	m.registerWire(reg)
+	m.registerMonitor(reg)
 	for _, k := range []string{"handoff", "proxied", "without_xclient"} {
 		m.ProxySessions.WithLabelValues(k)
 	}
@@ -118,5 +123,18 @@ func (m *Metrics) registerWire(reg prometheus.Registerer) {
 	}
 	for _, l := range limitNames {
 		m.LimitsHit.WithLabelValues(l)
+	}
+}
+
+func (m *Metrics) registerMonitor(reg prometheus.Registerer) {
+	m.MonitorDecisions = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "tollgate", Name: "monitor_decisions_total",
+		Help: "Decisions monitor mode did not carry out (the MTA was told to go on), by stage and decision (reject, tempfail, discard, drop, quarantine)."}, []string{"stage", "decision"})
+	m.MonitorMode = prometheus.NewGauge(prometheus.GaugeOpts{Namespace: "tollgate", Name: "monitor_mode",
+		Help: "1 when the configuration in use runs in monitor mode (decisions logged and counted, not carried out), 0 when it enforces."})
+	reg.MustRegister(m.MonitorDecisions, m.MonitorMode)
+	for _, s := range PolicyStages {
+		for _, d := range monitorDecisions {
+			m.MonitorDecisions.WithLabelValues(s.String(), d)
+		}
 	}
 }

@@ -62,6 +62,7 @@ func NewServer(rt Runtime, opts ServerOptions) *Server {
 	}
 	s.warnLog = RateLimited(s.log, opts.LogInterval)
 	s.SetLimits(opts.Limits)
+	s.showMode(rt)
 	setWarningSink(s)
 	milterOpts := []gomilter.Option{
 		gomilter.WithDynamicMilter(s.newConnection),
@@ -98,6 +99,19 @@ func (s *Server) SetRuntime(rt Runtime) {
 	if retired != nil {
 		release(retired) // sessions that started with it still hold it
 	}
+	s.showMode(rt)
+}
+
+// showMode sets tollgate_monitor_mode for the configuration new connections get.
+func (s *Server) showMode(rt Runtime) {
+	if s.metrics == nil {
+		return
+	}
+	v := 0.0
+	if monitorOf(rt).On {
+		v = 1
+	}
+	s.metrics.MonitorMode.Set(v)
 }
 
 // Runtime returns the configuration new connections get.
@@ -227,6 +241,7 @@ func (s *Server) newConnection(_ uint32, actions gomilter.OptAction, protocol go
 		protocol:     protocol,
 		leadingSpace: protocol&gomilter.OptHeaderLeadingSpace != 0,
 		keepHeaders:  needs.Headers,
+		mon:          monitorState{mode: monitorOf(rt)},
 	}
 	for _, m := range rt.Modules() {
 		_, h := m.(HeaderHook)

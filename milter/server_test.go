@@ -478,6 +478,9 @@ func TestReloadKeepsSessionConfig(t *testing.T) {
 	ts := startServer(t, reject(Continue))
 	old := ts.session(t, nil)
 	envelope(t, old, "a@example.net")
+	// No reply before RCPT: wait until the server has taken the session, or
+	// the reload could come first and the session rightly start with it.
+	waitFor(t, func() bool { return ts.srv.ActiveSessions() == 1 })
 	ts.srv.SetRuntime(reject(Reject))
 	if act := must(t)(old.Rcpt("x@example.org", "")); act.StopProcessing() {
 		t.Error("open session changed configuration")

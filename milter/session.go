@@ -36,6 +36,8 @@ type connection struct {
 	// and no module judges it.
 	overLimit *Decision
 	headers   int // header fields of the current message
+	// mon is monitor mode's state: decisions made but not carried out.
+	mon monitorState
 	// connected is set once Connect ran: a later Connect or a QUIT_NC starts
 	// a new SMTP session on this milter connection.
 	connected bool
@@ -58,6 +60,7 @@ func (c *connection) newSession() {
 		c.finish(Decision{}, true)
 	}
 	c.sess = &Session{ID: c.srv.nextID.Add(1), runtime: c.sess.runtime, Vars: map[string]string{}}
+	c.mon = monitorState{mode: c.mon.mode}
 	c.connected = false
 	c.srv.metrics.Sessions.Inc()
 }
@@ -89,7 +92,7 @@ func (c *connection) Connect(host, family string, port uint16, addr string, m go
 		return func(ctx context.Context) error { return h.Connect(ctx, c.sess) }
 	})
 	if d.Final() {
-		attrs := []any{"session", c.sess.ID, "client", c.sess.Identity.Client(), "decision", d.Verdict.String(),
+		attrs := []any{"session", c.sess.ID, "client", c.sess.Identity.Client(), "decision", c.verdictName(d),
 			"reply", d.Reply.String(), "rule", d.Rule}
 		if d.Reason != "" {
 			attrs = append(attrs, "reason", d.Reason)
@@ -141,7 +144,9 @@ func (c *connection) MailFrom(from, esmtpArgs string, m gomilter.Modifier) (*gom
 		c.srv.metrics.ProxySessions.WithLabelValues("without_xclient").Inc()
 		if d := c.sess.runtime.Identity().WithoutXClient; d.Verdict != Continue {
 			resp, err := c.reply(StageMail, d, nil)
-			c.finish(d, false)
+			if !c.mon.mode.On {
+				c.finish(d, false)
+			}
 			return resp, err
 		}
 	}
@@ -153,7 +158,7 @@ func (c *connection) MailFrom(from, esmtpArgs string, m gomilter.Modifier) (*gom
 		return func(ctx context.Context) error { return h.Mail(ctx, t) }
 	})
 	resp, err := c.reply(StageMail, d, nil)
-	if d.Final() {
+	if d.Final() && !c.mon.mode.On {
 		c.finish(d, false)
 	}
 	return resp, err
@@ -177,8 +182,79 @@ func (c *connection) RcptTo(rcptTo, esmtpArgs string, m gomilter.Modifier) (*gom
 		return func(ctx context.Context) error { return h.Rcpt(ctx, t, r) }
 	})
 	r.Decision = d
-	c.srv.metrics.Recipients.WithLabelValues(rcptResult(d.Verdict)).Inc()
+	if c.mon.mode.On {
+		c.srv.metrics.Recipients.WithLabelValues("accept").Inc() // what the MTA was told
+	} else {
+		c.srv.metrics.Recipients.WithLabelValues(rcptResult(d.Verdict)).Inc()
+	}
+	if d.Final() {
+		c.logRecipient(t, r, d)
+	}
 	return c.reply(StageRcpt, d, r)
+}
+
+// logRecipient writes one line for a recipient refused or discarded at RCPT,
+// as it happens: a client that gives up after the refusal leaves no other
+// trace of the address. The queue id is there once the MTA has one (Sendmail
+// from MAIL on, Postfix once a recipient was accepted).
+func (c *connection) logRecipient(t *Txn, r *Recipient, d Decision) {
+	msg := "recipient refused"
+	if d.Verdict == Discard {
+		msg = "recipient discarded"
+	}
+	attrs := make([]slog.Attr, 0, 10)
+	attrs = append(attrs, slog.Uint64("session", c.sess.ID))
+	if t.QueueID != "" {
+		attrs = append(attrs, slog.String("queue_id", t.QueueID))
+	}
+	attrs = append(attrs,
+		slog.String("client", c.sess.Identity.Client()),
+		slog.String("sender", "<"+t.Sender+">"),
+		slog.String("recipient", "<"+r.Addr+">"),
+		slog.String("decision", c.verdictName(d)))
+	attrs = appendOutcome(attrs, d)
+	c.srv.log.LogAttrs(c.ctx, slog.LevelInfo, msg, attrs...)
+}
+
+// appendOutcome adds the reply, rule and reason of a decision.
+func appendOutcome(attrs []slog.Attr, d Decision) []slog.Attr {
+	if d.Final() {
+		rep := d.Reply
+		if rep.IsZero() {
+			rep = DefaultReply(d.Verdict)
+		}
+		if !rep.IsZero() {
+			attrs = append(attrs, slog.String("reply", rep.String()))
+		}
+	}
+	if d.Rule != "" {
+		attrs = append(attrs, slog.String("rule", d.Rule))
+	}
+	if d.Reason != "" {
+		attrs = append(attrs, slog.String("reason", d.Reason))
+	}
+	return attrs
+}
+
+// maxLoggedRcpts bounds each recipient list of a summary line: Postfix takes
+// up to 1000 recipients a message, and syslog cuts lines past a few KiB. The
+// refused ones each have their own line as well.
+const maxLoggedRcpts = 20
+
+// rcptList writes addresses as "<a>,<b>", the rest past maxLoggedRcpts as a count.
+func rcptList(addrs []string) string {
+	var b strings.Builder
+	for i, a := range addrs {
+		if i == maxLoggedRcpts {
+			fmt.Fprintf(&b, ",+%d more", len(addrs)-i)
+			break
+		}
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteString("<" + a + ">")
+	}
+	return b.String()
 }
 
 func rcptResult(v Verdict) string {
@@ -264,6 +340,9 @@ func (c *connection) BodyChunk(chunk []byte, m gomilter.Modifier) (*gomilter.Res
 
 // stream runs header or body hooks. Their failures are kept for end of message.
 func (c *connection) stream(stage Stage, find func(Module) hook) {
+	if c.mon.decided() {
+		return
+	}
 	start := time.Now()
 	for _, mod := range c.sess.runtime.Modules() {
 		d, failed := c.callModule(stage, mod, find)
@@ -290,10 +369,23 @@ func (c *connection) EndOfMessage(m gomilter.Modifier) (*gomilter.Response, erro
 		if d.Verdict == Continue {
 			d.Verdict = Accept
 		}
+		if c.mon.mode.On {
+			return c.monitorEnd(m, t, d, true)
+		}
 		t.Decision = d
 		resp, err := c.reply(StageData, d, nil)
 		c.finish(d, false)
 		return resp, err
+	}
+	if c.mon.mode.On {
+		// In monitor mode a message can get here that an earlier stage would
+		// have ended: it is not judged again.
+		if w := c.mon.decision(); w != nil {
+			return c.monitorEnd(m, t, w.d, false)
+		}
+		if len(t.Rcpts) > 0 && len(t.AcceptedRcpts()) == 0 {
+			return c.monitorEnd(m, t, abortedDecision(t), false)
+		}
 	}
 	start := time.Now()
 	stopProgress := c.keepAlive(m)
@@ -333,7 +425,19 @@ func (c *connection) EndOfMessage(m gomilter.Modifier) (*gomilter.Response, erro
 			break
 		}
 	}
+	if d.Verdict == Accept && t.Mutations.Envelope.DropsAll(t.Rcpts) {
+		// Each module that drops recipients (BMI, DCC, SRS) sees only its own
+		// drops when it finalizes: the one owner of the envelope tells when
+		// together they left nobody, and that is a discard, not an accept
+		// with every recipient deleted.
+		d = Decision{Verdict: Discard, Rule: d.Rule, Reason: "every recipient was dropped"}
+		t.Decision = d
+	}
 	stopProgress()
+	if c.mon.mode.On {
+		c.srv.metrics.stage(StageData).Observe(time.Since(start).Seconds())
+		return c.monitorEnd(m, t, d, true)
+	}
 	if d.Verdict == Accept || d.Verdict == Continue {
 		if err := t.Mutations.Apply(m, t.Headers, t.Rcpts, c.leadingSpace); err != nil {
 			// The MTA connection is unusable or refused a change it had granted:
@@ -435,6 +539,9 @@ func (c *connection) Cleanup(gomilter.Modifier) {
 
 // runStage runs the hooks of a deciding stage and then the policy of that stage.
 func (c *connection) runStage(stage Stage, t *Txn, r *Recipient, find func(Module) hook) Decision {
+	if c.mon.decided() {
+		return Decision{} // monitor mode: this stage would not have happened
+	}
 	start := time.Now()
 	defer func() {
 		c.srv.metrics.stage(stage).Observe(time.Since(start).Seconds())
@@ -531,6 +638,9 @@ func queueID(t *Txn) string {
 
 // reply turns a decision into the milter response for a stage.
 func (c *connection) reply(stage Stage, d Decision, r *Recipient) (*gomilter.Response, error) {
+	if c.mon.mode.On && d.Final() {
+		return c.monitorReply(stage, d, r), nil
+	}
 	switch d.Verdict {
 	case Continue:
 		return gomilter.RespContinue, nil
@@ -593,6 +703,9 @@ func (c *connection) finish(d Decision, aborted bool) {
 	}
 	if aborted {
 		d = abortedDecision(t)
+		if w := c.mon.decision(); w != nil {
+			d = w.d
+		}
 	}
 	decision := d.Verdict.String()
 	if aborted && d.Verdict == Continue {
@@ -600,26 +713,49 @@ func (c *connection) finish(d Decision, aborted bool) {
 	} else if d.Verdict == Continue {
 		decision = "accept"
 	}
-	c.srv.metrics.Messages.WithLabelValues(decision).Inc()
-	accepted, rejected := 0, 0
+	told := decision // what the MTA was told
+	if c.mon.mode.On && d.Final() {
+		decision = "would_" + decision
+		told = "accept"
+		if aborted {
+			told = "aborted"
+		}
+	}
+	c.mon.message, c.mon.woulds = nil, nil
+	c.srv.metrics.Messages.WithLabelValues(told).Inc()
+	var to, discarded, refused []string
 	for _, r := range t.Rcpts {
-		if r.Accepted() {
-			accepted++
-		} else {
-			rejected++
+		switch {
+		case r.Decision.Verdict == Discard:
+			discarded = append(discarded, r.Addr)
+		case r.Accepted():
+			to = append(to, r.Addr)
+		default:
+			refused = append(refused, r.Addr)
 		}
 	}
 	id := &c.sess.Identity
-	attrs := make([]slog.Attr, 0, 16)
+	attrs := make([]slog.Attr, 0, 24)
+	if t.QueueID != "" {
+		attrs = append(attrs, slog.String("queue_id", t.QueueID))
+	}
 	attrs = append(attrs,
-		slog.String("queue_id", t.QueueID),
 		slog.String("client", id.Client()),
 		slog.String("helo", id.Helo),
 		slog.String("sender", "<"+t.Sender+">"),
-		slog.Int("rcpts", accepted),
+		slog.Int("rcpts", len(to)+len(discarded)),
 	)
-	if rejected > 0 {
-		attrs = append(attrs, slog.Int("rcpts_rejected", rejected))
+	if len(refused) > 0 {
+		attrs = append(attrs, slog.Int("rcpts_rejected", len(refused)))
+	}
+	if len(to) > 0 {
+		attrs = append(attrs, slog.String("to", rcptList(to)))
+	}
+	if len(discarded) > 0 {
+		attrs = append(attrs, slog.String("discarded_to", rcptList(discarded)))
+	}
+	if len(refused) > 0 {
+		attrs = append(attrs, slog.String("rejected_to", rcptList(refused)))
 	}
 	if id.AuthLogin != "" {
 		attrs = append(attrs, slog.String("login", id.AuthLogin))
@@ -633,21 +769,15 @@ func (c *connection) finish(d Decision, aborted bool) {
 	} else if id.ProxyHandoff {
 		attrs = append(attrs, slog.String("proxy", "without_xclient"))
 	}
+	if c.mon.mode.On {
+		attrs = append(attrs, slog.String("mode", "monitor"))
+	}
 	attrs = append(attrs, slog.String("decision", decision))
-	if d.Final() {
-		rep := d.Reply
-		if rep.IsZero() {
-			rep = DefaultReply(d.Verdict)
+	attrs = appendOutcome(attrs, d)
+	if c.mon.mode.On && !aborted && !d.Final() {
+		if s := suppressed(&t.Mutations, t.Rcpts); s != "" {
+			attrs = append(attrs, slog.String("suppressed", s))
 		}
-		if !rep.IsZero() {
-			attrs = append(attrs, slog.String("reply", rep.String()))
-		}
-	}
-	if d.Rule != "" {
-		attrs = append(attrs, slog.String("rule", d.Rule))
-	}
-	if d.Reason != "" {
-		attrs = append(attrs, slog.String("reason", d.Reason))
 	}
 	if size := t.Size(); size > 0 {
 		attrs = append(attrs, slog.Int64("size", size))

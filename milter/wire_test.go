@@ -213,7 +213,9 @@ func TestMaxConnections(t *testing.T) {
 }
 
 func TestIdleTimeout(t *testing.T) {
-	ts := startLimited(t, fullRuntime(), Limits{IdleTimeout: 300 * time.Millisecond})
+	// Generous against a busy CI machine: the talking session below pauses a
+	// quarter of the timeout between packets, and talks for longer than it.
+	ts := startLimited(t, fullRuntime(), Limits{IdleTimeout: time.Second})
 	s := ts.session(t, nil)
 	must(t)(s.Conn("h", gomilter.FamilyInet, 1, "192.0.2.1"))
 	waitFor(t, func() bool { return testutil.ToFloat64(ts.metrics.LimitsHit.WithLabelValues(limitIdle)) == 1 })
@@ -226,8 +228,8 @@ func TestIdleTimeout(t *testing.T) {
 	must(t)(s2.Conn("h", gomilter.FamilyInet, 1, "192.0.2.1"))
 	must(t)(s2.Helo("h"))
 	must(t)(s2.Mail("a@example.net", ""))
-	for range 5 {
-		time.Sleep(100 * time.Millisecond)
+	for range 6 {
+		time.Sleep(250 * time.Millisecond)
 		must(t)(s2.Rcpt("b@example.org", ""))
 	}
 }

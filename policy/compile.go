@@ -23,11 +23,14 @@ type Policy struct {
 	HasListen     bool
 	Socket        milter.SocketOptions
 	MetricsListen string
-	LogFormat     string // text or json
-	LogLevel      string // debug, info, warn, error
+	LogFormat     string  // text or json
+	LogLevel      string  // debug, info, warn, error
+	Syslog        *Syslog // log.syslog: nil when the log goes to standard error only
 	OnError       milter.Decision
 	DrainTimeout  time.Duration
 	Limits        milter.Limits
+	// Monitor is monitor mode (mode: monitor): decisions logged, not carried out.
+	Monitor milter.Monitor
 	// Warnings are problems that do not stop loading (tollgate check prints them).
 	Warnings ErrorList
 
@@ -209,6 +212,8 @@ func compile(d *decoder, cfg *Config, fs *featureSet) *Policy {
 		p.DrainTimeout = time.Duration(*cfg.DrainTimeout)
 	}
 	p.Limits = compileLimits(d, &cfg.Limits, p)
+	p.Monitor = compileMonitor(d, cfg, p)
+	p.Syslog = compileSyslog(d, &cfg.Log)
 
 	lc := &listCompiler{named: cfg.Lists, d: d}
 	compileIdentity(d, lc, &cfg.Identity, p)

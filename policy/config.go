@@ -12,6 +12,8 @@ type Config struct {
 	MetricsListen Str            `yaml:"metrics_listen"`
 	Log           LogConfig      `yaml:"log"`
 	OnError       Str            `yaml:"on_error"`
+	Mode          Str            `yaml:"mode"`
+	MonitorHeader Str            `yaml:"monitor_header"`
 	DrainTimeout  *Duration      `yaml:"drain_timeout"`
 	Limits        LimitsConfig   `yaml:"limits"`
 	Identity      IdentityConfig `yaml:"identity"`
@@ -38,8 +40,10 @@ type LimitsConfig struct {
 
 // LogConfig chooses the log format and level.
 type LogConfig struct {
-	Format Str `yaml:"format"`
-	Level  Str `yaml:"level"`
+	Format        Str `yaml:"format"`
+	Level         Str `yaml:"level"`
+	Syslog        Str `yaml:"syslog"`         // a facility: the log goes to syslog too
+	SyslogAddress Str `yaml:"syslog_address"` // the syslog socket, default /dev/log
 }
 
 // IdentityConfig names the XCLIENT proxies and the MTA listeners they use.

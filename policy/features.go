@@ -254,6 +254,16 @@ func (p *Policy) Section(name string) feature.Section {
 	return nil
 }
 
+// SectionConfig returns a feature's section as decoded from the file (what
+// its Spec's NewConfig returned), nil when the file has none: tollgate check
+// --print hands it to the Spec's feature.Defaulter.
+func (p *Policy) SectionConfig(name string) any {
+	if lf, ok := p.features.byName[name]; ok {
+		return lf.cfg
+	}
+	return nil
+}
+
 // featureModules builds the modules of the configured features, in order.
 func (e *Env) featureModules(p *Policy, rt *Runtime) ([]milter.Module, error) {
 	var out []milter.Module

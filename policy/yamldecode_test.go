@@ -3,11 +3,14 @@ package policy
 import (
 	"errors"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/tollgate/tollgate/feature"
 )
 
 type ydInner struct {
@@ -554,5 +557,53 @@ func TestDecodeAliasKeysAndTopLevel(t *testing.T) {
 	d.decode(root, &list)
 	if got := d.errs.Error(); got != "t.yaml:1: expected a sequence, found a mapping" {
 		t.Errorf("got %q", got)
+	}
+}
+
+// What the feature types marshal to (tollgate check --print writes a
+// feature section with them) decodes back to the same values.
+func TestFeatureTypesMarshalBack(t *testing.T) {
+	type printed struct {
+		Durations []Duration    `yaml:"durations"`
+		Sizes     []ByteSize    `yaml:"sizes"`
+		Str       feature.Str   `yaml:"str"`
+		List      StrList       `yaml:"list"`
+		Empty     *StrList      `yaml:"empty"`
+		Unset     StrList       `yaml:"unset"`
+		Words     []feature.Str `yaml:"words"`
+	}
+	in := printed{
+		Durations: []Duration{0, Duration(1500 * time.Millisecond), Duration(90 * time.Second), Duration(2 * time.Hour),
+			Duration(36 * time.Hour), Duration(31 * 24 * time.Hour), Duration(24*time.Hour + time.Second)},
+		Sizes: []ByteSize{0, 1, 1023, 1024, 512000, 1 << 20, 3 << 30, 3<<30 + 1},
+		Str:   feature.Str{Value: "<redacted>"},
+		List:  feature.Strs("from", "x: y", "- z"),
+		Empty: &StrList{},
+		Words: []feature.Str{{Value: "="}, {Value: "true"}, {Value: "10"}},
+	}
+	data, err := yaml.Marshal(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out printed
+	if errs := decodeYD(t, string(data), &out); errs != nil {
+		t.Fatalf("%s\n%v", data, errs)
+	}
+	if !slices.Equal(out.Durations, in.Durations) || !slices.Equal(out.Sizes, in.Sizes) {
+		t.Errorf("%s decodes to %v %v", data, out.Durations, out.Sizes)
+	}
+	if out.Str.Value != in.Str.Value || !slices.Equal(out.List.Values(), in.List.Values()) || out.Unset != nil {
+		t.Errorf("%s decodes to %+v", data, out)
+	}
+	if out.Empty == nil || len(*out.Empty) != 0 {
+		t.Errorf("an empty list (not the default) is lost: %s", data)
+	}
+	for i, w := range out.Words {
+		if w.Value != in.Words[i].Value {
+			t.Errorf("%q decodes to %q", in.Words[i].Value, w.Value)
+		}
+	}
+	if !strings.Contains(string(data), "31d") || !strings.Contains(string(data), "500K") || !strings.Contains(string(data), "1m30s") {
+		t.Errorf("not in the configuration's own units:\n%s", data)
 	}
 }

@@ -10,12 +10,15 @@
 #   VERSION         package and binary version (default: 0.0.0~gitDATE.COMMIT)
 #   ARCH            Debian architecture (default: this machine's); amd64,
 #                   arm64, armhf, i386, ppc64el, s390x, riscv64
-#   DEB_MAINTAINER  the Maintainer field
+#   DEB_MAINTAINER  the Maintainer field (default: the author of the commit
+#                   built, "Name <address>")
 #
 # The package installs /usr/bin/tollgate, /lib/systemd/system/tollgate.service,
-# /etc/tollgate/tollgate.yaml (a conffile: the example configuration) and the
+# /etc/tollgate/tollgate.yaml (a conffile: the example configuration), the
+# manual pages tollgate(8) and tollgate.yaml(5) (deploy/man/), and the
 # documentation and deployment examples in /usr/share/doc/tollgate/. Its
-# maintainer scripts are deploy/debian/{postinst,prerm,postrm}.
+# maintainer scripts are deploy/debian/{postinst,prerm,postrm}. lintian finds
+# nothing to report on it (deploy/package_test.go runs it).
 set -euo pipefail
 
 out=$(cd "$(dirname "$0")/.." && pwd)/dist
@@ -62,7 +65,12 @@ ppc64el) goarch=ppc64le ;;
 	exit 2
 	;;
 esac
-maintainer=${DEB_MAINTAINER:-tollgate maintainers <tollgate@localhost>}
+maintainer=${DEB_MAINTAINER:-$(git log -1 --format='%an <%ae>' 2>/dev/null || true)}
+if ! [[ $maintainer =~ ^[^\<\>]+\ \<[^@\ ]+@[^@\ ]+\.[^@\ ]+\>$ ]]; then
+	echo "build-deb: the Maintainer field needs \"Name <address>\": set DEB_MAINTAINER (not from git: \"$maintainer\")" >&2
+	exit 2
+fi
+commit=$(git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
 # Reproducible: file times are the commit's.
 if [ -z "${SOURCE_DATE_EPOCH:-}" ]; then
 	SOURCE_DATE_EPOCH=$(git log -1 --format=%ct 2>/dev/null || date +%s)
@@ -91,12 +99,55 @@ done
 for f in deploy/postfix/* deploy/sendmail/* deploy/nginx/* deploy/prometheus/*.yml deploy/grafana/*.json; do
 	install -D -m 0644 "$f" "$doc/examples/${f#deploy/}"
 done
-cat >"$doc/copyright" <<-'EOF'
+year=$(date -u -d "@$SOURCE_DATE_EPOCH" +%Y)
+first=$(git log --reverse --format=%cd --date=format:%Y 2>/dev/null | head -n 1 || true)
+years=${first:-$year}
+[ "$years" = "$year" ] || years=$years-$year
+cat >"$doc/copyright" <<-EOF
 	Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/
 	Upstream-Name: tollgate
+	Source: https://github.com/tollgate/tollgate
 	Comment: Built from the tollgate repository by scripts/build-deb.sh. The
-	 binary links, statically, the Go modules listed by "go version -m /usr/bin/tollgate".
+	 binary links, statically, the Go modules listed by
+	 "go version -m /usr/bin/tollgate", each under its own licence.
+
+	Files: *
+	Copyright: $years The tollgate authors
+	License: tollgate
+	 The tollgate repository does not name a licence yet. Until it does, this
+	 package grants no rights beyond those the copyright holders give with it.
 EOF
+chmod 0644 "$doc/copyright"
+# Debian's changelog for this build: native versions (no Debian revision)
+# keep it in changelog.gz, others in changelog.Debian.gz.
+changelog=changelog.Debian.gz
+[[ $VERSION == *-* ]] || changelog=changelog.gz
+{
+	echo "tollgate ($VERSION) unstable; urgency=medium"
+	echo
+	echo "  * Built by scripts/build-deb.sh from commit $commit of the tollgate"
+	echo "    repository; its history lists the changes."
+	echo
+	echo " -- $maintainer  $(LC_ALL=C date -u -R -d "@$SOURCE_DATE_EPOCH")"
+} | gzip -9n >"$doc/$changelog"
+chmod 0644 "$doc/$changelog"
+for page in deploy/man/*.[1-8]; do
+	section=${page##*.}
+	install -d "$root/usr/share/man/man$section"
+	gzip -9n <"$page" >"$root/usr/share/man/man$section/${page##*/}.gz"
+	chmod 0644 "$root/usr/share/man/man$section/${page##*/}.gz"
+done
+# The binary is static on purpose: it runs on any Debian release of the
+# architecture, as the container's does (lintian knows Go binaries only by a
+# golang-go Build-Depends, and this package has no source package).
+install -d "$root/usr/share/lintian/overrides"
+cat >"$root/usr/share/lintian/overrides/tollgate" <<-'EOF'
+	# A static Go binary on purpose (scripts/build-deb.sh).
+	tollgate: statically-linked-binary [usr/bin/tollgate]
+	# Not uploaded to Debian: there is no ITP bug for a first version to close.
+	tollgate: initial-upload-closes-no-bugs [usr/share/doc/tollgate/changelog.Debian.gz:1]
+EOF
+chmod 0644 "$root/usr/share/lintian/overrides/tollgate"
 chmod 0755 "$root/usr/bin/tollgate"
 find "$root" -type d -exec chmod 0755 {} +
 

@@ -21,6 +21,10 @@
 #   systemd strace file      systemd-analyze checks the unit (no systemd needs to run),
 #                            strace the system calls its filter must allow, file the
 #                            static binary (deploy/)
+#   lintian man-db           lintian checks the Debian package (deploy/), man reads
+#                            the manual pages (internal/manpage)
+#   rsyslog                  a private rsyslogd takes the daemon's log.syslog lines (cmd/tollgate);
+#                            the package's own service is not needed
 # and downloads, without installing, Sendmail's packages into
 # /var/cache/tollgate-tests/sendmail/ (sendmail-bin conflicts with postfix:
 # the e2e tests unpack them into a private prefix, see internal/e2e/sendmail.go).
@@ -32,7 +36,7 @@ packages=(postfix swaks libio-socket-inet6-perl
 	postsrsd libmail-srs-perl srs redis-server
 	nginx libnginx-mod-mail m4
 	gcc spamassassin spamd spamc rspamd
-	prometheus systemd strace file)
+	prometheus systemd strace file lintian man-db rsyslog)
 
 # Downloaded, never installed. Keep in step with sendmailDebs in
 # internal/e2e/sendmail.go.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"strings"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -147,17 +148,45 @@ func (m *Module) reverse(ctx context.Context, addr string) (orig, key string, er
 }
 
 // Finalize rewrites the sender when asked, only once the message is accepted.
-// (Reversed recipients were proposed to the envelope owner at RCPT.)
+// (Reversed recipients were proposed to the envelope owner at RCPT.) The
+// summary line says what SRS did, as Exim's SRS= element: srs=reversed with
+// srs_recipient= the addresses bounces go back to, srs=forwarded.
 func (m *Module) Finalize(ctx context.Context, t *milter.Txn, d milter.Decision) error {
 	if d.Verdict != milter.Accept {
 		return nil
 	}
-	if !t.Controls[ControlForward] {
-		return nil
+	var did []string
+	if reversed := reversedTo(t); reversed != "" {
+		did = append(did, "reversed")
+		t.Tag("srs_recipient", reversed)
 	}
-	result := m.forward(ctx, t)
-	m.o.Metrics.Forward.WithLabelValues(result).Inc()
+	if t.Controls[ControlForward] {
+		result := m.forward(ctx, t)
+		m.o.Metrics.Forward.WithLabelValues(result).Inc()
+		if result == "rewritten" {
+			did = append(did, "forwarded")
+		}
+	}
+	if len(did) > 0 {
+		t.Tag("srs", strings.Join(did, ","))
+	}
 	return nil
+}
+
+// reversedTo lists, "<a>,<b>", where the valid SRS recipients the message
+// still goes to were reversed to.
+func reversedTo(t *milter.Txn) string {
+	var out []string
+	for _, r := range t.Rcpts {
+		f := RcptFactsOf(r)
+		if f == nil || f.Status != string(StatusValid) || !r.Accepted() || r.Decision.Verdict == milter.Discard {
+			continue
+		}
+		if _, dropped := t.Mutations.Envelope.Target(r); !dropped {
+			out = append(out, "<"+f.Recipient+">")
+		}
+	}
+	return strings.Join(out, ",")
 }
 
 func (m *Module) forward(ctx context.Context, t *milter.Txn) string {

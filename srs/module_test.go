@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -90,7 +91,7 @@ func TestModuleFinalize(t *testing.T) {
 	tx := run("carol@example.net", true, milter.Accept)
 	if from := tx.Mutations.Envelope.Sender(); from == nil || !strings.HasPrefix(from.Addr, "SRS0=") ||
 		!strings.HasSuffix(from.Addr, "=example.net=carol@fwd.example.org") || FactsOf(tx).OrigSender != "carol@example.net" ||
-		len(tx.Tags) != 1 || tx.Tags[0][0] != "SRS" {
+		!slices.Equal(tx.Tags, [][2]string{{"srs_recipient", "<alice@example.net>"}, {"SRS", from.Addr}, {"srs", "reversed,forwarded"}}) {
 		t.Errorf("forward: %+v %+v %v", from, FactsOf(tx), tx.Tags)
 	}
 	if del, add := tx.Mutations.Envelope.Resolve(tx.Rcpts); len(del) != 1 || del[0] != bounce || len(add) != 1 || add[0].Addr != "alice@example.net" {
@@ -116,6 +117,14 @@ func TestModuleFinalize(t *testing.T) {
 		tx := run(tc.sender, tc.control, tc.d)
 		if tx.Mutations.Envelope.Sender() != nil {
 			t.Errorf("%+v: rewritten", tc)
+		}
+		// The bounce to the SRS address is reversed whenever the message is accepted.
+		wantTags := [][2]string{{"srs_recipient", "<alice@example.net>"}, {"srs", "reversed"}}
+		if tc.d != milter.Accept {
+			wantTags = nil
+		}
+		if !slices.Equal(tx.Tags, wantTags) {
+			t.Errorf("%+v: tags %v, want %v", tc, tx.Tags, wantTags)
 		}
 		if tc.result != "" && testutil.ToFloat64(metrics.Forward.WithLabelValues(tc.result)) != 1 {
 			t.Errorf("%+v: metric %s not counted", tc, tc.result)

@@ -11,14 +11,14 @@ import (
 	"time"
 )
 
-// The shared vectors' parameters (testdata/srs/README.md).
+// The vectors' parameters (testdata/vectors/README.md).
 const (
 	vecDomain = "fwd.example"
 	vecNew    = "tops3cr3t"
 	vecOld    = "olds3cr3t"
 )
 
-const vectorsFile = "../../shared/testdata/srs/forward_vectors.tsv"
+const vectorsFile = "testdata/vectors/forward_vectors.tsv"
 
 // t0 is a vector row's clock: day 19737, stamp IZ.
 var t0 = time.Date(2024, 1, 15, 12, 0, 0, 0, time.UTC)

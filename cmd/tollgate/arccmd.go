@@ -1,7 +1,6 @@
 package main
 
 import (
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -11,23 +10,27 @@ import (
 
 // cmdARC is "tollgate arc keygen": a signing key and the DNS record to publish.
 func cmdARC(args []string, stdout, stderr io.Writer) int {
-	if len(args) == 0 || args[0] != "keygen" {
-		fmt.Fprintln(stderr, "usage: tollgate arc keygen --domain D --selector S [--type rsa|ed25519] [--bits N] [--out FILE]")
-		return 2
+	const synopsis = "--domain DOMAIN --selector SELECTOR [--type rsa|ed25519] [--bits N] [--out FILE]"
+	if wantsHelp(args) || len(args) == 0 || args[0] != "keygen" {
+		w, code := stderr, 2
+		if wantsHelp(args) {
+			w, code = stdout, 0
+		}
+		fmt.Fprintf(w, "usage: tollgate arc keygen %s\n\nMakes an ARC signing key. Run \"tollgate arc keygen --help\" for the options.\n", synopsis)
+		return code
 	}
-	fs := flag.NewFlagSet("arc keygen", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	domain := fs.String("domain", "", "signing domain (d=)")
-	selector := fs.String("selector", "", "selector (s=)")
-	kind := fs.String("type", "rsa", "key type: rsa or ed25519 (few verifiers check ed25519 ARC yet)")
-	bits := fs.Int("bits", 2048, "RSA key size")
-	out := fs.String("out", "", "private key file to write, mode 0600 (default SELECTOR.DOMAIN.key); never overwritten")
-	if err := fs.Parse(args[1:]); err != nil {
-		return 2
+	fs := newCommand("arc keygen", synopsis,
+		"Writes a new ARC signing key (mode 0600, never over an existing file) and prints\nthe DNS TXT record to publish at SELECTOR._domainkey.DOMAIN.")
+	domain := fs.String("domain", "", "the signing `DOMAIN` (d=), required")
+	selector := fs.String("selector", "", "the `SELECTOR` (s=), required")
+	kind := fs.String("type", "rsa", "the key `TYPE`: rsa or ed25519 (few verifiers check ed25519 ARC yet)")
+	bits := fs.Int("bits", 2048, "the RSA key size in `BITS`")
+	out := fs.String("out", "", "the private key `FILE` to write (default SELECTOR.DOMAIN.key)")
+	if code, done := fs.parse(args[1:], stdout, stderr); done {
+		return code
 	}
 	if *domain == "" || *selector == "" || fs.NArg() != 0 {
-		fmt.Fprintln(stderr, "tollgate arc keygen: --domain and --selector are required")
-		return 2
+		return fs.usageError(stderr, "--domain and --selector are required")
 	}
 	path := *out
 	if path == "" {

@@ -2,7 +2,6 @@ package main
 
 import (
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 
@@ -10,19 +9,31 @@ import (
 )
 
 func cmdCheck(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("check", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	config := fs.String("config", defaultConfig, "configuration file")
-	if err := fs.Parse(args); err != nil {
-		return 2
+	c := newCommand("check", "[--config FILE] [--print]",
+		"Checks the configuration as \"run\" would before serving, the host's side included\n(socket owner and group, socket directory, listen addresses, key and secret files),\nand prints every problem as FILE:LINE: message. Exit 0 and \"FILE: OK\" when it can be used.")
+	config := c.String("config", defaultConfig, "the configuration `FILE`")
+	print := c.Bool("print", false, "write the effective configuration (defaults filled in; secret files as their paths, inline secrets as <redacted>) as YAML to standard output")
+	if code, done := c.parse(args, stdout, stderr); done {
+		return code
+	}
+	if c.NArg() != 0 {
+		return c.usageError(stderr, "unexpected argument %q", c.Arg(0))
 	}
 	p, err := policy.LoadFile(*config, features...)
 	if err != nil {
 		printConfigErrors(stderr, err)
 		return 1
 	}
-	for _, w := range p.Warnings {
+	errs := validateForRun(p, "", "")
+	for _, w := range append(p.Warnings, postfixWarnings(p)...) {
 		fmt.Fprintf(stderr, "%s: warning: %s\n", location(w), w.Msg)
+	}
+	if len(errs) > 0 {
+		printConfigErrors(stderr, errs)
+		return 1
+	}
+	if *print {
+		return printEffective(p, stdout, stderr)
 	}
 	fmt.Fprintf(stdout, "%s: OK\n", *config)
 	return 0

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -25,22 +24,30 @@ import (
 )
 
 func cmdRun(args []string, stderr io.Writer) int {
-	fs := flag.NewFlagSet("run", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	config := fs.String("config", defaultConfig, "configuration file")
-	listen := fs.String("listen", "", "milter socket, overrides the config (unix:/path or inet:host:port)")
-	metricsListen := fs.String("metrics-listen", "", "metrics and health address host:port, overrides the config (off: none)")
-	if err := fs.Parse(args); err != nil {
-		return 2
+	c := newCommand("run", "[--config FILE] [--listen ADDR] [--metrics-listen ADDR]",
+		"Runs the milter daemon: SIGHUP reloads the configuration, SIGTERM drains and stops.")
+	config := c.String("config", defaultConfig, "the configuration `FILE`")
+	listen := c.String("listen", "", "the milter socket `ADDR` (unix:/path or inet:host:port), instead of the configuration's listen")
+	metricsListen := c.String("metrics-listen", "", "the metrics and health `ADDR` host:port (off: none), instead of the configuration's metrics_listen")
+	if code, done := c.parse(args, os.Stdout, stderr); done {
+		return code
+	}
+	if c.NArg() != 0 {
+		return c.usageError(stderr, "unexpected argument %q", c.Arg(0))
 	}
 	p, err := policy.LoadFile(*config, features...)
 	if err != nil {
 		printConfigErrors(stderr, err)
 		return 1
 	}
+	if errs := validateForRun(p, *listen, *metricsListen); len(errs) > 0 {
+		printConfigErrors(stderr, errs)
+		return 1
+	}
 	d := &daemon{configPath: *config, listenFlag: *listen, metricsFlag: *metricsListen, stderr: stderr}
 	if err := d.start(p); err != nil {
 		fmt.Fprintf(stderr, "tollgate: %v\n", err)
+		d.closeSyslog()
 		return 1
 	}
 	return d.wait()
@@ -56,6 +63,7 @@ type daemon struct {
 
 	log      *slog.Logger
 	level    *slog.LevelVar
+	syslog   *syslogWriter // nil unless log.syslog
 	registry *prometheus.Registry
 	env      *policy.Env
 	metrics  *milter.Metrics
@@ -74,7 +82,23 @@ func (d *daemon) start(p *policy.Policy) error {
 	d.level = new(slog.LevelVar)
 	d.level.Set(parseLevel(p.LogLevel))
 	d.log = newLogger(d.stderr, p.LogFormat, d.level)
+	if p.Syslog != nil {
+		w, err := dialSyslog(p.Syslog, milter.RateLimited(d.log, milter.DefaultLogInterval))
+		if err != nil {
+			return err
+		}
+		d.syslog = w
+		d.log = slog.New(slog.NewMultiHandler(d.log.Handler(), newSyslogHandler(w, p.LogFormat, d.level)))
+	}
 	d.registry = prometheus.NewRegistry()
+	d.registry.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: "tollgate", Name: "syslog_dropped_total",
+		Help: "Log lines not sent to syslog (log.syslog): the queue was full or the syslog daemon did not take them; standard error has them."},
+		func() float64 {
+			if d.syslog == nil {
+				return 0
+			}
+			return float64(d.syslog.Dropped())
+		}))
 	d.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	buildInfo := prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: "tollgate", Name: "build_info",
 		Help: "Version of the running tollgate."}, []string{"version", "goversion"})
@@ -131,8 +155,15 @@ func (d *daemon) start(p *policy.Policy) error {
 	signal.Notify(d.sigs, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT)
 	d.serveErr = make(chan error, 1)
 	go func() { d.serveErr <- d.server.Serve(ln) }()
-	d.log.Info("tollgate started", "version", version, "config", d.configPath, "listen", listenerName(d.address, ln),
-		"metrics", metricsAddr, "on_error", p.OnError.Verdict.String())
+	attrs := []any{"version", version, "config", d.configPath, "listen", listenerName(d.address, ln),
+		"metrics", metricsAddr, "on_error", p.OnError.Verdict.String()}
+	if p.Monitor.On {
+		attrs = append(attrs, "mode", "monitor")
+	}
+	if p.Syslog != nil {
+		attrs = append(attrs, "syslog", p.Syslog.FacilityName)
+	}
+	d.log.Info("tollgate started", attrs...)
 	return nil
 }
 
@@ -168,6 +199,7 @@ func (d *daemon) wait() int {
 		case err := <-d.serveErr:
 			d.log.Error("milter server stopped", "err", err)
 			d.cleanup()
+			d.closeSyslog()
 			return 1
 		case sig := <-sigs:
 			if sig == syscall.SIGHUP {
@@ -182,7 +214,6 @@ func (d *daemon) wait() int {
 // reload builds the new configuration beside the old one and swaps it in only
 // when it is valid; sessions already open keep the one they started with.
 func (d *daemon) reload() {
-	d.metrics.ConfigLastReload.SetToCurrentTime()
 	p, err := policy.LoadFile(d.configPath, features...)
 	var rt *policy.Runtime
 	if err == nil {
@@ -209,11 +240,25 @@ func (d *daemon) reload() {
 	if p.HasListen && p.Listen != old.Listen && d.listenFlag == "" || p.MetricsListen != old.MetricsListen && d.metricsFlag == "" {
 		d.log.Warn("listen addresses changed in the configuration; they take effect on restart")
 	}
+	if !sameSyslog(p.Syslog, old.Syslog) || p.LogFormat != old.LogFormat {
+		d.log.Warn("log.syslog, log.syslog_address and log.format changed in the configuration; they take effect on restart")
+	}
 	d.level.Set(parseLevel(p.LogLevel))
 	d.server.SetLimits(p.Limits)
 	d.server.SetRuntime(rt)
 	d.metrics.ConfigReloads.WithLabelValues("success").Inc()
+	// Only here: a refused reload changes nothing in use, so "last reload"
+	// keeps meaning "when the configuration now serving was loaded".
+	d.metrics.ConfigLastReload.SetToCurrentTime()
 	d.metrics.ConfigLastOK.Set(1)
+	if p.Monitor.On != old.Monitor.On {
+		mode := "enforce"
+		if p.Monitor.On {
+			mode = "monitor"
+		}
+		d.log.Info("configuration reloaded", "config", d.configPath, "mode", mode)
+		return
+	}
 	d.log.Info("configuration reloaded", "config", d.configPath)
 }
 
@@ -251,7 +296,22 @@ func (d *daemon) shutdown(sigs <-chan os.Signal) int {
 	d.cleanup()
 	d.env.Close()
 	d.log.Info("stopped")
+	d.closeSyslog()
 	return 0
+}
+
+// closeSyslog sends what is queued for syslog and closes its socket.
+func (d *daemon) closeSyslog() {
+	if d.syslog != nil {
+		d.syslog.Close()
+	}
+}
+
+func sameSyslog(a, b *policy.Syslog) bool {
+	if a == nil || b == nil {
+		return a == b
+	}
+	return *a == *b
 }
 
 func (d *daemon) cleanup() {

@@ -221,6 +221,13 @@ func TestReload(t *testing.T) {
 	if !d.metric(t, `tollgate_config_reloads_total{result="success"} 1`) {
 		t.Error("success not counted")
 	}
+	loaded := d.metricValue(t, "tollgate_config_last_reload_timestamp_seconds")
+	if loaded == "" || loaded == "0" {
+		t.Errorf("reload timestamp not set after a successful reload: %q", loaded)
+	}
+	// The timestamp has a resolution finer than a second: make a refused
+	// reload that moved it visible.
+	time.Sleep(20 * time.Millisecond)
 
 	os.WriteFile(d.config, []byte("acl:\n  rcpt:\n    - deny: {recipients: [+missing]}\n    - bogus: {}\n"), 0o644)
 	d.cmd.Process.Signal(syscall.SIGHUP)
@@ -234,6 +241,21 @@ func TestReload(t *testing.T) {
 	if !d.metric(t, `tollgate_config_reloads_total{result="failure"} 1`) || !d.metric(t, "tollgate_config_last_reload_successful 0") {
 		t.Error("failure not counted")
 	}
+	if got := d.metricValue(t, "tollgate_config_last_reload_timestamp_seconds"); got != loaded {
+		t.Errorf("a refused reload moved the reload timestamp: %s, was %s", got, loaded)
+	}
+}
+
+// metricValue is the value of an unlabelled metric on /metrics, "" if absent.
+func (d *daemonProc) metricValue(t *testing.T, name string) string {
+	t.Helper()
+	_, body := d.get(t, "/metrics")
+	for line := range strings.Lines(body) {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), name+" "); ok {
+			return v
+		}
+	}
+	return ""
 }
 
 func TestGracefulShutdown(t *testing.T) {
@@ -273,21 +295,7 @@ func TestGracefulShutdown(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	s.HeaderEnd()
-	_, act, err := s.BodyReadFrom(strings.NewReader("in flight\r\n"))
-	if err != nil || act.Type != gomilter.ActionAccept {
-		t.Fatalf("message in flight: %v %v", act, err)
-	}
-	s.Close()
-	select {
-	case err := <-d.exited:
-		d.exited <- err
-		if err != nil {
-			t.Errorf("exit: %v", err)
-		}
-	case <-time.After(15 * time.Second):
-		t.Fatal("daemon did not exit after the last session ended")
-	}
+	finishInFlight(t, d, s, "message in flight")
 	if !strings.Contains(d.log.String(), "decision=accept") {
 		t.Errorf("message in flight not logged:\n%s", d.log.String())
 	}
@@ -314,5 +322,26 @@ func TestCheckCommand(t *testing.T) {
 		if !strings.Contains(string(out), want) {
 			t.Errorf("missing %q in:\n%s", want, out)
 		}
+	}
+}
+
+// finishInFlight ends the message s has in flight, which the draining
+// daemon must accept, and waits for the daemon to exit cleanly after it.
+func finishInFlight(t *testing.T, d *daemonProc, s *gomilter.ClientSession, what string) {
+	t.Helper()
+	s.HeaderEnd()
+	_, act, err := s.BodyReadFrom(strings.NewReader("in flight\r\n"))
+	if err != nil || act.Type != gomilter.ActionAccept {
+		t.Fatalf("%s: %v %v", what, act, err)
+	}
+	s.Close()
+	select {
+	case err := <-d.exited:
+		d.exited <- err
+		if err != nil {
+			t.Errorf("exit: %v", err)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("daemon did not exit after the last session ended")
 	}
 }

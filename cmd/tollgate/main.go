@@ -15,13 +15,14 @@ var version = "dev"
 const usage = `tollgate: a milter daemon for Postfix and Sendmail
 
 usage:
-  tollgate run     --config FILE [--listen ADDR] [--metrics-listen ADDR]
-  tollgate check   --config FILE
-  tollgate test    --config FILE --client IP --from ADDR --rcpt ADDR [--rcpt ADDR ...] [options] MESSAGE_FILE
+  tollgate run     [--config FILE] [--listen ADDR] [--metrics-listen ADDR]
+  tollgate check   [--config FILE] [--print]
+  tollgate test    [--config FILE] --client IP --from ADDR --rcpt ADDR [--rcpt ADDR ...] [options] MESSAGE_FILE
   tollgate srs     forward|reverse [--config FILE] ADDRESS
   tollgate arc     keygen --domain D --selector S [--type rsa|ed25519] [--bits N] [--out FILE]
-  tollgate version
+  tollgate version (also --version, -v)
 
+--config defaults to /etc/tollgate/tollgate.yaml.
 Run "tollgate COMMAND --help" for the options of a command.
 `
 
@@ -45,7 +46,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return cmdSRS(args[1:], stdout, stderr)
 	case "arc":
 		return cmdARC(args[1:], stdout, stderr)
-	case "version", "--version", "-version":
+	case "version", "--version", "-version", "-v", "-V":
 		fmt.Fprintln(stdout, versionString())
 		return 0
 	case "help", "--help", "-h", "-help":

@@ -81,8 +81,8 @@ type changeReport struct {
 }
 
 func cmdTest(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("test", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newCommand("test", "[--config FILE] --client IP --from ADDR --rcpt ADDR [--rcpt ADDR ...] [options] MESSAGE_FILE",
+		"Runs one message (MESSAGE_FILE, or - for standard input) through the daemon's pipeline,\ndriven the way the MTA drives it, and prints each stage, the decision and the changes.")
 	config := fs.String("config", defaultConfig, "configuration file")
 	client := fs.String("client", "", "client IP address (required)")
 	clientPort := fs.Int("client-port", 0, "client TCP port")
@@ -99,12 +99,8 @@ func cmdTest(args []string, stdout, stderr io.Writer) int {
 	fs.Var(&rcpts, "rcpt", "envelope recipient (repeat for several; at least one)")
 	asJSON := fs.Bool("json", false, "write the report as JSON")
 	emit := fs.String("emit", "", "write the message as it would leave (header changes applied) to this file")
-	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: tollgate test --config FILE --client IP --from ADDR --rcpt ADDR [options] MESSAGE_FILE")
-		fs.PrintDefaults()
-	}
-	if err := fs.Parse(args); err != nil {
-		return 2
+	if code, done := fs.parse(args, stdout, stderr); done {
+		return code
 	}
 	var problems []string
 	addr, err := netip.ParseAddr(strings.Trim(strings.TrimPrefix(*client, "IPv6:"), "[]"))
@@ -191,6 +187,8 @@ func cmdTest(args []string, stdout, stderr io.Writer) int {
 	if *asJSON {
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
+		// Addresses in angle brackets stay readable: "<a@b>", not "\u003ca@b\u003e".
+		enc.SetEscapeHTML(false)
 		_ = enc.Encode(report) // like the text report: a failed write to stdout has no one to tell
 	} else {
 		printReport(stdout, report)

@@ -112,3 +112,32 @@ acl:
 		t.Errorf("direct from the proxy: %s", out)
 	}
 }
+
+// tollgate test with a monitoring configuration shows what the MTA is told
+// (accept, only the monitor header) and what would have happened.
+func TestTestCommandInMonitorMode(t *testing.T) {
+	example, err := os.ReadFile("../../deploy/examples/tollgate.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	config := filepath.Join(t.TempDir(), "monitor.yaml")
+	if err := os.WriteFile(config, append([]byte("mode: monitor\nmonitor_header: X-Tollgate-Would\n"), example...), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	args := append([]string{}, exampleArgs...)
+	args[2] = config
+	out, err := exec.Command(binary, append(args, "../../deploy/examples/message.eml")...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	for _, want := range []string{
+		"\n  <carol@elsewhere.test> accept\n",
+		"changes:\n  insert_header [2147483647] X-Tollgate-Would: reject at rcpt <carol@elsewhere.test>: 550 5.7.1 relay not permitted (rule relay)\nlog:",
+		`recipient=<carol@elsewhere.test> decision=would_reject reply="550 5.7.1 relay not permitted" rule=relay`,
+		"mode=monitor decision=accept rule=stamp suppressed=add_header:1,remove_header:1",
+	} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("no %q in:\n%s", want, out)
+		}
+	}
+}

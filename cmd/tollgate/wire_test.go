@@ -74,21 +74,7 @@ func TestSIGHUPDuringDrainIsIgnored(t *testing.T) {
 	d.cmd.Process.Signal(syscall.SIGHUP)
 	d.waitLog(t, "SIGHUP ignored while draining")
 	time.Sleep(1500 * time.Millisecond) // the old daemon cut the drain after about a second
-	s.HeaderEnd()
-	_, act, err := s.BodyReadFrom(strings.NewReader("in flight\r\n"))
-	if err != nil || act.Type != gomilter.ActionAccept {
-		t.Fatalf("message in flight after SIGHUP: %v %v", act, err)
-	}
-	s.Close()
-	select {
-	case err := <-d.exited:
-		d.exited <- err
-		if err != nil {
-			t.Errorf("exit: %v", err)
-		}
-	case <-time.After(15 * time.Second):
-		t.Fatal("daemon did not exit after the last session ended")
-	}
+	finishInFlight(t, d, s, "message in flight after SIGHUP")
 	if strings.Contains(d.log.String(), "second signal") || strings.Contains(d.log.String(), "configuration reloaded") {
 		t.Errorf("SIGHUP acted during the drain:\n%s", d.log.String())
 	}

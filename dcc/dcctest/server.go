@@ -1,5 +1,5 @@
 // Package dcctest is a dccifd-compatible server for tests, written from the
-// protocol of DCC 2.3.167 (see shared/notes/FACTS.md, "DCC dccifd") and not
+// protocol of DCC 2.3.167 (dcc/README.md, "Facts") and not
 // from this module's client: it parses requests strictly, records what it
 // received byte for byte, and answers as the test says, including the ways
 // a real dccifd misbehaves (no reply, garbage, slowness, a stalled reader).
@@ -101,8 +101,13 @@ type Reply struct {
 	// Overall is the first line; 0 means 'A'.
 	Overall byte
 	// Rcpts is the second line. "" gives the overall letter for every
-	// recipient (A for S), or no letters for T, as dccifd does.
+	// recipient (A for S), or no letters for T, as dccifd does. It must be
+	// a line dccifd can write: one of A, R, G per recipient, all G exactly
+	// under an overall G.
 	Rcpts string
+	// RcptLetter, when Rcpts is "", gives each recipient's letter from its
+	// request line (address and local user).
+	RcptLetter func(Rcpt) byte
 	// EmptyRcpts sends an empty second line whatever the recipients.
 	EmptyRcpts bool
 	// Header is the X-DCC header, unfolded ("X-DCC-x-Metrics: host 1;
@@ -572,7 +577,10 @@ func (s *Server) handle(c net.Conn) {
 	}
 	out := rep.Raw
 	if out == nil {
-		out = buildReply(req, rep)
+		if out, err = buildReply(req, rep); err != nil {
+			fail(err)
+			return
+		}
 	}
 	// Record before the connection closes: a client that read the reply
 	// to EOF finds its request in Requests.
@@ -595,19 +603,36 @@ func (s *Server) knows(w string) bool {
 	return false
 }
 
-// buildReply writes the reply as dccifd's ascii_done does.
-func buildReply(req *Request, rep Reply) []byte {
+// buildReply writes the reply as dccifd's ascii_done does. A reply dccifd
+// cannot write (a letter it never sends, a recipient line of the wrong
+// length, a recipient not greylisted under an overall G) is refused: the
+// stand-in must not teach the client answers the real daemon never gives.
+func buildReply(req *Request, rep Reply) ([]byte, error) {
 	overall := rep.Overall
 	if overall == 0 {
 		overall = 'A'
+	}
+	if !strings.ContainsRune("ARGTS", rune(overall)) {
+		return nil, fmt.Errorf("%w: overall letter %q", ErrBadReply, overall)
+	}
+	rcpts := rep.Rcpts
+	if rep.RcptLetter != nil && rcpts == "" {
+		var b strings.Builder
+		for _, r := range req.Rcpts {
+			b.WriteByte(rep.RcptLetter(r))
+		}
+		rcpts = b.String()
 	}
 	var b strings.Builder
 	b.WriteByte(overall)
 	b.WriteByte('\n')
 	switch {
 	case rep.EmptyRcpts:
-	case rep.Rcpts != "":
-		b.WriteString(rep.Rcpts)
+	case rcpts != "":
+		if err := checkRcptLetters(overall, rcpts, len(req.Rcpts)); err != nil {
+			return nil, err
+		}
+		b.WriteString(rcpts)
 	case overall == 'T':
 	default:
 		l := overall
@@ -625,32 +650,148 @@ func buildReply(req *Request, rep Reply) []byte {
 		}
 		b.WriteByte('\n')
 	}
-	return []byte(b.String())
+	return []byte(b.String()), nil
 }
 
-// Fold folds an unfolded header line as dccifd's xhdr_add_str does: words
-// are added one by one, and when a word pushes the line past column 78 the
-// space before it becomes "\n\t" (the tab counted as 8 columns). The
-// result ends with "\n".
-func Fold(header string) string {
-	var b strings.Builder
-	col := 0
-	words := strings.Split(header, " ")
-	for i, w := range words {
-		if i > 0 {
-			if col+1+len(w) > 78 {
-				b.WriteString("\n\t")
-				col = 8
-			} else {
-				b.WriteByte(' ')
-				col++
+// ErrBadReply marks a Reply that dccifd would never write.
+var ErrBadReply = errors.New("dcctest: not a reply dccifd writes")
+
+// checkRcptLetters holds a recipient line to dccifd's ascii_done: one
+// letter per recipient, A R or G, all G exactly when the overall letter is
+// G (dccifd greylists a message as a whole), and no G otherwise.
+func checkRcptLetters(overall byte, rcpts string, n int) error {
+	if len(rcpts) != n {
+		return fmt.Errorf("%w: %d recipient letters for %d recipients", ErrBadReply, len(rcpts), n)
+	}
+	for i := 0; i < len(rcpts); i++ {
+		c := rcpts[i]
+		switch {
+		case c != 'A' && c != 'R' && c != 'G':
+			return fmt.Errorf("%w: recipient letter %q", ErrBadReply, c)
+		case (c == 'G') != (overall == 'G'):
+			return fmt.Errorf("%w: recipient letter %q under overall %q", ErrBadReply, c, overall)
+		}
+	}
+	return nil
+}
+
+// WhitelistHeader is the header dccifd writes for a message every
+// recipient whitelisted (xhdr_whitelist: no brand, no server id).
+func WhitelistHeader(host string) string { return "X-DCC--Metrics: " + host + "; whitelist" }
+
+// Users plays dccifd's per-recipient whitelists (whiteclnt lines "ok
+// env_To ADDR" and "many env_To ADDR", matched on the recipient address
+// case-insensitively) for a message whose global counts are Bulk or not,
+// with the answers dccifd gives (checked against DCC 2.3.167's dccifd.c and
+// FACTS.md):
+//
+//   - every recipient "ok": A, all A, and the whitelist header;
+//   - bulk: R for each recipient not "ok", A for the others, overall R
+//     when any recipient rejects (dccifd's reject_tgts), with "bulk" in the
+//     header;
+//   - not bulk: R for a "many" recipient (dccifd logs "discard forced"),
+//     overall A, as dccifd answered A / AR.
+type Users struct {
+	OK, Many []string
+	Bulk     bool
+	Brand    string // the header's brand; "" is "tollgate"
+	Host     string // the header's host; "" is "dcctest"
+}
+
+// Handler answers as described above.
+func (u Users) Handler() Handler {
+	in := func(list []string, addr string) bool {
+		addr = strings.Trim(addr, "<>")
+		for _, a := range list {
+			if strings.EqualFold(a, addr) {
+				return true
 			}
 		}
-		b.WriteString(w)
-		col += len(w)
+		return false
 	}
-	b.WriteByte('\n')
-	return b.String()
+	return func(req *Request) Reply {
+		brand, host := u.Brand, u.Host
+		if brand == "" {
+			brand = "tollgate"
+		}
+		if host == "" {
+			host = "dcctest"
+		}
+		var letters strings.Builder
+		allOK, rejects := len(req.Rcpts) > 0, false
+		for _, r := range req.Rcpts {
+			ok := in(u.OK, r.Addr)
+			allOK = allOK && ok
+			if !ok && (u.Bulk || in(u.Many, r.Addr)) {
+				letters.WriteByte('R')
+				rejects = rejects || u.Bulk
+			} else {
+				letters.WriteByte('A')
+			}
+		}
+		rep := Reply{Overall: 'A', Rcpts: letters.String()}
+		switch {
+		case allOK:
+			rep.Header = WhitelistHeader(host)
+		case u.Bulk:
+			rep.Header = "X-DCC-" + brand + "-Metrics: " + host + " 1085; bulk Body=many Fuz1=many Fuz2=many"
+		default:
+			rep.Header = "X-DCC-" + brand + "-Metrics: " + host + " 1085; Body=1 Fuz1=1 Fuz2=1"
+		}
+		if rejects {
+			rep.Overall = 'R'
+		}
+		return rep
+	}
+}
+
+// Fold folds an unfolded header line as dccifd's xhdr_add_str does, by
+// playing its buffer: the name, then ": host id;" added in one piece, then
+// every further piece ("bulk rep" is one) after a space; when a piece
+// pushes the column past 78, the space before it becomes "\n\t" and the
+// column restarts at the piece's length plus 9; no fold past 238 bytes. A
+// whitelist header is one piece. The result ends with "\n".
+func Fold(header string) string {
+	name, value, ok := strings.Cut(header, ": ")
+	if !ok {
+		return header + "\n"
+	}
+	var pieces []string
+	if strings.HasSuffix(value, "; whitelist") && !strings.Contains(strings.TrimSuffix(value, "; whitelist"), " ") {
+		pieces = []string{": " + value}
+	} else {
+		words := strings.Split(value, " ")
+		i := 0
+		for i < len(words)-1 && !strings.HasSuffix(words[i], ";") {
+			i++
+		}
+		pieces = append(pieces, ": "+strings.Join(words[:i+1], " "))
+		for i++; i < len(words); i++ {
+			if words[i] == "bulk" && i+1 < len(words) && words[i+1] == "rep" {
+				pieces = append(pieces, "bulk rep")
+				i++
+				continue
+			}
+			pieces = append(pieces, words[i])
+		}
+	}
+	buf := []byte(name)
+	col := len(buf)
+	for _, p := range pieces {
+		if buf[len(buf)-1] == '\n' {
+			buf[len(buf)-1] = ' '
+			col++
+		}
+		at := len(buf)
+		buf = append(buf, p...)
+		col += len(p)
+		buf = append(buf, '\n')
+		if col > 78 && buf[at-1] == ' ' && len(buf) < 240-2 {
+			buf = append(buf[:at-1], append([]byte("\n\t"), buf[at:]...)...)
+			col = len(p) + 1 + 8
+		}
+	}
+	return string(buf)
 }
 
 // Quote renders bytes for failure messages.

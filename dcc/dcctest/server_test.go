@@ -194,3 +194,55 @@ func TestRecordLimit(t *testing.T) {
 		t.Fatalf("raw %q truncated %v len %d total %d", r.Raw, r.Truncated, r.MessageLen, r.Total)
 	}
 }
+
+// Fold against folds worked out by hand from xhdr_add_str: "host id;" never
+// leaves the name's line, "bulk rep" is one piece, a line after a fold
+// counts one column more than it shows, and a whitelist header is one piece.
+func TestFoldPieces(t *testing.T) {
+	for _, c := range []struct{ in, want string }{
+		{"X-DCC-b-Metrics: " + strings.Repeat("h", 70) + " 1085; Body=1",
+			"X-DCC-b-Metrics: " + strings.Repeat("h", 70) + " 1085;\n\tBody=1\n"},
+		{"X-DCC-b-Metrics: h 1; " + strings.Repeat("x", 50) + " bulk rep Body=many",
+			"X-DCC-b-Metrics: h 1; " + strings.Repeat("x", 50) + "\n\tbulk rep Body=many\n"},
+		{"X: h 1; " + strings.Repeat("a", 75) + " " + strings.Repeat("b", 61) + " " + strings.Repeat("c", 8),
+			"X: h 1;\n\t" + strings.Repeat("a", 75) + "\n\t" + strings.Repeat("b", 61) + "\n\t" + strings.Repeat("c", 8) + "\n"},
+		{WhitelistHeader(strings.Repeat("h", 70)), WhitelistHeader(strings.Repeat("h", 70)) + "\n"},
+	} {
+		if got := Fold(c.in); got != c.want {
+			t.Errorf("Fold(%q)\n = %q\nwant %q", c.in, got, c.want)
+		}
+	}
+}
+
+// Replies dccifd never writes are refused, so that no test leans on them.
+func TestRefusesRepliesDccifdNeverWrites(t *testing.T) {
+	req := "header\n\n\n<>\nb@example.org\nc@example.org\n\nbody"
+	for _, rep := range []Reply{{Overall: 'A', Rcpts: "AG"}, {Overall: 'G', Rcpts: "GA"}, {Overall: 'A', Rcpts: "A"}, {Overall: 'A', Rcpts: "AX"}, {Overall: 'X'}} {
+		s := New(t, Config{Handler: Fixed(rep), AllowProtocolErrors: true})
+		if got := exchange(t, s, req); got != "" {
+			t.Errorf("%+v answered %q", rep, got)
+		}
+		if r := s.WaitRequests(1, time.Second); len(r) != 1 || !errors.Is(r[0].Err, ErrBadReply) {
+			t.Errorf("%+v: %+v", rep, r)
+		}
+	}
+}
+
+// Users answers as dccifd does with per-recipient whitelists.
+func TestUsers(t *testing.T) {
+	req := "header\n\n\n<>\nbob@example.org\rbob\ncarol@example.org\rcarol\n\nbody"
+	for _, c := range []struct {
+		u    Users
+		want string
+	}{
+		{Users{Many: []string{"Carol@example.org"}}, "A\nAR\n" + Fold("X-DCC-tollgate-Metrics: dcctest 1085; Body=1 Fuz1=1 Fuz2=1") + "\n"},
+		{Users{Bulk: true, OK: []string{"bob@example.org"}}, "R\nAR\n" + Fold("X-DCC-tollgate-Metrics: dcctest 1085; bulk Body=many Fuz1=many Fuz2=many") + "\n"},
+		{Users{Bulk: true}, "R\nRR\n" + Fold("X-DCC-tollgate-Metrics: dcctest 1085; bulk Body=many Fuz1=many Fuz2=many") + "\n"},
+		{Users{OK: []string{"bob@example.org", "carol@example.org"}, Host: "mx"}, "A\nAA\nX-DCC--Metrics: mx; whitelist\n\n"},
+	} {
+		s := New(t, Config{Handler: c.u.Handler()})
+		if got := exchange(t, s, req); got != c.want {
+			t.Errorf("%+v: %q, want %q", c.u, got, c.want)
+		}
+	}
+}

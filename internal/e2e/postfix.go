@@ -40,6 +40,19 @@ type PostfixOptions struct {
 	// path behind a proxy. Each has its own address; Postfix.ServiceAddr
 	// says where it listens.
 	Services []PostfixService
+	// Chroot runs smtpd, cleanup and pickup chrooted in the queue
+	// directory, as Debian's master.cf does: a unix milter socket is then
+	// named relative to Postfix.QueueDir, and the chroot gets the copies of
+	// /etc files Debian's start script makes.
+	Chroot bool
+	// MainCFText is appended to main.cf byte for byte, as a postmaster
+	// adds a documented snippet to the end of the file; the instance's own
+	// value of every parameter it sets is left out, so that the snippet's
+	// lines are the ones Postfix reads. Snippets that name a map under
+	// /etc/postfix write $config_directory instead (Postfix.ConfDir).
+	MainCFText string
+	// MasterCFText is appended to master.cf byte for byte.
+	MasterCFText string
 }
 
 // PostfixService is an extra smtpd listener of a private Postfix instance.
@@ -219,9 +232,9 @@ func parseListen(t testing.TB, what, listen string) (net.IP, int) {
 
 // masterLine is the master.cf line of an smtpd listener. A -o value with
 // spaces needs the { name = value } form (Postfix 3.0 and later).
-func (l listener) masterLine() string {
+func (l listener) masterLine(chroot string) string {
 	var b strings.Builder
-	b.WriteString(net.JoinHostPort(l.ip.String(), strconv.Itoa(l.port)) + " inet n - n - - smtpd")
+	b.WriteString(net.JoinHostPort(l.ip.String(), strconv.Itoa(l.port)) + " inet n - " + chroot + " - - smtpd")
 	opts := maps.Clone(l.options)
 	if _, ok := opts["syslog_name"]; !ok && l.name != "" {
 		if opts == nil {
@@ -237,6 +250,46 @@ func (l listener) masterLine() string {
 		}
 	}
 	return b.String() + "\n"
+}
+
+// ConfDir is the instance's config_directory (what /etc/postfix is to the
+// system's Postfix).
+func (p *Postfix) ConfDir() string { return p.confDir }
+
+// QueueDir is the instance's queue_directory, the chroot of its chrooted
+// services (what /var/spool/postfix is to the system's Postfix).
+func (p *Postfix) QueueDir() string { return filepath.Join(p.Dir, "queue") }
+
+// Sendmail submits a message with the instance's sendmail command, as a
+// program on the host does: through the maildrop queue, pickup and cleanup,
+// so non_smtpd_milters see it.
+func (p *Postfix) Sendmail(t testing.TB, msg string, args ...string) {
+	t.Helper()
+	cmd := exec.Command("/usr/sbin/sendmail", append([]string{"-C", p.confDir}, args...)...)
+	cmd.Stdin = strings.NewReader(msg)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("e2e: sendmail %v: %v\n%s\npostfix log:\n%s", args, err, out, p.Log())
+	}
+}
+
+// chrootFiles are the files Debian's configure-instance.sh copies into the
+// chroot before Postfix starts.
+var chrootFiles = []string{"etc/localtime", "etc/services", "etc/resolv.conf", "etc/hosts", "etc/host.conf", "etc/nsswitch.conf"}
+
+func (p *Postfix) populateChroot(t testing.TB) {
+	t.Helper()
+	if err := os.MkdirAll(filepath.Join(p.QueueDir(), "etc"), 0o755); err != nil {
+		t.Fatalf("e2e: %v", err)
+	}
+	for _, f := range chrootFiles {
+		b, err := os.ReadFile("/" + f)
+		if err != nil {
+			continue // Debian's script skips what the host lacks too
+		}
+		if err := os.WriteFile(filepath.Join(p.QueueDir(), f), b, 0o644); err != nil {
+			t.Fatalf("e2e: %v", err)
+		}
+	}
 }
 
 func (p *Postfix) writeConfig(t testing.TB, opts PostfixOptions, listeners []listener) {
@@ -299,6 +352,9 @@ func (p *Postfix) writeConfig(t testing.TB, opts PostfixOptions, listeners []lis
 		conf[k] = v
 	}
 	maps.Copy(conf, opts.MainCF)
+	for _, k := range mainCFNames(opts.MainCFText) {
+		delete(conf, k)
+	}
 
 	var mainCF strings.Builder
 	for _, k := range slices.Sorted(maps.Keys(conf)) {
@@ -307,14 +363,20 @@ func (p *Postfix) writeConfig(t testing.TB, opts PostfixOptions, listeners []lis
 		}
 		fmt.Fprintf(&mainCF, "%s = %s\n", k, conf[k])
 	}
-	// Everything runs without chroot: a chroot would need copies of
-	// /etc/hosts, /etc/services and the resolver files in every queue dir.
+	mainCF.WriteString(opts.MainCFText)
+	// Without Chroot everything runs unchrooted: a chroot needs copies of
+	// /etc/hosts, /etc/services and the resolver files in the queue dir.
+	chroot := "n"
+	if opts.Chroot {
+		chroot = "y"
+		p.populateChroot(t)
+	}
 	var masterCF strings.Builder
 	for _, l := range listeners {
-		masterCF.WriteString(l.masterLine())
+		masterCF.WriteString(l.masterLine(chroot))
 	}
-	masterCF.WriteString(`pickup unix n - n 60 1 pickup
-cleanup unix n - n - 0 cleanup
+	masterCF.WriteString(`pickup unix n - ` + chroot + ` 60 1 pickup
+cleanup unix n - ` + chroot + ` - 0 cleanup
 qmgr unix n - n 300 1 qmgr
 tlsmgr unix - - n 1000? 1 tlsmgr
 rewrite unix - - n - - trivial-rewrite
@@ -338,6 +400,7 @@ anvil unix - - n - 1 anvil
 scache unix - - n - 1 scache
 postlog unix-dgram n - n - 1 postlogd
 `)
+	masterCF.WriteString(opts.MasterCFText)
 	// Every Postfix program rereads main.cf every 300 ms until its mtime is
 	// more than a second older than the first read began, in case someone
 	// is still writing it (dict_load_file_xt). A fresh file would cost each
@@ -572,4 +635,18 @@ func processesIn(dir string) []int {
 		}
 	}
 	return pids
+}
+
+// mainCFNames are the parameter names a main.cf text sets.
+func mainCFNames(text string) []string {
+	var names []string
+	for _, l := range strings.Split(text, "\n") {
+		if l == "" || l[0] == '#' || l[0] == ' ' || l[0] == '\t' {
+			continue
+		}
+		if name, _, ok := strings.Cut(l, "="); ok {
+			names = append(names, strings.TrimSpace(name))
+		}
+	}
+	return names
 }

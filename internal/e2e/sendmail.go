@@ -66,6 +66,10 @@ type SendmailOptions struct {
 	// SendmailDefaultMilterMacros. Macros the milter requests during
 	// negotiation are what Sendmail sends in any case.
 	MilterMacros map[string]string
+	// MCText is added to the instance's sendmail.mc byte for byte, before
+	// its MAILER lines (where a postmaster adds a milter), e.g. a documented
+	// INPUT_MAIL_FILTER line and its confMILTER_MACROS_* definitions.
+	MCText string
 }
 
 // SendmailDefaultMilterMacros returns the macro lists a private Sendmail
@@ -280,6 +284,7 @@ func sendmailMC(root, dir, trustedUser string, port int, sinkPort string, opts S
 		}
 		line("INPUT_MAIL_FILTER(‘testmilter', ‘S=%s%s, T=C:5s;S:10s;R:10s;E:30s')", opts.Milter, flags)
 	}
+	b.WriteString(opts.MCText)
 	line("MAILER(‘local')")
 	line("MAILER(‘smtp')")
 	return b.String()

@@ -185,6 +185,15 @@ func Rewriter(sec feature.Section) (*srs.SRS, error) {
 	return s.srs, nil
 }
 
+// LocalSender reports whether the daemon leaves sender alone when it
+// forwards with SRS because its domain is in srs.local_domains or
+// srs.exclude_domains (false without an srs: section). "tollgate srs
+// forward" follows it, so that the command and the daemon agree.
+func LocalSender(sec feature.Section, sender string) bool {
+	s, ok := sec.(*section)
+	return ok && s != nil && s.local != nil && s.local(milter.Domain(sender))
+}
+
 var (
 	atRcpt   = milter.StageSet(milter.StageRcpt)
 	fromMail = milter.StagesFrom(milter.StageMail)
@@ -405,3 +414,71 @@ func compileSocketmap(d feature.Reporter, in *SocketmapConfig) *socketmap {
 	}
 	return sm
 }
+
+// Effective fills in the defaults srs.New and the store apply; inline
+// secrets print as feature.Redacted, secrets_file and the Redis
+// password_file as their paths.
+func (spec) Effective(cfg any) any {
+	c := *cfg.(*Config)
+	c.Secrets = feature.Redact(c.Secrets)
+	if c.HashLength == nil || *c.HashLength == 0 {
+		c.HashLength = ptr(srs.DefaultHashLength)
+	}
+	if c.HashMin == nil || *c.HashMin == 0 {
+		c.HashMin = ptr(*c.HashLength)
+	}
+	if c.MaxAge == nil || *c.MaxAge == 0 {
+		c.MaxAge = ptr(feature.Duration(srs.DefaultMaxAge))
+	}
+	if c.UseHash == nil {
+		c.UseHash = ptr(true)
+	}
+	if c.UseTimestamp == nil {
+		c.UseTimestamp = ptr(true)
+	}
+	if c.Separator.Value == "" {
+		c.Separator.Value = string(rune(srs.DefaultSeparator))
+	}
+	if c.HashAlphabet.Value == "" {
+		c.HashAlphabet.Value = string(srs.AlphabetStandard)
+	}
+	if c.Scheme.Value == "" {
+		c.Scheme.Value = string(srs.SchemeGuarded)
+	}
+	if len(c.Accept) == 0 {
+		c.Accept = feature.StrList{{Value: c.Scheme.Value}}
+	}
+	if c.Socketmap != nil {
+		sm := *c.Socketmap
+		if sm.MaxConnections == nil {
+			sm.MaxConnections = ptr(srs.DefaultSocketmapMaxConns)
+		}
+		if sm.IdleTimeout == nil {
+			sm.IdleTimeout = ptr(feature.Duration(srs.DefaultSocketmapIdleTimeout))
+		}
+		c.Socketmap = &sm
+	}
+	if c.Database != nil {
+		db := *c.Database
+		if db.Use.Value == "" {
+			db.Use.Value = "long"
+		}
+		if db.Redis != nil {
+			r := *db.Redis
+			if r.DB == nil {
+				r.DB = ptr(0)
+			}
+			if r.Prefix.Value == "" {
+				r.Prefix.Value = store.DefaultRedisPrefix
+			}
+			if r.Timeout == nil || *r.Timeout == 0 {
+				r.Timeout = ptr(feature.Duration(store.DefaultRedisTimeout))
+			}
+			db.Redis = &r
+		}
+		c.Database = &db
+	}
+	return &c
+}
+
+func ptr[T any](v T) *T { return &v }

@@ -264,3 +264,18 @@ func TestSRSSocketmapConfig(t *testing.T) {
 		}
 	}
 }
+
+// tollgate srs forward asks this, so that it leaves the same senders alone
+// as the daemon.
+func TestLocalSender(t *testing.T) {
+	p := mustParse(t, "srs: {domain: fwd.example.org, secrets: [k], local_domains: [example.org], exclude_domains: [\"*.lists.example\"]}\n")
+	sec := p.Section("srs")
+	for addr, want := range map[string]bool{"a@example.org": true, "a@x.lists.example": true, "a@example.net": false} {
+		if got := LocalSender(sec, addr); got != want {
+			t.Errorf("%s: %v, want %v", addr, got, want)
+		}
+	}
+	if LocalSender(mustParse(t, "acl: {}\n").Section("srs"), "a@example.org") {
+		t.Error("local without an srs: section")
+	}
+}
