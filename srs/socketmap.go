@@ -20,8 +20,8 @@ import (
 // The socketmap server: Postfix's socketmap protocol (socketmap_table(5)),
 // answering the maps "forward" and "reverse" as postsrsd 2.x does, so that
 //
-//	sender_canonical_maps = socketmap:unix:/run/tollgate/srs.sock:forward
-//	recipient_canonical_maps = socketmap:unix:/run/tollgate/srs.sock:reverse
+//	sender_canonical_maps = socketmap:unix:/tollgate/srs.sock:forward
+//	recipient_canonical_maps = socketmap:unix:/tollgate/srs.sock:reverse
 //
 // is a drop-in for postsrsd's lines. A request is a netstring "NAME KEY"; the
 // reply a netstring "OK value", "NOTFOUND reason", "PERM reason" or
