@@ -124,7 +124,7 @@ func readmeMainCF(t *testing.T, first string) string {
 		if err != nil {
 			t.Fatal(err)
 		}
-		_, block, ok := strings.Cut(string(doc), "```text\n"+first+"\n")
+		_, block, ok := strings.Cut(string(doc), "```main.cf\n"+first+"\n")
 		block, _, ok2 := strings.Cut(block, "```")
 		if !ok || !ok2 {
 			t.Fatalf("%s has no block starting %q", path, first)

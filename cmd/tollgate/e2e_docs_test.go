@@ -60,6 +60,7 @@ func TestDocSnippets(t *testing.T) {
 		{"quick start", s.quickStart},
 		{"ARC and SRS together with bounces through virtual_alias_domains", s.together},
 		{"SRS section with bounces through virtual_alias_domains", s.srsSection},
+		{"SRS socketmap", s.srsSocketmap},
 		{"ARC section", s.arcSection},
 		{"DCC greylisting", s.dcc},
 		{"BMI with spamd", s.bmi},
@@ -324,6 +325,55 @@ func (s *snippets) forwarding(t *testing.T, snippet string, sealed bool) {
 	if !d.waitMetric(t, `tollgate_srs_reverse_total{result="bad_hash"} 1`) {
 		_, body := d.get(t, "/metrics")
 		t.Errorf("metrics:\n%s", grepLines(body, "tollgate_srs"))
+	}
+}
+
+// The guide's SRS socketmap (5.2.1): its tollgate.yaml and main.cf lines as
+// printed, with a chrooted Postfix. Postfix's postmap asks the socketmap the
+// way the guide says to check it by hand; a forwarded message leaves with an
+// SRS sender, and the bounce to it goes back to the original sender.
+func (s *snippets) srsSocketmap(t *testing.T) {
+	mainCF := s.use(s.named(t, "srs-socketmap-main.cf"))
+	secrets := filepath.Join(t.TempDir(), "srs.secrets")
+	if err := os.WriteFile(secrets, []byte("c2VjcmV0IG9mIHRoZSBndWlkZQ==\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	pf := startChrooted(t, mainCF, "", map[string]string{
+		"virtual_alias_domains": "forward.example.org",
+		"virtual_alias_maps":    "inline:{ alice@forward.example.org=alice@elsewhere.example }",
+	})
+	config := strings.ReplaceAll(s.use(s.named(t, "srs-socketmap")), "/var/spool/postfix/", pf.QueueDir()+"/")
+	config = strings.ReplaceAll(config, "/etc/tollgate/srs.secrets", secrets)
+	launchDaemon(t, config, "unix:"+pf.QueueDir()+"/tollgate/tollgate.sock")
+
+	sock := pf.QueueDir() + "/tollgate/srs.sock"
+	q := func(key, m string) string {
+		out, err := exec.Command("/usr/sbin/postmap", "-q", key, "socketmap:unix:"+sock+":"+m).CombinedOutput()
+		if err != nil {
+			t.Fatalf("postmap -q %s %s: %v %s", key, m, err, out)
+		}
+		return strings.TrimSpace(string(out))
+	}
+	if a := q("carol@example.net", "forward"); !strings.HasPrefix(a, "SRS0=") || q(a, "reverse") != "carol@example.net" {
+		t.Errorf("postmap -q through the socketmap: forward gives %q", a)
+	}
+
+	res := pf.Swaks(t, "--from", "carol@example.net", "--to", "alice@forward.example.org", "--header", "Subject: forwarded")
+	if res.ExitCode != 0 {
+		t.Fatalf("forwarded message: exit %d\n%s\npostfix log:\n%s", res.ExitCode, res.Output, pf.Log())
+	}
+	fwd := pf.WaitMessages(t, 1, 30*time.Second)[0]
+	srsSender := strings.Trim(fwd.Envelope.From(), "<>")
+	if !strings.HasPrefix(srsSender, "SRS0=") || !strings.HasSuffix(srsSender, "=example.net=carol@fwd.example.org") {
+		t.Fatalf("forwarded with envelope sender %q\npostfix log:\n%s", fwd.Envelope.From(), pf.Log())
+	}
+	res = pf.Swaks(t, "--from", "<>", "--to", srsSender, "--header", "Subject: Undelivered Mail Returned to Sender")
+	if res.ExitCode != 0 {
+		t.Fatalf("the bounce was refused: exit %d\n%s\npostfix log:\n%s", res.ExitCode, res.Output, pf.Log())
+	}
+	bounce := pf.WaitMessages(t, 2, 30*time.Second)[1]
+	if to := bounce.Envelope.To(); len(to) != 1 || !strings.Contains(to[0], "carol@example.net") {
+		t.Errorf("the bounce went to %v, not back to carol@example.net\npostfix log:\n%s", to, pf.Log())
 	}
 }
 
