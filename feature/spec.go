@@ -81,6 +81,11 @@ type ModuleEnv struct {
 	// it, and closed when none does. The key must cover every option the
 	// resource was opened with, so that a changed option opens a new one.
 	Shared func(key string, open func() (io.Closer, error)) (io.Closer, error)
+	// Serving is true when the runtime serves the MTA (tollgate run); false
+	// when it only judges messages (tollgate test), which must not open
+	// listeners other programs connect to, such as the SRS socketmap the
+	// running daemon already holds.
+	Serving bool
 }
 
 // Order constrains where a feature's module runs among the others (hooks of

@@ -300,8 +300,12 @@ func (rt *Runtime) Release() {
 // Env is what outlives one configuration: the logger, the core metrics and
 // the features' metrics, registered once per process whatever the reloads.
 type Env struct {
-	Log      *slog.Logger
-	Metrics  *milter.Metrics
+	Log     *slog.Logger
+	Metrics *milter.Metrics
+	// Serving says the runtimes built with this Env serve the MTA (tollgate
+	// run), not only judge messages (tollgate test): see
+	// feature.ModuleEnv.Serving.
+	Serving  bool
 	registry prometheus.Registerer
 
 	featureMetrics map[string]any // by feature: registered once per process

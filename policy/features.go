@@ -279,7 +279,7 @@ func (e *Env) featureModules(p *Policy, rt *Runtime) ([]milter.Module, error) {
 			e.featureMetrics[name] = m
 		}
 		e.mu.Unlock()
-		mod, err := lf.section.Module(&feature.ModuleEnv{Log: e.Log, Metrics: m,
+		mod, err := lf.section.Module(&feature.ModuleEnv{Log: e.Log, Metrics: m, Serving: e.Serving,
 			Shared: func(key string, open func() (io.Closer, error)) (io.Closer, error) {
 				c, err := e.shared(name+":"+key, open)
 				if err == nil {

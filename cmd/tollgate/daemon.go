@@ -107,6 +107,7 @@ func (d *daemon) start(p *policy.Policy) error {
 	// Modules warn per message while a backend is down: one line per kind of
 	// trouble and interval is enough, the summary lines keep the facts.
 	d.env = policy.NewEnv(milter.RateLimited(d.log, milter.DefaultLogInterval), d.registry)
+	d.env.Serving = true
 	d.metrics = d.env.Metrics
 	d.policy = p
 	rt, err := d.env.Runtime(p)

@@ -147,7 +147,7 @@ func (s *section) Module(env *feature.ModuleEnv) (milter.Module, error) {
 		}
 		o.DB, o.Always = store.NewDB(s.srs, c.(store.Store), s.maxAge), s.db.always
 	}
-	if s.socketmap != nil {
+	if s.socketmap != nil && env.Serving {
 		// Keyed by the address alone: a reload that keeps it keeps the
 		// server and its connections, and gives it the new rewriter.
 		sm := s.socketmap

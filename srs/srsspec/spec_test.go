@@ -206,6 +206,7 @@ func TestSRSSocketmapConfig(t *testing.T) {
 		return "srs:\n  domain: fwd.example.org\n  secrets: [" + secret + "]\n  socketmap: {listen: \"inet:" + addr + "\", max_connections: 4, idle_timeout: 5s}\n"
 	}
 	env := newEnv()
+	env.Serving = true // as tollgate run builds it
 	query := func(req string) string {
 		t.Helper()
 		c, err := net.Dial("tcp", addr)
@@ -277,5 +278,27 @@ func TestLocalSender(t *testing.T) {
 	}
 	if LocalSender(mustParse(t, "acl: {}\n").Section("srs"), "a@example.org") {
 		t.Error("local without an srs: section")
+	}
+}
+
+// tollgate test builds a runtime only to judge messages: it must not open
+// the socketmap, which the running daemon holds on the same address.
+func TestSocketmapNotOpenedWhenNotServing(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	p := mustParse(t, "srs:\n  domain: fwd.example.org\n  secrets: [k]\n  socketmap: {listen: \"inet:"+addr+"\"}\n")
+	rt, err := newEnv().Runtime(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rt.Hold()
+	defer rt.Release()
+	if c, err := net.Dial("tcp", addr); err == nil {
+		c.Close()
+		t.Fatalf("a runtime that does not serve opened the socketmap on %s", addr)
 	}
 }
