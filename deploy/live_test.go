@@ -139,7 +139,7 @@ func runLive(bin, strace string) (res *liveResult, err error) {
 		return nil, err
 	}
 	defer redis.Close()
-	db := fmt.Sprintf("  database: {use: long, redis: {address: %q, timeout: 1s}}", redis.Addr().String())
+	db := fmt.Sprintf("  database: {use: long, redis: {address: %q, timeout: 1s}}\n  socketmap: {listen: \"unix:%s/srs.sock\"}", redis.Addr().String(), dir)
 	write := func(name, database string) (string, error) {
 		p := filepath.Join(dir, name)
 		cfg := fmt.Sprintf(liveConfig, dir, os.Getgid(), "127.0.0.1:9", database, dccd.DCCAddress(), spamd.Addr())
@@ -233,6 +233,11 @@ func runLive(bin, strace string) (res *liveResult, err error) {
 	deliver(sock, liveMsg{from: "alice@example.net", rcpts: []string{"carol@example.org"}, body: body, hangUpAfterEOM: true})
 	if !waitFor(10*time.Second, func() bool { return strings.Contains(log.String(), "sending changes to the MTA failed") }) {
 		return nil, fmt.Errorf("message 5: the daemon did not see the MTA hang up")
+	}
+
+	// The SRS socketmap gets a malformed netstring: answered, counted.
+	if reply, err := socketmapGarbage(filepath.Join(dir, "srs.sock")); err != nil || !strings.Contains(reply, "PERM") {
+		return nil, fmt.Errorf("socketmap: a malformed request got %q, %v", reply, err)
 	}
 
 	if err := syscall.Kill(pid, syscall.SIGHUP); err != nil {
@@ -664,4 +669,22 @@ func TestDashboardAndRulesUseRealMetrics(t *testing.T) {
 			t.Errorf("the daemon's metric %s is on no dashboard panel", name)
 		}
 	}
+}
+
+// socketmapGarbage sends a request that is no netstring to the SRS
+// socketmap and returns the answer.
+func socketmapGarbage(sock string) (string, error) {
+	c, err := net.DialTimeout("unix", sock, 5*time.Second)
+	if err != nil {
+		return "", err
+	}
+	defer c.Close()
+	if err := c.SetDeadline(time.Now().Add(5 * time.Second)); err != nil {
+		return "", err
+	}
+	if _, err := c.Write([]byte("no netstring,")); err != nil {
+		return "", err
+	}
+	b, err := io.ReadAll(c)
+	return string(b), err
 }
