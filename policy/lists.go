@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"fmt"
 	"net/netip"
 	"regexp"
 	"slices"
@@ -121,6 +122,13 @@ type listCompiler struct {
 
 	done   map[namedKey]any // *compiledList[T] for the kind; lists used twice are compiled once
 	active []namedKey       // named lists being compiled, to catch cycles
+	where  string           // "path:line: " while compiling the items of a file
+}
+
+// errorf reports at the YAML line; an item read from a file names the
+// file's own line too, as the YAML line only names the file.
+func (c *listCompiler) errorf(line int, format string, args ...any) {
+	c.d.errorf(line, "%s%s", c.where, fmt.Sprintf(format, args...))
 }
 
 func (c *listCompiler) hosts(items StrList) *HostList {
@@ -139,31 +147,58 @@ func (c *listCompiler) patterns(items StrList) *PatternList {
 	return &PatternList{compileList(c, items, c.patternItem)}
 }
 
-// compileList handles negation and empty items; item compiles the rest of an
-// item, returning nil (after reporting why) when it is invalid.
+// compileList handles negation, empty items and file: items; item compiles
+// the rest of an item, returning nil (after reporting why) when it is
+// invalid.
 func compileList[T any](c *listCompiler, items StrList, item func(Str) func(T) bool) *compiledList[T] {
 	l := new(compiledList[T])
 	for _, s := range items {
-		v := strings.TrimSpace(s.Value)
-		neg := strings.HasPrefix(v, "!")
-		if neg {
-			v = strings.TrimSpace(v[1:])
+		path, isFile := strings.CutPrefix(strings.TrimSpace(s.Value), fileItemPrefix)
+		if !isFile {
+			addItem(c, l, s, item)
+			continue
 		}
-		l.dflt = neg
-		switch {
-		case v == "" && neg:
-			c.d.errorf(s.Line, "nothing after \"!\"")
-		case v == "":
-			c.d.errorf(s.Line, "empty item")
-		case strings.HasPrefix(v, "!"):
-			c.d.errorf(s.Line, "%q: an item can be negated only once", s.Value)
-		default:
-			if m := item(Str{Value: v, Line: s.Line}); m != nil {
-				l.items = append(l.items, listItem[T]{neg: neg, match: m})
+		lines, err := readListFile(path)
+		if err != nil {
+			c.errorf(s.Line, "%v", err)
+			continue
+		}
+		for _, fl := range lines {
+			c.where = fmt.Sprintf("%s:%d: ", path, fl.line)
+			if strings.HasPrefix(fl.text, fileItemPrefix) {
+				c.errorf(s.Line, "%q: a file cannot name another file", fl.text)
+			} else {
+				addItem(c, l, Str{Value: fl.text, Line: s.Line}, item)
 			}
 		}
+		c.where = ""
 	}
 	return l
+}
+
+func addItem[T any](c *listCompiler, l *compiledList[T], s Str, item func(Str) func(T) bool) {
+	v := strings.TrimSpace(s.Value)
+	neg := strings.HasPrefix(v, "!")
+	if neg {
+		v = strings.TrimSpace(v[1:])
+	}
+	l.dflt = neg
+	switch {
+	case v == "" && neg:
+		c.errorf(s.Line, "nothing after \"!\"")
+	case v == "":
+		c.errorf(s.Line, "empty item")
+	case strings.HasPrefix(v, "!"):
+		c.errorf(s.Line, "%q: an item can be negated only once", s.Value)
+	case strings.HasPrefix(v, fileItemPrefix):
+		// Exim would negate every item of the file; that reads as "not any
+		// of these" but is not, as soon as one line is itself negated.
+		c.errorf(s.Line, "%q: a file item cannot be negated; write \"!\" before the items inside the file", s.Value)
+	default:
+		if m := item(Str{Value: v, Line: s.Line}); m != nil {
+			l.items = append(l.items, listItem[T]{neg: neg, match: m})
+		}
+	}
 }
 
 // compileNamed compiles the list that s ("+name") refers to as kind, or reports
@@ -175,12 +210,12 @@ func compileNamed[T any](c *listCompiler, kind listKind, s Str, item func(Str) f
 		return l.(*compiledList[T]).match
 	}
 	if name == "" {
-		c.d.errorf(s.Line, "missing list name after \"+\"")
+		c.errorf(s.Line, "missing list name after \"+\"")
 		return nil
 	}
 	items, ok := c.named[name]
 	if !ok {
-		c.d.errorf(s.Line, "unknown list %q", name)
+		c.errorf(s.Line, "unknown list %q", name)
 		return nil
 	}
 	if i := slices.Index(c.active, key); i >= 0 {
@@ -189,14 +224,17 @@ func compileNamed[T any](c *listCompiler, kind listKind, s Str, item func(Str) f
 			path = append(path, k.name)
 		}
 		if len(path) == 1 {
-			c.d.errorf(s.Line, "list %q refers to itself", name)
+			c.errorf(s.Line, "list %q refers to itself", name)
 		} else {
-			c.d.errorf(s.Line, "list %q refers to itself (%s -> %s)", name, strings.Join(path, " -> "), name)
+			c.errorf(s.Line, "list %q refers to itself (%s -> %s)", name, strings.Join(path, " -> "), name)
 		}
 		return nil
 	}
 	c.active = append(c.active, key)
+	where := c.where // a named list's items are in the YAML, not in the file that names it
+	c.where = ""
 	l := compileList(c, items, item)
+	c.where = where
 	c.active = c.active[:len(c.active)-1]
 	if c.done == nil {
 		c.done = make(map[namedKey]any)
@@ -215,11 +253,11 @@ func (c *listCompiler) hostItem(s Str) func(netip.Addr) bool {
 	case strings.Contains(v, "/"):
 		p, err := netip.ParsePrefix(v)
 		if err != nil {
-			c.d.errorf(s.Line, "invalid network %q: %v", v, strings.TrimPrefix(err.Error(), "netip.ParsePrefix("+strconv.Quote(v)+"): "))
+			c.errorf(s.Line, "invalid network %q: %v", v, strings.TrimPrefix(err.Error(), "netip.ParsePrefix("+strconv.Quote(v)+"): "))
 			return nil
 		}
 		if m := p.Masked(); m != p {
-			c.d.errorf(s.Line, "%s has host bits set; did you mean %s?", v, m)
+			c.errorf(s.Line, "%s has host bits set; did you mean %s?", v, m)
 			return nil
 		}
 		if p.Addr().Is4In6() && p.Bits() >= 96 {
@@ -230,11 +268,11 @@ func (c *listCompiler) hostItem(s Str) func(netip.Addr) bool {
 	a, err := netip.ParseAddr(v)
 	switch {
 	case err != nil && strings.ContainsAny(v, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ") && !strings.Contains(v, ":"):
-		c.d.errorf(s.Line, "host names are not supported in host lists: %q", v)
+		c.errorf(s.Line, "host names are not supported in host lists: %q", v)
 	case err != nil:
-		c.d.errorf(s.Line, "invalid IP address %q", v)
+		c.errorf(s.Line, "invalid IP address %q", v)
 	case a.Zone() != "":
-		c.d.errorf(s.Line, "%q: zones are not supported in host lists", v)
+		c.errorf(s.Line, "%q: zones are not supported in host lists", v)
 	default:
 		a = a.Unmap()
 		return func(ip netip.Addr) bool { return ip == a }
@@ -260,13 +298,13 @@ func (c *listCompiler) domainItem(s Str) func(string) bool {
 	rest, wild := strings.CutPrefix(v, "*")
 	switch {
 	case v == "":
-		c.d.errorf(s.Line, "%q is not a domain", s.Value)
+		c.errorf(s.Line, "%q is not a domain", s.Value)
 	case strings.Contains(v, "@"):
-		c.d.errorf(s.Line, "%q is an address, not a domain", s.Value)
+		c.errorf(s.Line, "%q is an address, not a domain", s.Value)
 	case strings.ContainsFunc(v, unicode.IsSpace):
-		c.d.errorf(s.Line, "%q: a domain cannot contain spaces", s.Value)
+		c.errorf(s.Line, "%q: a domain cannot contain spaces", s.Value)
 	case strings.Contains(rest, "*"):
-		c.d.errorf(s.Line, "%q: \"*\" is allowed only at the start of a domain", s.Value)
+		c.errorf(s.Line, "%q: \"*\" is allowed only at the start of a domain", s.Value)
 	case !wild:
 		return func(d string) bool { return d == v }
 	case rest == "":
@@ -304,7 +342,7 @@ func (c *listCompiler) addressItem(s Str) func(string) bool {
 	}
 	local, domain := strings.ToLower(v[:at]), v[at+1:]
 	if domain == "" {
-		c.d.errorf(s.Line, "%q: missing domain after \"@\" (use *@* for any address)", v)
+		c.errorf(s.Line, "%q: missing domain after \"@\" (use *@* for any address)", v)
 		return nil
 	}
 	dm := c.domainItem(Str{Value: domain, Line: s.Line})
@@ -349,7 +387,7 @@ func (c *listCompiler) patternItem(s Str) func(string) bool {
 func (c *listCompiler) regexp(s Str) func(string) bool {
 	re, err := regexp.Compile("(?i)" + s.Value)
 	if err != nil {
-		c.d.errorf(s.Line, "invalid regular expression %q: %v", s.Value, strings.TrimPrefix(err.Error(), "error parsing regexp: "))
+		c.errorf(s.Line, "invalid regular expression %q: %v", s.Value, strings.TrimPrefix(err.Error(), "error parsing regexp: "))
 		return nil
 	}
 	return re.MatchString
