@@ -42,6 +42,13 @@ func docExamples(tb testing.TB, tmp string) []docExample {
 			tb.Fatal(err)
 		}
 	}
+	cdbData, err := os.ReadFile("testdata/lists.cdb") // made by tinycdb, see listfile_test.go
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(tmp, "blocked.cdb"), cdbData, 0o600); err != nil {
+		tb.Fatal(err)
+	}
 	var out []docExample
 	for _, doc := range docs {
 		data, err := os.ReadFile(doc)

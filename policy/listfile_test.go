@@ -3,6 +3,7 @@ package policy
 import (
 	"fmt"
 	"os"
+	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
@@ -137,4 +138,51 @@ func TestFileItemsReadAtEachLoad(t *testing.T) {
 	if _, err := Parse("t.yaml", []byte(config), testFeatures...); err == nil || !strings.Contains(err.Error(), "no such file") {
 		t.Errorf("removed file: got %v", err)
 	}
+}
+
+// testdata/lists.cdb was made by Debian's tinycdb:
+// cdb -c -m testdata/lists.cdb testdata/lists.txt
+func TestCDBItemsInEveryListKind(t *testing.T) {
+	db, err := filepath.Abs("testdata/lists.cdb")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	inFile := writeFile(t, dir, "with-cdb", "!198.51.100.1\ncdb:"+db+"\n")
+	runMatchCases(t, "hosts", "", []matchCase{{
+		list:    "[\"cdb:" + db + "\"]",
+		match:   []string{"192.0.2.7", "::ffff:192.0.2.7", "2001:db8::25", "2001:0db8:0::25"},
+		noMatch: []string{"192.0.2.8", "2001:db8::26", ""},
+	}, {
+		list:    "[file:" + inFile + "]",
+		match:   []string{"192.0.2.7"},
+		noMatch: []string{"198.51.100.1"},
+	}})
+	runMatchCases(t, "domains", "", []matchCase{{
+		list:    "[\"!cdb:" + db + "\", \"*\"]",
+		match:   []string{"example.net", "sub.example.org"},
+		noMatch: []string{"example.org", "Example.ORG.", "relay.example.net"},
+	}})
+	runMatchCases(t, "addresses", "", []matchCase{{
+		list:    "[\"cdb:" + db + "\"]",
+		match:   []string{"alice@example.com", "Alice@Example.com"},
+		noMatch: []string{"bob@example.com", "", "alice@example.com."},
+	}})
+	runMatchCases(t, "patterns", "", []matchCase{{
+		list:    "[\"cdb:" + db + "\"]",
+		match:   []string{"bob", "BOB"},
+		noMatch: []string{"alice", ""},
+	}})
+	notCDB := writeFile(t, dir, "not.cdb", "example.org\n")
+	runListErrorCases(t, "domains", []listErrorCase{
+		{"missing", "list: [\"cdb:" + dir + "/none.cdb\"]\n", []string{
+			"t.yaml:1: cdb:" + dir + "/none.cdb: no such file or directory",
+		}},
+		{"not cdb", "list: [\"cdb:" + notCDB + "\"]\n", []string{
+			"t.yaml:1: cdb:" + notCDB + ": not a cdb file: shorter than its 2048-byte header",
+		}},
+		{"relative", "list: [\"cdb:lists.cdb\"]\n", []string{
+			"t.yaml:1: cdb:lists.cdb: the path must be absolute (the daemon's working directory is not the configuration's)",
+		}},
+	})
 }

@@ -28,11 +28,15 @@ const MaxSize = 1 << 30
 // goroutines at once.
 type DB struct{ data []byte }
 
-// Open reads the database at path.
+// Open reads the database at path. Errors read "cdb: PATH: reason".
 func Open(path string) (*DB, error) {
 	f, err := os.Open(path)
 	if err != nil {
-		return nil, fmt.Errorf("cdb: %w", err)
+		var pe *os.PathError
+		if errors.As(err, &pe) {
+			err = pe.Err
+		}
+		return nil, fmt.Errorf("cdb: %s: %w", path, err)
 	}
 	defer f.Close()
 	if fi, err := f.Stat(); err == nil && !fi.Mode().IsRegular() {
