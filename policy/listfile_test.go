@@ -38,6 +38,12 @@ func TestFileItemsInEveryListKind(t *testing.T) {
 		match:   []string{"example.net"},
 		noMatch: []string{"example.org"},
 	}, {
+		// Runs of exact items become sets; a negated item between them
+		// still decides before the later run.
+		list:    "[x.example, x.example, \"!y.example\", \"!w.example\", y.example, \"*.w.example\", w.example, z.example]",
+		match:   []string{"x.example", "z.example", "a.w.example"},
+		noMatch: []string{"y.example", "w.example", "v.example"},
+	}, {
 		// Inline items around a file keep their places.
 		list:    fmt.Sprintf("[\"!a.example.net\", \"file:%s\", other.test]", domains),
 		match:   []string{"b.example.net", "other.test"},

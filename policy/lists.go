@@ -23,21 +23,29 @@ import (
 
 type namedLists map[string]StrList
 
-type listItem[T any] struct {
+type listItem[T comparable] struct {
 	neg   bool
 	match func(T) bool
+	// A run of exact items (domains, addresses of hosts, logins) with the
+	// same sign is one set: a 100,000-line file list costs a map lookup,
+	// not 100,000 comparisons. Order within such a run cannot matter.
+	set map[T]struct{}
 }
 
 // compiledList is the form shared by all kinds. T is the value after
 // normalisation (an unmapped address, a lower-cased name).
-type compiledList[T any] struct {
+type compiledList[T comparable] struct {
 	items []listItem[T]
 	dflt  bool // the result when no item matches: the last item is negated
 }
 
 func (l *compiledList[T]) match(x T) bool {
 	for _, it := range l.items {
-		if it.match(x) {
+		if it.set != nil {
+			if _, ok := it.set[x]; ok {
+				return !it.neg
+			}
+		} else if it.match(x) {
 			return !it.neg
 		}
 	}
@@ -127,6 +135,10 @@ type listCompiler struct {
 	active []namedKey         // named lists being compiled, to catch cycles
 	where  string             // "path:line: " while compiling the items of a file
 	cdbs   map[string]*cdb.DB // each database is read once per load, however many lists name it
+
+	// exactKey is set by an item function that returns an exact match
+	// (the value it stands for, of the list's type) and taken by addItem.
+	exactKey any
 }
 
 // cdbItemPrefix starts an item that is a key lookup in a cdb database: the
@@ -181,7 +193,7 @@ func (c *listCompiler) patterns(items StrList) *PatternList {
 // compileList handles negation, empty items and file: items; item compiles
 // the rest of an item, returning nil (after reporting why) when it is
 // invalid.
-func compileList[T any](c *listCompiler, items StrList, item func(Str) func(T) bool) *compiledList[T] {
+func compileList[T comparable](c *listCompiler, items StrList, item func(Str) func(T) bool) *compiledList[T] {
 	l := new(compiledList[T])
 	for _, s := range items {
 		path, isFile := strings.CutPrefix(strings.TrimSpace(s.Value), fileItemPrefix)
@@ -207,7 +219,7 @@ func compileList[T any](c *listCompiler, items StrList, item func(Str) func(T) b
 	return l
 }
 
-func addItem[T any](c *listCompiler, l *compiledList[T], s Str, item func(Str) func(T) bool) {
+func addItem[T comparable](c *listCompiler, l *compiledList[T], s Str, item func(Str) func(T) bool) {
 	v := strings.TrimSpace(s.Value)
 	neg := strings.HasPrefix(v, "!")
 	if neg {
@@ -226,7 +238,17 @@ func addItem[T any](c *listCompiler, l *compiledList[T], s Str, item func(Str) f
 		// of these" but is not, as soon as one line is itself negated.
 		c.errorf(s.Line, "%q: a file item cannot be negated; write \"!\" before the items inside the file", s.Value)
 	default:
-		if m := item(Str{Value: v, Line: s.Line}); m != nil {
+		c.exactKey = nil
+		m := item(Str{Value: v, Line: s.Line})
+		key, exact := c.exactKey.(T)
+		c.exactKey = nil
+		switch n := len(l.items); {
+		case m == nil:
+		case exact && n > 0 && l.items[n-1].set != nil && l.items[n-1].neg == neg:
+			l.items[n-1].set[key] = struct{}{}
+		case exact:
+			l.items = append(l.items, listItem[T]{neg: neg, set: map[T]struct{}{key: {}}})
+		default:
 			l.items = append(l.items, listItem[T]{neg: neg, match: m})
 		}
 	}
@@ -234,7 +256,7 @@ func addItem[T any](c *listCompiler, l *compiledList[T], s Str, item func(Str) f
 
 // compileNamed compiles the list that s ("+name") refers to as kind, or reports
 // why it cannot and returns nil.
-func compileNamed[T any](c *listCompiler, kind listKind, s Str, item func(Str) func(T) bool) func(T) bool {
+func compileNamed[T comparable](c *listCompiler, kind listKind, s Str, item func(Str) func(T) bool) func(T) bool {
 	name := strings.TrimSpace(s.Value[1:])
 	key := namedKey{kind, name}
 	if l, ok := c.done[key]; ok {
@@ -312,6 +334,7 @@ func (c *listCompiler) hostItem(s Str) func(netip.Addr) bool {
 		c.errorf(s.Line, "%q: zones are not supported in host lists", v)
 	default:
 		a = a.Unmap()
+		c.exactKey = a
 		return func(ip netip.Addr) bool { return ip == a }
 	}
 	return nil
@@ -350,6 +373,7 @@ func (c *listCompiler) domainItem(s Str) func(string) bool {
 	case strings.Contains(rest, "*"):
 		c.errorf(s.Line, "%q: \"*\" is allowed only at the start of a domain", s.Value)
 	case !wild:
+		c.exactKey = v
 		return func(d string) bool { return d == v }
 	case rest == "":
 		return func(d string) bool { return d != "" }
@@ -362,6 +386,8 @@ func (c *listCompiler) domainItem(s Str) func(string) bool {
 }
 
 func (c *listCompiler) addressItem(s Str) func(string) bool {
+	// The domain items it is made of are exact domains, not exact addresses.
+	defer func() { c.exactKey = nil }()
 	v := s.Value
 	switch {
 	case v == "<>":
@@ -435,6 +461,7 @@ func (c *listCompiler) patternItem(s Str) func(string) bool {
 		return func(x string) bool { return globMatch(p, x) }
 	}
 	v = strings.ToLower(v)
+	c.exactKey = v
 	return func(x string) bool { return x == v }
 }
 
