@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"runtime"
 	"strings"
 	"testing"
 
@@ -191,4 +192,30 @@ func TestCDBItemsInEveryListKind(t *testing.T) {
 			"t.yaml:1: cdb:lists.cdb: the path must be absolute (the daemon's working directory is not the configuration's)",
 		}},
 	})
+}
+
+// A 100,000-line file list of exact domains holds a few megabytes (the
+// strings and one map), not a closure per line.
+func TestFileListMemoryBound(t *testing.T) {
+	var sb strings.Builder
+	for i := range 100_000 {
+		fmt.Fprintf(&sb, "host%d.example.org\n", i)
+	}
+	path := writeFile(t, t.TempDir(), "domains", sb.String())
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	d := &decoder{file: "t.yaml"}
+	l := (&listCompiler{d: d}).domains(StrList{{Value: "file:" + path, Line: 1}})
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	if d.errs != nil || !l.Match("host99999.example.org") {
+		t.Fatal("list not compiled")
+	}
+	const bound = 16 << 20
+	if held := int64(after.HeapAlloc) - int64(before.HeapAlloc); held > bound {
+		t.Errorf("the list holds %d MiB, more than %d MiB", held>>20, bound>>20)
+	}
+	t.Logf("100,000 lines hold %d KiB", (int64(after.HeapAlloc)-int64(before.HeapAlloc))>>10)
+	runtime.KeepAlive(l)
 }
