@@ -1,12 +1,16 @@
 package policy
 
 import (
+	"fmt"
 	"net/netip"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"strconv"
 	"strings"
 	"unicode"
+
+	"github.com/tollgate/tollgate/internal/cdb"
 )
 
 // Lists follow Exim: items are tried left to right and the first that
@@ -19,21 +23,29 @@ import (
 
 type namedLists map[string]StrList
 
-type listItem[T any] struct {
+type listItem[T comparable] struct {
 	neg   bool
 	match func(T) bool
+	// A run of exact items (domains, addresses of hosts, logins) with the
+	// same sign is one set: a 100,000-line file list costs a map lookup,
+	// not 100,000 comparisons. Order within such a run cannot matter.
+	set map[T]struct{}
 }
 
 // compiledList is the form shared by all kinds. T is the value after
 // normalisation (an unmapped address, a lower-cased name).
-type compiledList[T any] struct {
+type compiledList[T comparable] struct {
 	items []listItem[T]
 	dflt  bool // the result when no item matches: the last item is negated
 }
 
 func (l *compiledList[T]) match(x T) bool {
 	for _, it := range l.items {
-		if it.match(x) {
+		if it.set != nil {
+			if _, ok := it.set[x]; ok {
+				return !it.neg
+			}
+		} else if it.match(x) {
 			return !it.neg
 		}
 	}
@@ -119,8 +131,47 @@ type listCompiler struct {
 	named namedLists
 	d     *decoder
 
-	done   map[namedKey]any // *compiledList[T] for the kind; lists used twice are compiled once
-	active []namedKey       // named lists being compiled, to catch cycles
+	done   map[namedKey]any   // *compiledList[T] for the kind; lists used twice are compiled once
+	active []namedKey         // named lists being compiled, to catch cycles
+	where  string             // "path:line: " while compiling the items of a file
+	cdbs   map[string]*cdb.DB // each database is read once per load, however many lists name it
+
+	// exactKey is set by an item function that returns an exact match
+	// (the value it stands for, of the list's type) and taken by addItem.
+	exactKey any
+}
+
+// cdbItemPrefix starts an item that is a key lookup in a cdb database: the
+// value (an IP address in its canonical form, a domain, an address or a
+// string, lower-cased) is in the list when it is a key of the database.
+const cdbItemPrefix = "cdb:"
+
+// openCDB opens the database of a cdb: item, or reports why it cannot.
+func (c *listCompiler) openCDB(s Str) *cdb.DB {
+	path := strings.TrimPrefix(s.Value, cdbItemPrefix)
+	if db, ok := c.cdbs[path]; ok {
+		return db
+	}
+	if !filepath.IsAbs(path) {
+		c.errorf(s.Line, "%s: the path must be absolute (the daemon's working directory is not the configuration's)", s.Value)
+		return nil
+	}
+	db, err := cdb.Open(path)
+	if err != nil {
+		c.errorf(s.Line, "%s: %v", s.Value, strings.TrimPrefix(err.Error(), "cdb: "+path+": "))
+		return nil
+	}
+	if c.cdbs == nil {
+		c.cdbs = make(map[string]*cdb.DB)
+	}
+	c.cdbs[path] = db
+	return db
+}
+
+// errorf reports at the YAML line; an item read from a file names the
+// file's own line too, as the YAML line only names the file.
+func (c *listCompiler) errorf(line int, format string, args ...any) {
+	c.d.errorf(line, "%s%s", c.where, fmt.Sprintf(format, args...))
 }
 
 func (c *listCompiler) hosts(items StrList) *HostList {
@@ -139,48 +190,85 @@ func (c *listCompiler) patterns(items StrList) *PatternList {
 	return &PatternList{compileList(c, items, c.patternItem)}
 }
 
-// compileList handles negation and empty items; item compiles the rest of an
-// item, returning nil (after reporting why) when it is invalid.
-func compileList[T any](c *listCompiler, items StrList, item func(Str) func(T) bool) *compiledList[T] {
+// compileList handles negation, empty items and file: items; item compiles
+// the rest of an item, returning nil (after reporting why) when it is
+// invalid.
+func compileList[T comparable](c *listCompiler, items StrList, item func(Str) func(T) bool) *compiledList[T] {
 	l := new(compiledList[T])
 	for _, s := range items {
-		v := strings.TrimSpace(s.Value)
-		neg := strings.HasPrefix(v, "!")
-		if neg {
-			v = strings.TrimSpace(v[1:])
+		path, isFile := strings.CutPrefix(strings.TrimSpace(s.Value), fileItemPrefix)
+		if !isFile {
+			addItem(c, l, s, item)
+			continue
 		}
-		l.dflt = neg
-		switch {
-		case v == "" && neg:
-			c.d.errorf(s.Line, "nothing after \"!\"")
-		case v == "":
-			c.d.errorf(s.Line, "empty item")
-		case strings.HasPrefix(v, "!"):
-			c.d.errorf(s.Line, "%q: an item can be negated only once", s.Value)
-		default:
-			if m := item(Str{Value: v, Line: s.Line}); m != nil {
-				l.items = append(l.items, listItem[T]{neg: neg, match: m})
+		lines, err := readListFile(path)
+		if err != nil {
+			c.errorf(s.Line, "%v", err)
+			continue
+		}
+		for _, fl := range lines {
+			c.where = fmt.Sprintf("%s:%d: ", path, fl.line)
+			if strings.HasPrefix(fl.text, fileItemPrefix) {
+				c.errorf(s.Line, "%q: a file cannot name another file", fl.text)
+			} else {
+				addItem(c, l, Str{Value: fl.text, Line: s.Line}, item)
 			}
 		}
+		c.where = ""
 	}
 	return l
 }
 
+func addItem[T comparable](c *listCompiler, l *compiledList[T], s Str, item func(Str) func(T) bool) {
+	v := strings.TrimSpace(s.Value)
+	neg := strings.HasPrefix(v, "!")
+	if neg {
+		v = strings.TrimSpace(v[1:])
+	}
+	l.dflt = neg
+	switch {
+	case v == "" && neg:
+		c.errorf(s.Line, "nothing after \"!\"")
+	case v == "":
+		c.errorf(s.Line, "empty item")
+	case strings.HasPrefix(v, "!"):
+		c.errorf(s.Line, "%q: an item can be negated only once", s.Value)
+	case strings.HasPrefix(v, fileItemPrefix):
+		// Exim would negate every item of the file; that reads as "not any
+		// of these" but is not, as soon as one line is itself negated.
+		c.errorf(s.Line, "%q: a file item cannot be negated; write \"!\" before the items inside the file", s.Value)
+	default:
+		c.exactKey = nil
+		m := item(Str{Value: v, Line: s.Line})
+		key, exact := c.exactKey.(T)
+		c.exactKey = nil
+		switch n := len(l.items); {
+		case m == nil:
+		case exact && n > 0 && l.items[n-1].set != nil && l.items[n-1].neg == neg:
+			l.items[n-1].set[key] = struct{}{}
+		case exact:
+			l.items = append(l.items, listItem[T]{neg: neg, set: map[T]struct{}{key: {}}})
+		default:
+			l.items = append(l.items, listItem[T]{neg: neg, match: m})
+		}
+	}
+}
+
 // compileNamed compiles the list that s ("+name") refers to as kind, or reports
 // why it cannot and returns nil.
-func compileNamed[T any](c *listCompiler, kind listKind, s Str, item func(Str) func(T) bool) func(T) bool {
+func compileNamed[T comparable](c *listCompiler, kind listKind, s Str, item func(Str) func(T) bool) func(T) bool {
 	name := strings.TrimSpace(s.Value[1:])
 	key := namedKey{kind, name}
 	if l, ok := c.done[key]; ok {
 		return l.(*compiledList[T]).match
 	}
 	if name == "" {
-		c.d.errorf(s.Line, "missing list name after \"+\"")
+		c.errorf(s.Line, "missing list name after \"+\"")
 		return nil
 	}
 	items, ok := c.named[name]
 	if !ok {
-		c.d.errorf(s.Line, "unknown list %q", name)
+		c.errorf(s.Line, "unknown list %q", name)
 		return nil
 	}
 	if i := slices.Index(c.active, key); i >= 0 {
@@ -189,14 +277,17 @@ func compileNamed[T any](c *listCompiler, kind listKind, s Str, item func(Str) f
 			path = append(path, k.name)
 		}
 		if len(path) == 1 {
-			c.d.errorf(s.Line, "list %q refers to itself", name)
+			c.errorf(s.Line, "list %q refers to itself", name)
 		} else {
-			c.d.errorf(s.Line, "list %q refers to itself (%s -> %s)", name, strings.Join(path, " -> "), name)
+			c.errorf(s.Line, "list %q refers to itself (%s -> %s)", name, strings.Join(path, " -> "), name)
 		}
 		return nil
 	}
 	c.active = append(c.active, key)
+	where := c.where // a named list's items are in the YAML, not in the file that names it
+	c.where = ""
 	l := compileList(c, items, item)
+	c.where = where
 	c.active = c.active[:len(c.active)-1]
 	if c.done == nil {
 		c.done = make(map[namedKey]any)
@@ -212,14 +303,20 @@ func (c *listCompiler) hostItem(s Str) func(netip.Addr) bool {
 		return func(netip.Addr) bool { return true }
 	case v[0] == '+':
 		return compileNamed(c, hostKind, s, c.hostItem)
+	case strings.HasPrefix(v, cdbItemPrefix):
+		db := c.openCDB(s)
+		if db == nil {
+			return nil
+		}
+		return func(ip netip.Addr) bool { return db.Has(ip.String()) }
 	case strings.Contains(v, "/"):
 		p, err := netip.ParsePrefix(v)
 		if err != nil {
-			c.d.errorf(s.Line, "invalid network %q: %v", v, strings.TrimPrefix(err.Error(), "netip.ParsePrefix("+strconv.Quote(v)+"): "))
+			c.errorf(s.Line, "invalid network %q: %v", v, strings.TrimPrefix(err.Error(), "netip.ParsePrefix("+strconv.Quote(v)+"): "))
 			return nil
 		}
 		if m := p.Masked(); m != p {
-			c.d.errorf(s.Line, "%s has host bits set; did you mean %s?", v, m)
+			c.errorf(s.Line, "%s has host bits set; did you mean %s?", v, m)
 			return nil
 		}
 		if p.Addr().Is4In6() && p.Bits() >= 96 {
@@ -230,13 +327,14 @@ func (c *listCompiler) hostItem(s Str) func(netip.Addr) bool {
 	a, err := netip.ParseAddr(v)
 	switch {
 	case err != nil && strings.ContainsAny(v, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ") && !strings.Contains(v, ":"):
-		c.d.errorf(s.Line, "host names are not supported in host lists: %q", v)
+		c.errorf(s.Line, "host names are not supported in host lists: %q", v)
 	case err != nil:
-		c.d.errorf(s.Line, "invalid IP address %q", v)
+		c.errorf(s.Line, "invalid IP address %q", v)
 	case a.Zone() != "":
-		c.d.errorf(s.Line, "%q: zones are not supported in host lists", v)
+		c.errorf(s.Line, "%q: zones are not supported in host lists", v)
 	default:
 		a = a.Unmap()
+		c.exactKey = a
 		return func(ip netip.Addr) bool { return ip == a }
 	}
 	return nil
@@ -256,18 +354,26 @@ func (c *listCompiler) domainItem(s Str) func(string) bool {
 	case '+':
 		return compileNamed(c, domainKind, s, c.domainItem)
 	}
+	if strings.HasPrefix(v, cdbItemPrefix) {
+		db := c.openCDB(s)
+		if db == nil {
+			return nil
+		}
+		return func(d string) bool { return d != "" && db.Has(d) }
+	}
 	v = normDomain(v)
 	rest, wild := strings.CutPrefix(v, "*")
 	switch {
 	case v == "":
-		c.d.errorf(s.Line, "%q is not a domain", s.Value)
+		c.errorf(s.Line, "%q is not a domain", s.Value)
 	case strings.Contains(v, "@"):
-		c.d.errorf(s.Line, "%q is an address, not a domain", s.Value)
+		c.errorf(s.Line, "%q is an address, not a domain", s.Value)
 	case strings.ContainsFunc(v, unicode.IsSpace):
-		c.d.errorf(s.Line, "%q: a domain cannot contain spaces", s.Value)
+		c.errorf(s.Line, "%q: a domain cannot contain spaces", s.Value)
 	case strings.Contains(rest, "*"):
-		c.d.errorf(s.Line, "%q: \"*\" is allowed only at the start of a domain", s.Value)
+		c.errorf(s.Line, "%q: \"*\" is allowed only at the start of a domain", s.Value)
 	case !wild:
+		c.exactKey = v
 		return func(d string) bool { return d == v }
 	case rest == "":
 		return func(d string) bool { return d != "" }
@@ -280,6 +386,8 @@ func (c *listCompiler) domainItem(s Str) func(string) bool {
 }
 
 func (c *listCompiler) addressItem(s Str) func(string) bool {
+	// The domain items it is made of are exact domains, not exact addresses.
+	defer func() { c.exactKey = nil }()
 	v := s.Value
 	switch {
 	case v == "<>":
@@ -290,6 +398,12 @@ func (c *listCompiler) addressItem(s Str) func(string) bool {
 		return nonEmptyOnly(c.regexp(s))
 	case v[0] == '+':
 		return compileNamed(c, addressKind, s, c.addressItem)
+	case strings.HasPrefix(v, cdbItemPrefix):
+		db := c.openCDB(s)
+		if db == nil {
+			return nil
+		}
+		return func(a string) bool { return a != "" && db.Has(a) }
 	}
 	at := strings.LastIndexByte(v, '@')
 	if at < 0 {
@@ -304,7 +418,7 @@ func (c *listCompiler) addressItem(s Str) func(string) bool {
 	}
 	local, domain := strings.ToLower(v[:at]), v[at+1:]
 	if domain == "" {
-		c.d.errorf(s.Line, "%q: missing domain after \"@\" (use *@* for any address)", v)
+		c.errorf(s.Line, "%q: missing domain after \"@\" (use *@* for any address)", v)
 		return nil
 	}
 	dm := c.domainItem(Str{Value: domain, Line: s.Line})
@@ -336,11 +450,18 @@ func (c *listCompiler) patternItem(s Str) func(string) bool {
 		return c.regexp(s)
 	case v[0] == '+':
 		return compileNamed(c, patternKind, s, c.patternItem)
+	case strings.HasPrefix(v, cdbItemPrefix):
+		db := c.openCDB(s)
+		if db == nil {
+			return nil
+		}
+		return db.Has
 	case strings.Contains(v, "*"):
 		p := strings.ToLower(v)
 		return func(x string) bool { return globMatch(p, x) }
 	}
 	v = strings.ToLower(v)
+	c.exactKey = v
 	return func(x string) bool { return x == v }
 }
 
@@ -349,7 +470,7 @@ func (c *listCompiler) patternItem(s Str) func(string) bool {
 func (c *listCompiler) regexp(s Str) func(string) bool {
 	re, err := regexp.Compile("(?i)" + s.Value)
 	if err != nil {
-		c.d.errorf(s.Line, "invalid regular expression %q: %v", s.Value, strings.TrimPrefix(err.Error(), "error parsing regexp: "))
+		c.errorf(s.Line, "invalid regular expression %q: %v", s.Value, strings.TrimPrefix(err.Error(), "error parsing regexp: "))
 		return nil
 	}
 	return re.MatchString

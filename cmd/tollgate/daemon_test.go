@@ -345,3 +345,39 @@ func finishInFlight(t *testing.T, d *daemonProc, s *gomilter.ClientSession, what
 		t.Fatal("daemon did not exit after the last session ended")
 	}
 }
+
+// A SIGHUP re-reads the files that lists name; a file broken by an edit
+// makes the reload fail like any invalid configuration, so the lists in use
+// stay as they were.
+func TestReloadRereadsListFiles(t *testing.T) {
+	blocked := filepath.Join(t.TempDir(), "blocked_recipients")
+	if err := os.WriteFile(blocked, []byte("# blocked\nblocked@example.org\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	d := startDaemon(t, fmt.Sprintf("acl:\n  rcpt:\n    - deny: {recipients: [\"file:%s\"]}\n    - accept: {}\n", blocked))
+	if !rcpt(t, d.sock, "blocked@example.org").StopProcessing() || rcpt(t, d.sock, "other@example.org").StopProcessing() {
+		t.Fatal("file list not applied at start")
+	}
+	if err := os.WriteFile(blocked, []byte("other@example.org\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	d.cmd.Process.Signal(syscall.SIGHUP)
+	d.waitLog(t, "configuration reloaded")
+	if rcpt(t, d.sock, "blocked@example.org").StopProcessing() || !rcpt(t, d.sock, "other@example.org").StopProcessing() {
+		t.Error("the reload did not use the edited file")
+	}
+	if err := os.WriteFile(blocked, []byte("other@example.org\nbad@exa*mple.org\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	d.cmd.Process.Signal(syscall.SIGHUP)
+	d.waitLog(t, "configuration reload refused")
+	if want := "tollgate.yaml:3: " + blocked + ":2: "; !strings.Contains(d.log.String(), want) {
+		t.Errorf("the refusal does not name %q:\n%s", want, d.log.String())
+	}
+	if rcpt(t, d.sock, "blocked@example.org").StopProcessing() || !rcpt(t, d.sock, "other@example.org").StopProcessing() {
+		t.Error("a broken file changed the lists in use")
+	}
+	if !d.metric(t, `tollgate_config_reloads_total{result="failure"} 1`) {
+		t.Error("the refused reload was not counted")
+	}
+}
