@@ -23,10 +23,19 @@ func printedSecrets(t *testing.T, dir string) {
 		t.Fatal(err)
 	}
 	for name, content := range map[string]string{"arc2026.key": string(key), "srs.secrets": "file-secret-do-not-print\n",
-		"redis.password": "redis-password-do-not-print\n", "dcc-helo-map": "out1.example.org 192.0.2.10\n", "bmi-optins": "ceo@example.org: strict\n"} {
+		"redis.password": "redis-password-do-not-print\n", "dcc-helo-map": "out1.example.org 192.0.2.10\n", "bmi-optins": "ceo@example.org: strict\n",
+		"relay_domains": "example.net\n", "relay_networks": "192.0.2.0/24\n", "blocked_senders": "*@spam.example\n"} {
 		if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o600); err != nil {
 			t.Fatal(err)
 		}
+	}
+	// The list examples' cdb database: policy's, made by tinycdb.
+	cdbData, err := os.ReadFile("../../policy/testdata/lists.cdb")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "blocked.cdb"), cdbData, 0o600); err != nil {
+		t.Fatal(err)
 	}
 }
 
