@@ -19,20 +19,6 @@ type Facts struct {
 const name = "arc"
 
 // FactsOf returns the ARC facts of a message: empty when ARC did not run.
-func FactsOf(t *milter.Txn) *Facts {
-	if t != nil {
-		if f, ok := t.Fact(name).(*Facts); ok {
-			return f
-		}
-	}
-	return &Facts{}
-}
+func FactsOf(t *milter.Txn) *Facts { return milter.TxnFacts[Facts](t, name) }
 
-func factsFor(t *milter.Txn) *Facts {
-	f, ok := t.Fact(name).(*Facts)
-	if !ok {
-		f = &Facts{}
-		t.SetFact(name, f)
-	}
-	return f
-}
+func factsFor(t *milter.Txn) *Facts { return milter.KeepTxnFacts[Facts](t, name) }

@@ -35,11 +35,4 @@ func RcptFactsOf(r *milter.Recipient) *RcptFacts {
 	return f
 }
 
-func factsFor(t *milter.Txn) *Facts {
-	f, ok := t.Fact(name).(*Facts)
-	if !ok {
-		f = &Facts{}
-		t.SetFact(name, f)
-	}
-	return f
-}
+func factsFor(t *milter.Txn) *Facts { return milter.KeepTxnFacts[Facts](t, name) }

@@ -115,11 +115,4 @@ func Find(rcpts []RcptInput, verdicts []Verdict, addr string) Verdict {
 }
 
 // FactsOf returns what happened to the scan of a message: empty when none.
-func FactsOf(t *milter.Txn) *Facts {
-	if t != nil {
-		if f, ok := t.Fact(name).(*Facts); ok {
-			return f
-		}
-	}
-	return &Facts{}
-}
+func FactsOf(t *milter.Txn) *Facts { return milter.TxnFacts[Facts](t, name) }

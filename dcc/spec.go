@@ -41,23 +41,9 @@ func (f *Facts) Letter(r *milter.Recipient) string {
 }
 
 // FactsOf returns the DCC facts of a message: empty when DCC did not run.
-func FactsOf(t *milter.Txn) *Facts {
-	if t != nil {
-		if f, ok := t.Fact(name).(*Facts); ok {
-			return f
-		}
-	}
-	return &Facts{}
-}
+func FactsOf(t *milter.Txn) *Facts { return milter.TxnFacts[Facts](t, name) }
 
-func factsFor(t *milter.Txn) *Facts {
-	f, ok := t.Fact(name).(*Facts)
-	if !ok {
-		f = &Facts{}
-		t.SetFact(name, f)
-	}
-	return f
-}
+func factsFor(t *milter.Txn) *Facts { return milter.KeepTxnFacts[Facts](t, name) }
 
 const name = "dcc"
 

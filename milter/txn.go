@@ -59,6 +59,29 @@ func (t *Txn) SetFact(feature string, v any) {
 	t.facts[feature] = v
 }
 
+// TxnFacts returns the facts feature keeps about t as a *F: an empty one
+// when it kept none (or t is nil), for readers; features export it as their
+// FactsOf.
+func TxnFacts[F any](t *Txn, feature string) *F {
+	if t != nil {
+		if f, ok := t.Fact(feature).(*F); ok {
+			return f
+		}
+	}
+	return new(F)
+}
+
+// KeepTxnFacts returns the facts feature keeps about t, made and kept on
+// first use: what the feature itself writes to.
+func KeepTxnFacts[F any](t *Txn, feature string) *F {
+	f, ok := t.Fact(feature).(*F)
+	if !ok {
+		f = new(F)
+		t.SetFact(feature, f)
+	}
+	return f
+}
+
 // State returns what a module keeps for this message (nil if nothing).
 func (t *Txn) State(module string) any { return t.state[module] }
 

@@ -32,11 +32,4 @@ func RcptFactsOf(r *milter.Recipient) *RcptFacts {
 }
 
 // FactsOf returns what SRS did for a message: empty when it did nothing.
-func FactsOf(t *milter.Txn) *Facts {
-	if t != nil {
-		if f, ok := t.Fact(name).(*Facts); ok {
-			return f
-		}
-	}
-	return &Facts{}
-}
+func FactsOf(t *milter.Txn) *Facts { return milter.TxnFacts[Facts](t, name) }
