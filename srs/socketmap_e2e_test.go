@@ -8,7 +8,6 @@ import (
 	"net"
 	"os"
 	"os/exec"
-	"os/user"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -37,19 +36,7 @@ func TestSocketmapPostfix(t *testing.T) {
 		"virtual_alias_domains": "forward.example",
 		"virtual_alias_maps":    "inline:{ alice@forward.example=alice@next.example }",
 	}})
-	dir := filepath.Join(pf.QueueDir(), "tollgate")
-	if err := os.Mkdir(dir, 0o750); err != nil {
-		t.Fatal(err)
-	}
-	g, err := user.LookupGroup("postfix")
-	if err != nil {
-		t.Fatal(err)
-	}
-	gid, _ := strconv.Atoi(g.Gid)
-	if err := os.Chown(dir, 0, gid); err != nil {
-		t.Fatal(err)
-	}
-	sock := filepath.Join(dir, "srs.sock")
+	sock := filepath.Join(pf.SocketDir(t), "srs.sock")
 	sm, err := ListenSocketmap("unix:"+sock, rw, SocketmapOptions{Metrics: NewMetrics(prometheus.NewRegistry())})
 	if err != nil {
 		t.Fatal(err)

@@ -7,10 +7,8 @@ import (
 	"net"
 	"os"
 	"os/exec"
-	"os/user"
 	"path/filepath"
 	"regexp"
-	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -126,19 +124,7 @@ var smtpdMilters = regexp.MustCompile(`(?m)^smtpd_milters = unix:(/\S+)$`)
 func startChrooted(t *testing.T, mainCF, masterCF string, extra map[string]string) *e2e.Postfix {
 	t.Helper()
 	pf := e2e.StartPostfix(t, e2e.PostfixOptions{Chroot: true, MainCFText: mainCF, MasterCFText: masterCF, MainCF: extra})
-	// What the package makes: /var/spool/postfix/tollgate, tollgate:postfix 0750.
-	dir := filepath.Join(pf.QueueDir(), "tollgate")
-	if err := os.Mkdir(dir, 0o750); err != nil {
-		t.Fatal(err)
-	}
-	g, err := user.LookupGroup("postfix")
-	if err != nil {
-		t.Fatal(err)
-	}
-	gid, _ := strconv.Atoi(g.Gid)
-	if err := os.Chown(dir, 0, gid); err != nil {
-		t.Fatal(err)
-	}
+	pf.SocketDir(t)
 	return pf
 }
 

@@ -260,6 +260,29 @@ func (p *Postfix) ConfDir() string { return p.confDir }
 // services (what /var/spool/postfix is to the system's Postfix).
 func (p *Postfix) QueueDir() string { return filepath.Join(p.Dir, "queue") }
 
+// SocketDir makes the directory the Debian package makes for tollgate's
+// sockets inside the chroot (queue/tollgate, root:postfix 0750) and returns
+// its path.
+func (p *Postfix) SocketDir(t testing.TB) string {
+	t.Helper()
+	dir := filepath.Join(p.QueueDir(), "tollgate")
+	if err := os.Mkdir(dir, 0o750); err != nil {
+		t.Fatal(err)
+	}
+	g, err := user.LookupGroup("postfix")
+	if err != nil {
+		t.Fatal(err)
+	}
+	gid, err := strconv.Atoi(g.Gid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chown(dir, 0, gid); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
 // Sendmail submits a message with the instance's sendmail command, as a
 // program on the host does: through the maildrop queue, pickup and cleanup,
 // so non_smtpd_milters see it.
