@@ -10,6 +10,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/tollgate/tollgate/internal/dnstest"
+	"github.com/tollgate/tollgate/internal/resolver"
 )
 
 // Run with: go test -run=- -bench=. -benchmem ./arc/
@@ -233,7 +236,7 @@ func TestBenchBodyShape(t *testing.T) {
 }
 
 // BenchmarkVerifyHangingResolver: 4 KB messages sealed with RSA-2048
-// verified by 8 concurrent sessions through a DNSResolver and a loopback
+// verified by 8 concurrent sessions through the shared resolver and a loopback
 // DNS server that answers ("answering") or never does ("hanging", after
 // the first timeout, which is paid before the timer starts; the failure
 // is then asked again every FailureTTL, a 100 ms timeout each time).
@@ -242,7 +245,7 @@ func TestBenchBodyShape(t *testing.T) {
 //
 //	go test -run=- -bench=VerifyHangingResolver -benchtime=10s ./arc/
 func BenchmarkVerifyHangingResolver(b *testing.B) {
-	srv := newTestDNSServer(b)
+	srv := dnstest.Start(b)
 	keys := mapResolver{}
 	body := benchBody(4 << 10)
 	sealed := mustSealHop(b, keys, benchHeaders(), body, testKey(keys, "hop1"), time.Now(), nil)
@@ -253,17 +256,17 @@ func BenchmarkVerifyHangingResolver(b *testing.B) {
 	}
 	for _, tc := range []struct {
 		name       string
-		zone       *dnsZone
+		zone       *dnstest.Zone
 		failureTTL time.Duration
 		want       State
 	}{
-		{"answering", &dnsZone{ttl: 300, txt: [][]string{parts}}, 0, StatePass},
-		{"hanging", &dnsZone{silent: true}, 0, StateFail},
-		{"hanging-uncached", &dnsZone{silent: true}, -1, StateFail},
+		{"answering", &dnstest.Zone{TTL: 300, TXT: [][]string{parts}}, 0, StatePass},
+		{"hanging", &dnstest.Zone{Silent: true}, 0, StateFail},
+		{"hanging-uncached", &dnstest.Zone{Silent: true}, -1, StateFail},
 	} {
 		b.Run(tc.name, func(b *testing.B) {
-			srv.set("sel._domainkey.hop1.example", tc.zone)
-			res := NewDNSResolver(DNSOptions{Server: srv.addr, Timeout: 100 * time.Millisecond, FailureTTL: tc.failureTTL})
+			srv.Set("sel._domainkey.hop1.example", tc.zone)
+			res := resolver.New(resolver.Options{Server: srv.Addr, Timeout: 100 * time.Millisecond, FailureTTL: tc.failureTTL})
 			res.LookupTXT(context.Background(), "sel._domainkey.hop1.example")
 			b.SetParallelism(4) // 8 sessions on 2 cores
 			b.ReportAllocs()

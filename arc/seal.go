@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/tollgate/tollgate/internal/authres"
 )
 
 // DefaultSignHeaders is the AMS h= list when SealOptions.Headers is nil:
@@ -100,7 +102,7 @@ func validAuthServID(id string) bool {
 		return false
 	}
 	for i := 0; i < len(id); i++ {
-		if !isTokenChar(id[i]) {
+		if !authres.IsTokenChar(id[i]) {
 			return false
 		}
 	}
@@ -287,11 +289,11 @@ func priorSets(headers []Header, n int) ([]Header, error) {
 func buildAAR(inst int, authServID string, authResults []string) string {
 	var results []string
 	for _, ar := range authResults {
-		id, rest, err := splitAuthRes(ar)
+		id, rest, err := authres.Split(ar)
 		if err != nil || !strings.EqualFold(id, authServID) {
 			continue
 		}
-		rs, err := splitResults(rest)
+		rs, err := authres.SplitResults(rest)
 		if err != nil {
 			continue
 		}

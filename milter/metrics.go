@@ -28,6 +28,7 @@ type Metrics struct {
 	ConfigLastOK        prometheus.Gauge
 	ProxySessions       *prometheus.CounterVec // kind
 	UntrustedLogins     prometheus.Counter
+	ForgedAuthResults   prometheus.Counter
 
 	// Monitor mode: decisions made but not carried out.
 	MonitorDecisions *prometheus.CounterVec // stage, decision
@@ -82,12 +83,14 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "Sessions on an XCLIENT proxy path: handoff (the proxy itself, before XCLIENT; never judged), proxied (a real client named by the proxy), without_xclient (the proxy sent mail for itself)."}, []string{"kind"}),
 		UntrustedLogins: prometheus.NewCounter(prometheus.CounterOpts{Namespace: "tollgate", Name: "xclient_untrusted_logins_total",
 			Help: "XCLIENT logins that arrived off the proxy path and were not taken as authentication."}),
+		ForgedAuthResults: prometheus.NewCounter(prometheus.CounterOpts{Namespace: "tollgate", Name: "forged_authresults_removed_total",
+			Help: "Incoming Authentication-Results header fields that claimed our authserv-id, removed."}),
 		ConfigLastOK: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: "tollgate", Name: "config_last_reload_successful",
 			Help: "1 if the last configuration (re)load succeeded, 0 if the old configuration is still in use."}),
 	}
 	reg.MustRegister(m.SessionsActive, m.Sessions, m.Messages, m.Recipients, m.StageDuration, m.ModuleDuration,
 		m.ModuleErrors, m.PolicyDecisions, m.PolicyErrors, m.PolicyUnknownValues, m.MessageBytes, m.ProtocolWarnings, m.MTAErrors,
-		m.ConfigReloads, m.ConfigLastReload, m.ConfigLastOK, m.ProxySessions, m.UntrustedLogins)
+		m.ConfigReloads, m.ConfigLastReload, m.ConfigLastOK, m.ProxySessions, m.UntrustedLogins, m.ForgedAuthResults)
 	m.registerWire(reg)
 	m.registerMonitor(reg)
 	for _, k := range []string{"handoff", "proxied", "without_xclient"} {
