@@ -105,8 +105,8 @@ func newPublicKey(pub crypto.PublicKey) (*publicKey, error) {
 }
 
 // KeyCache keeps parsed key records by their text, so that a key used by
-// many messages is decoded once (base64, DER, the RSA modulus) rather
-// than once per message. The text is the key: a changed record is a new
+// many messages is decoded once (base64, DER, the RSA modulus, the crypto
+// library's key object) rather than once per message. The text is the key: a changed record is a new
 // entry, and the DNS cache decides how long a record is used. Safe for
 // concurrent use; bounded, emptied when full.
 type KeyCache struct {
