@@ -7,18 +7,21 @@ import (
 // Config is the YAML file as written. Every key is documented in README.md
 // ("Configuration reference"); a test loads every example there.
 type Config struct {
-	Listen        Str            `yaml:"listen"`
-	Socket        SocketConfig   `yaml:"socket"`
-	MetricsListen Str            `yaml:"metrics_listen"`
-	Log           LogConfig      `yaml:"log"`
-	OnError       Str            `yaml:"on_error"`
-	Mode          Str            `yaml:"mode"`
-	MonitorHeader Str            `yaml:"monitor_header"`
-	DrainTimeout  *Duration      `yaml:"drain_timeout"`
-	Limits        LimitsConfig   `yaml:"limits"`
-	Identity      IdentityConfig `yaml:"identity"`
-	Lists         namedLists     `yaml:"lists"`
-	ACL           ACLConfig      `yaml:"acl"`
+	Listen        Str          `yaml:"listen"`
+	Socket        SocketConfig `yaml:"socket"`
+	MetricsListen Str          `yaml:"metrics_listen"`
+	Log           LogConfig    `yaml:"log"`
+	OnError       Str          `yaml:"on_error"`
+	Mode          Str          `yaml:"mode"`
+	MonitorHeader Str          `yaml:"monitor_header"`
+	DrainTimeout  *Duration    `yaml:"drain_timeout"`
+	// ListsCheckInterval is how often the files of file:, cdb: and lmdb:
+	// items and of lookups are checked for a change (0: only on SIGHUP).
+	ListsCheckInterval *Duration      `yaml:"lists_check_interval"`
+	Limits             LimitsConfig   `yaml:"limits"`
+	Identity           IdentityConfig `yaml:"identity"`
+	Lists              namedLists     `yaml:"lists"`
+	ACL                ACLConfig      `yaml:"acl"`
 }
 
 // SocketConfig sets who may connect to a unix milter socket.

@@ -49,6 +49,14 @@ func docExamples(tb testing.TB, tmp string) []docExample {
 	if err := os.WriteFile(filepath.Join(tmp, "blocked.cdb"), cdbData, 0o600); err != nil {
 		tb.Fatal(err)
 	}
+	// The LMDB examples' database, made by mdb_load (see policy/lookup_test.go).
+	mdbData, err := os.ReadFile("testdata/lists.mdb")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(tmp, "senders.mdb"), mdbData, 0o600); err != nil {
+		tb.Fatal(err)
+	}
 	var out []docExample
 	for _, doc := range docs {
 		data, err := os.ReadFile(doc)

@@ -23,3 +23,6 @@ import "errors"
 
 // ErrNoLMDB is Open's error in a build without cgo.
 var ErrNoLMDB = errors.New("this build has no LMDB support (built without cgo)")
+
+// ErrClosed is Get's error after Close.
+var ErrClosed = errors.New("lmdb: the database is closed")

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"sync/atomic"
 
 	lmdbgo "github.com/PowerDNS/lmdb-go/lmdb"
 )
@@ -15,8 +16,9 @@ import (
 // is closed when nothing refers to it any more (lmdb-go's finalizer), which
 // is how a reload lets go of the file the previous configuration read.
 type DB struct {
-	env *lmdbgo.Env
-	dbi lmdbgo.DBI
+	env    *lmdbgo.Env
+	dbi    lmdbgo.DBI
+	closed atomic.Bool // LMDB crashes on a closed environment; Get must not reach it
 }
 
 // Open opens the database at path: a file written by mdb_load -n, or a
@@ -88,6 +90,9 @@ func (db *DB) Get(key string) (value []byte, found bool, err error) {
 	if key == "" {
 		return nil, false, nil // LMDB refuses empty keys; none can be stored
 	}
+	if db.closed.Load() {
+		return nil, false, ErrClosed
+	}
 	err = db.env.View(func(txn *lmdbgo.Txn) error {
 		v, err := txn.Get(db.dbi, []byte(key))
 		value = v // a copy: txn.RawRead is off
@@ -102,5 +107,12 @@ func (db *DB) Get(key string) (value []byte, found bool, err error) {
 	return nil, false, fmt.Errorf("lmdb: lookup: %w", err)
 }
 
-// Close closes the database at once; lookups after it fail.
-func (db *DB) Close() error { return db.env.Close() }
+// Close closes the database at once; lookups after it fail with ErrClosed.
+// It must not be called while a lookup may be running (a policy never calls
+// it: its databases close when the policy is no longer referenced).
+func (db *DB) Close() error {
+	if db.closed.Swap(true) {
+		return nil
+	}
+	return db.env.Close()
+}

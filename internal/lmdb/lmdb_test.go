@@ -87,6 +87,9 @@ func TestGet(t *testing.T) {
 		if err := db.Close(); err != nil {
 			t.Fatal(err)
 		}
+		if _, _, err := db.Get("example.org"); !errors.Is(err, lmdb.ErrClosed) {
+			t.Errorf("Get after Close = %v; want ErrClosed", err)
+		}
 		// No lock file was made beside the database: read-only needs no write access.
 		if _, err := os.Stat(lockFile(path, subdir)); !errors.Is(err, os.ErrNotExist) {
 			t.Errorf("subdir=%v: a lock file was created: %v", subdir, err)
