@@ -293,8 +293,7 @@ func (c *listCompiler) hostItem(s Str) func(netip.Addr) bool {
 		}
 		return func(ip netip.Addr) bool { return db.has(ip.String()) }
 	}
-	switch {
-	case strings.Contains(v, "/"):
+	if strings.Contains(v, "/") {
 		p, err := netip.ParsePrefix(v)
 		if err != nil {
 			c.errorf(s.Line, "invalid network %q: %v", v, strings.TrimPrefix(err.Error(), "netip.ParsePrefix("+strconv.Quote(v)+"): "))
@@ -429,10 +428,10 @@ func splitAddress(a string) (local, domain string) {
 
 func (c *listCompiler) patternItem(s Str) func(string) bool {
 	v := s.Value
-	switch {
-	case v[0] == '^':
+	switch v[0] {
+	case '^':
 		return c.regexp(s)
-	case v[0] == '+':
+	case '+':
 		return compileNamed(c, patternKind, s, c.patternItem)
 	}
 	if db, ok := c.lookupItem(s); ok {
@@ -441,8 +440,7 @@ func (c *listCompiler) patternItem(s Str) func(string) bool {
 		}
 		return db.has
 	}
-	switch {
-	case strings.Contains(v, "*"):
+	if strings.Contains(v, "*") {
 		p := strings.ToLower(v)
 		return func(x string) bool { return globMatch(p, x) }
 	}
