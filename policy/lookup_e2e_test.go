@@ -8,7 +8,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"runtime"
+	"strings"
 	"testing"
 	"time"
 )
@@ -132,4 +134,52 @@ func BenchmarkLMDBLookup(b *testing.B) {
 			}
 		})
 	})
+}
+
+// The README's commands that make the databases of its examples, run as
+// printed (with /etc/tollgate/ in a temporary directory) on the input it
+// describes; the lists then find the keys.
+func TestREADMEDatabaseCommands(t *testing.T) {
+	readme, err := os.ReadFile("../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := strings.Join(strings.Fields(string(readme)), " ") // commands may wrap
+	for _, tc := range []struct {
+		command, input, inputFile, list string
+		keys                              []string
+	}{
+		{"mdb_load -n -T -f senders.txt ", "alice@example.com\n1\nexample.org\n1\n", "senders.txt", "lmdb:/etc/tollgate/senders.mdb",
+			[]string{"alice@example.com", "example.org"}},
+		{"cdb -c -m /etc/tollgate/blocked.cdb ", "192.0.2.7 1\nspam.example 1\n", "blocked.txt", "cdb:/etc/tollgate/blocked.cdb",
+			[]string{"192.0.2.7", "spam.example"}},
+	} {
+		m := regexp.MustCompile("`(" + regexp.QuoteMeta(tc.command) + "[^`]*)`").FindStringSubmatch(text)
+		if m == nil {
+			t.Errorf("the README shows no `%s...` command", tc.command)
+			continue
+		}
+		dir := t.TempDir()
+		if err := os.WriteFile(filepath.Join(dir, tc.inputFile), []byte(tc.input), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		cmd := exec.Command("sh", "-ec", strings.ReplaceAll(m[1], "/etc/tollgate/", dir+"/"))
+		cmd.Dir = dir
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("%s: %v\n%s", m[1], err, out)
+		}
+		d := &decoder{file: "t.yaml"}
+		l := (&listCompiler{d: d}).patterns(StrList{{Value: strings.ReplaceAll(tc.list, "/etc/tollgate/", dir+"/"), Line: 1}})
+		if d.errs != nil {
+			t.Fatalf("%s: %v", m[1], d.errs)
+		}
+		for _, k := range tc.keys {
+			if !l.Match(k) {
+				t.Errorf("%s: %q not found", m[1], k)
+			}
+		}
+		if l.Match("absent.example") {
+			t.Errorf("%s: an absent key matches", m[1])
+		}
+	}
 }
