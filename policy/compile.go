@@ -111,6 +111,9 @@ const (
 	// DefaultListsCheckInterval: a few stat calls, so a change is in use
 	// within seconds at no cost worth counting.
 	DefaultListsCheckInterval = 5 * time.Second
+	// minListsCheckInterval keeps a typo ("5ms" for "5s") from making the
+	// daemon stat files in a busy loop.
+	minListsCheckInterval = 10 * time.Millisecond
 )
 
 // knownControls are the core's control names, with the stages where setting
@@ -228,10 +231,15 @@ func compile(d *decoder, cfg *Config, fs *featureSet) *Policy {
 	if cfg.DrainTimeout != nil {
 		p.DrainTimeout = time.Duration(*cfg.DrainTimeout)
 	}
-	if cfg.ListsCheckInterval != nil {
-		p.ListsCheckInterval = time.Duration(*cfg.ListsCheckInterval)
-		if p.ListsCheckInterval < 0 {
-			d.errorf(0, "lists_check_interval: must not be negative")
+	if v := cfg.ListsCheckInterval; v.Value != "" {
+		x, err := parseDuration(v.Value)
+		switch {
+		case err != nil:
+			d.errorf(v.Line, "lists_check_interval: %v", err)
+		case x > 0 && x < minListsCheckInterval:
+			d.errorf(v.Line, "lists_check_interval: %s is too short (at least %s; 0s turns the check off)", v.Value, minListsCheckInterval)
+		default:
+			p.ListsCheckInterval = x
 		}
 	}
 	p.Limits = compileLimits(d, &cfg.Limits, p)

@@ -17,7 +17,8 @@ type Config struct {
 	DrainTimeout  *Duration    `yaml:"drain_timeout"`
 	// ListsCheckInterval is how often the files of file:, cdb: and lmdb:
 	// items and of lookups are checked for a change (0: only on SIGHUP).
-	ListsCheckInterval *Duration      `yaml:"lists_check_interval"`
+	// A Str, parsed in compile, so that its errors name its line.
+	ListsCheckInterval Str            `yaml:"lists_check_interval"`
 	Limits             LimitsConfig   `yaml:"limits"`
 	Identity           IdentityConfig `yaml:"identity"`
 	Lists              namedLists     `yaml:"lists"`

@@ -147,7 +147,7 @@ func TestREADMEDatabaseCommands(t *testing.T) {
 	text := strings.Join(strings.Fields(string(readme)), " ") // commands may wrap
 	for _, tc := range []struct {
 		command, input, inputFile, list string
-		keys                              []string
+		keys                            []string
 	}{
 		{"mdb_load -n -T -f senders.txt ", "alice@example.com\n1\nexample.org\n1\n", "senders.txt", "lmdb:/etc/tollgate/senders.mdb",
 			[]string{"alice@example.com", "example.org"}},

@@ -274,3 +274,5 @@ func writeLMDB(t testing.TB, path string, pairs ...string) {
 	}
 	os.Remove(path + "-lock")
 }
+
+const haveLMDB = true
