@@ -14,6 +14,7 @@ require (
 )
 
 require (
+	github.com/PowerDNS/lmdb-go v1.9.3 // indirect
 	github.com/beorn7/perks v1.0.1 // indirect
 	github.com/cespare/xxhash/v2 v2.3.0 // indirect
 	github.com/emersion/go-message v0.18.2 // indirect

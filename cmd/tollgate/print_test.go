@@ -37,6 +37,14 @@ func printedSecrets(t *testing.T, dir string) {
 	if err := os.WriteFile(filepath.Join(dir, "blocked.cdb"), cdbData, 0o600); err != nil {
 		t.Fatal(err)
 	}
+	// The LMDB examples' database, made by mdb_load (see policy/lookup_test.go).
+	mdbData, err := os.ReadFile("../../policy/testdata/lists.mdb")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "senders.mdb"), mdbData, 0o600); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // printTwice prints the effective configuration of src, loads what it
