@@ -23,6 +23,7 @@
 #                            static binary (deploy/)
 #   lintian man-db           lintian checks the Debian package (deploy/), man reads
 #                            the manual pages (internal/manpage)
+#   opendmarc                OpenDMARC 1.4.2, the DMARC peer run as a milter (dmarc/)
 #   rsyslog                  a private rsyslogd takes the daemon's log.syslog lines (cmd/tollgate);
 #                            the package's own service is not needed
 # and downloads, without installing, Sendmail's packages into
@@ -36,7 +37,7 @@ packages=(postfix swaks libio-socket-inet6-perl
 	postsrsd libmail-srs-perl srs redis-server
 	nginx libnginx-mod-mail m4
 	gcc spamassassin spamd spamc rspamd
-	prometheus systemd strace file lintian man-db rsyslog tinycdb)
+	prometheus systemd strace file lintian man-db rsyslog tinycdb opendmarc)
 
 # Downloaded, never installed. Keep in step with sendmailDebs in
 # internal/e2e/sendmail.go.
