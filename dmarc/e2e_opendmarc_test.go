@@ -35,6 +35,7 @@ var matrixRecords = map[string]string{
 	"spq.com":    "v=DMARC1; p=reject; sp=quarantine",
 	"pct0.com":   "v=DMARC1; p=reject; pct=0",
 	"pct100.com": "v=DMARC1; p=quarantine; pct=100",
+	"bad.com":    "v=DMARC1; p=bogus",
 }
 
 // startOpenDMARC runs Debian's OpenDMARC as a milter on loopback, in a
@@ -63,6 +64,7 @@ func startOpenDMARC(t *testing.T) (addr string, dnsAddr string) {
 	for domain, rec := range matrixRecords {
 		srv.Set("_dmarc."+domain, &dnstest.Zone{RRs: []string{`TXT "` + rec + `"`}})
 	}
+	srv.Set("_dmarc.servfail.com", &dnstest.Zone{Rcode: 2})
 	host, _, _ := net.SplitHostPort(srv.Addr)
 	resolv := filepath.Join(dir, "resolv.conf")
 	// A public suffix list with the matrix's top-level domains only: the
@@ -149,7 +151,9 @@ func openDMARCVerdict(t *testing.T, addr, from, mailFrom, trustedAR string) stri
 	if trustedAR != "" {
 		step(mta.Header(s, "Authentication-Results", " "+trustedAR))
 	}
-	step(mta.Header(s, "From", " "+from))
+	for _, f := range strings.Split(from, "|") { // "|" separates From fields
+		step(mta.Header(s, "From", " "+f))
+	}
 	step(mta.Header(s, "To", " bob@example.org"))
 	step(mta.Header(s, "Subject", " matrix"))
 	step(s.HeaderEnd())
@@ -159,6 +163,9 @@ func openDMARCVerdict(t *testing.T, addr, from, mailFrom, trustedAR string) stri
 	mods, act, err := s.End()
 	if err == nil && (act.Type == gomilter.ActionReject || act.Type == gomilter.ActionRejectWithCode) {
 		return "dmarc=fail (dis=reject)"
+	}
+	if err == nil && act.Type == gomilter.ActionTempFail {
+		return "dmarc=temperror (dis=tempfail)"
 	}
 	step(act, err)
 	for _, m := range mods {
@@ -170,8 +177,10 @@ func openDMARCVerdict(t *testing.T, addr, from, mailFrom, trustedAR string) stri
 			}
 		}
 	}
-	return "(no Authentication-Results)"
+	return noAuthResults
 }
+
+const noAuthResults = "(no Authentication-Results)"
 
 // TestOpenDMARCAgrees runs the matrix through OpenDMARC 1.4.2 and through
 // the dmarc module with the same SPF and DKIM results and the same DNS:
@@ -191,6 +200,12 @@ func TestOpenDMARCAgrees(t *testing.T) {
 		"pct sampled out: RFC 7489 §6.6.4 applies the next policy down (reject to quarantine); OpenDMARC applies none"}
 	strictBug := &deviation{"pass/none", "fail/reject",
 		"adkim=s/aspf=s: OpenDMARC 1.4.2 consults the public suffix list in strict mode (upstream PRs #268, #354)"}
+	servfail := &deviation{"none/none", "temperror/none",
+		"SERVFAIL for the record: OpenDMARC takes it for no record; RFC 7489 §11.2 says temperror, which a policy can defer on"}
+	twoFrom := &deviation{"fail/reject", "permerror/none",
+		"two From fields: OpenDMARC judges the first only, which lets the second through unjudged; tollgate says error (RFC 7489 §6.6.1 leaves it to local policy)"}
+	unjudged := &deviation{"unjudged/", "permerror/none",
+		"no single From domain: OpenDMARC writes no result at all; tollgate says nofrom or error, which a policy can act on"}
 	type row struct {
 		from, spf, dkim string
 		dev             *deviation
@@ -225,6 +240,11 @@ func TestOpenDMARCAgrees(t *testing.T) {
 		row{"alice@sub.rej.com", spf("b@other.net"), "", nil},
 		row{"alice@norecord.com", spf("b@norecord.com"), "", nil},
 		row{"alice@norecord.com", "", "", nil},
+		row{"alice@bad.com", spf("b@bad.com"), "", nil},
+		row{"alice@servfail.com", spf("b@servfail.com"), "", servfail},
+		row{"alice@rej.com|mallory@none.com", "", "", twoFrom},
+		row{"alice@rej.com, mallory@none.com", "", "", unjudged},
+		row{"undisclosed-recipients:;", "", "", unjudged},
 	)
 	agreed := 0
 	for _, r := range rows {
@@ -256,7 +276,11 @@ func TestOpenDMARCAgrees(t *testing.T) {
 			trusted = "trusted.test; " + strings.Join(theirParts, "; ")
 		}
 		theirs := openDMARCVerdict(t, addr, r.from, mailFrom, trusted)
-		tx := hop(t, []milter.Module{m}, []milter.Header{{Name: "From", Value: " " + r.from}}, "hello\r\n", func(tx *milter.Txn) {
+		var headers []milter.Header
+		for _, f := range strings.Split(r.from, "|") {
+			headers = append(headers, milter.Header{Name: "From", Value: " " + f})
+		}
+		tx := hop(t, []milter.Module{m}, headers, "hello\r\n", func(tx *milter.Txn) {
 			for _, res := range ourResults {
 				tx.AddAuthResult(res)
 			}
@@ -282,6 +306,9 @@ func TestOpenDMARCAgrees(t *testing.T) {
 
 // verdictOf reads the dmarc= result and the dis= of its comment.
 func verdictOf(ar string) (result, dis string) {
+	if ar == noAuthResults {
+		return "unjudged", ""
+	}
 	res, err := ParseResult(ar)
 	if err != nil {
 		return "unparsable: " + ar, ""
