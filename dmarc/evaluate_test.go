@@ -47,6 +47,7 @@ var testZone = zone{
 	"_dmarc.servfail.example":      nil,
 	"_dmarc.sub.servfail2.example": {"v=DMARC1; p=none"},
 	"_dmarc.other.example":         {"not dmarc"},
+	"_dmarc.xn--bcher-kva.example": {"v=DMARC1; p=reject"},
 }
 
 func TestEvaluate(t *testing.T) {
@@ -110,6 +111,8 @@ func TestEvaluate(t *testing.T) {
 		{name: "display name net/mail refuses", from: []string{"Dr. A. Smith [ops] <a@reject.example>"}, status: StatusReject},
 		{name: "encoded name in an unknown charset", from: []string{"=?x-unknown?q?A?= <a@reject.example>"}, status: StatusReject},
 		{name: "domain literal", from: []string{"a@[192.0.2.1]"}, status: StatusNoFrom},
+		{name: "UTF-8 domain, looked up as A-labels", from: []string{"a@Bücher.example"}, status: StatusReject, used: "xn--bcher-kva.example",
+			authResult: "dmarc=fail (p=reject dis=reject) header.from=xn--bcher-kva.example policy.dmarc=reject"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

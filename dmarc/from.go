@@ -6,6 +6,8 @@ import (
 	"mime"
 	"net/mail"
 	"strings"
+
+	"golang.org/x/net/idna"
 )
 
 // addressParser does not decode display names: DMARC needs only the
@@ -32,7 +34,13 @@ func FromDomain(values []string) (domain string, status Status, reason string) {
 	case 0:
 		return "", StatusNoFrom, "no domain in From"
 	case 1:
-		return domains[0], "", ""
+		// Lookups and comparisons use A-labels (RFC 8616 §4): a From
+		// domain in UTF-8 is the same domain as its punycode form.
+		ascii, err := idna.Lookup.ToASCII(domains[0])
+		if err != nil || !validDomain(ascii) {
+			return "", StatusNoFrom, fmt.Sprintf("invalid domain in From: %q", domains[0])
+		}
+		return ascii, "", ""
 	}
 	return "", StatusError, fmt.Sprintf("From has addresses in %d domains", len(domains))
 }
