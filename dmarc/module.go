@@ -132,7 +132,7 @@ func (m *Module) EndOfMessage(ctx context.Context, t *milter.Txn) error {
 	case StatusTempError:
 		m.warn.Warn("DMARC record unavailable", "module", name, "kind", "dns", "queue_id", t.QueueID, "domain", res.FromDomain, "error", res.Reason)
 	case StatusError, StatusNoFrom:
-		m.o.Log.Info("DMARC cannot judge the message", "queue_id", t.QueueID, "status", res.Status, "reason", res.Reason)
+		m.warn.Warn("DMARC cannot judge a message", "module", name, "kind", string(res.Status), "queue_id", t.QueueID, "reason", res.Reason)
 	}
 	if res.Override != "" {
 		m.o.Log.Info("DMARC fail accepted by ARC local policy", "queue_id", t.QueueID, "domain", res.FromDomain, "override", res.Override, "reason", res.OverrideReason)

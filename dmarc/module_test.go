@@ -278,3 +278,20 @@ func quoteTXT(s string) string {
 	}
 	return strings.Join(parts, " ")
 }
+
+// Messages DMARC cannot judge are counted each, and logged once per kind
+// and minute however many arrive.
+func TestUnjudgedLoggedOnce(t *testing.T) {
+	var logs strings.Builder
+	metrics := NewMetrics(prometheus.NewRegistry())
+	m := NewModule(ModuleOptions{LookupTXT: testZone.LookupTXT, Metrics: metrics, Log: slog.New(slog.NewTextHandler(&logs, nil))})
+	for range 3 {
+		hop(t, []milter.Module{m}, []milter.Header{{Name: "From", Value: " a@reject.example"}, {Name: "From", Value: " b@reject.example"}}, "", nil)
+	}
+	if n := strings.Count(logs.String(), "DMARC cannot judge a message"); n != 1 || !strings.Contains(logs.String(), `reason="2 From header fields"`) {
+		t.Errorf("%d log lines:\n%s", n, logs.String())
+	}
+	if testutil.ToFloat64(metrics.Results.WithLabelValues("error")) != 3 {
+		t.Error("not every message counted")
+	}
+}
