@@ -27,6 +27,7 @@
 #                            static binary (deploy/)
 #   lintian man-db           lintian checks the Debian package (deploy/), man reads
 #                            the manual pages (internal/manpage)
+#   opendmarc                OpenDMARC 1.4.2, the DMARC peer run as a milter (dmarc/)
 #   rsyslog                  a private rsyslogd takes the daemon's log.syslog lines (cmd/tollgate);
 #                            the package's own service is not needed
 # and downloads, without installing, Sendmail's packages into
@@ -40,7 +41,7 @@ packages=(postfix swaks libio-socket-inet6-perl
 	postsrsd libmail-srs-perl srs redis-server
 	nginx libnginx-mod-mail m4
 	gcc libc6-dev libssl3 spamassassin spamd spamc rspamd
-	prometheus systemd strace file lintian man-db rsyslog tinycdb lmdb-utils)
+	prometheus systemd strace file lintian man-db rsyslog tinycdb lmdb-utils opendmarc)
 
 # Downloaded, never installed. Keep in step with sendmailDebs in
 # internal/e2e/sendmail.go.
