@@ -6,13 +6,12 @@ import (
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/x509"
-	"encoding/base64"
-	"encoding/pem"
 	"errors"
 	"fmt"
-	"os"
 	"strings"
 	"sync"
+
+	"github.com/tollgate/tollgate/internal/keyfile"
 )
 
 // Algorithms this package signs and verifies (RFC 8617 §4.1.3 allows only
@@ -184,117 +183,30 @@ func sign(s crypto.Signer, alg string, digest []byte) ([]byte, error) {
 	return s.Sign(rand.Reader, digest, crypto.SHA256)
 }
 
-// LoadKeyFile reads a private signing key: PEM PKCS#1 ("RSA PRIVATE KEY")
-// or PKCS#8 ("PRIVATE KEY", RSA or Ed25519), or a bare base64 Ed25519
-// seed as RFC 8463 and dkimpy's dknewkey write it. A file that group or
-// others may access is refused: a signing key lets anyone vouch for mail
-// as the domain.
+// LoadKeyFile reads a private signing key in the formats keyfile.Load
+// accepts (PEM PKCS#1 or PKCS#8, RSA or Ed25519, or a base64 Ed25519
+// seed); a file that group or others may access is refused.
 func LoadKeyFile(path string) (crypto.Signer, error) {
-	st, err := os.Stat(path)
+	k, err := keyfile.Load(path)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrKey, err)
-	}
-	if perm := st.Mode().Perm(); perm&0o077 != 0 {
-		return nil, fmt.Errorf("%w: %s is accessible by group or others (mode %04o); chmod 600 it", ErrKey, path, perm)
-	}
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrKey, err)
-	}
-	k, err := parsePrivateKey(data)
-	if err != nil {
-		return nil, fmt.Errorf("%w: %s: %v", ErrKey, path, err)
+		return nil, fmt.Errorf("%w: %w", ErrKey, err)
 	}
 	return k, nil
 }
 
-func parsePrivateKey(data []byte) (crypto.Signer, error) {
-	block, _ := pem.Decode(data)
-	if block == nil {
-		seed, err := base64.StdEncoding.DecodeString(strings.TrimSpace(string(data)))
-		if err != nil || len(seed) != ed25519.SeedSize {
-			return nil, errors.New("neither PEM nor a base64 ed25519 seed")
-		}
-		return ed25519.NewKeyFromSeed(seed), nil
-	}
-	var key any
-	var err error
-	switch block.Type {
-	case "RSA PRIVATE KEY":
-		key, err = x509.ParsePKCS1PrivateKey(block.Bytes)
-	case "PRIVATE KEY":
-		key, err = x509.ParsePKCS8PrivateKey(block.Bytes)
-	default:
-		return nil, fmt.Errorf("unsupported PEM block %q", block.Type)
-	}
-	if err != nil {
-		return nil, err
-	}
-	switch k := key.(type) {
-	case *rsa.PrivateKey:
-		if k.N.BitLen() < 1024 {
-			return nil, fmt.Errorf("RSA key of %d bits is too small to sign (min 1024)", k.N.BitLen())
-		}
-		return k, nil
-	case ed25519.PrivateKey:
-		return k, nil
-	}
-	return nil, fmt.Errorf("unsupported key type %T", key)
-}
+func parsePrivateKey(data []byte) (crypto.Signer, error) { return keyfile.Parse(data) }
 
-// GenerateKey makes a signing key for `tollgate arc keygen`: kind "rsa"
-// (bits, default 2048, at least 1024) or "ed25519". It returns the key,
-// its PKCS#8 PEM, and the DNS TXT record value to publish at
+// GenerateKey makes a signing key for `tollgate arc keygen` (keyfile.Generate):
+// kind "rsa" (bits, default 2048, at least 1024) or "ed25519". It returns
+// the key, its PKCS#8 PEM, and the DNS TXT record value to publish at
 // <selector>._domainkey.<domain> (use ZoneTXT for a zone-file line).
 func GenerateKey(kind string, bits int) (crypto.Signer, []byte, string, error) {
-	var key crypto.Signer
-	var p string
-	switch kind {
-	case "rsa", "":
-		kind = "rsa"
-		if bits == 0 {
-			bits = 2048
-		}
-		if bits < 1024 || bits > 8192 {
-			return nil, nil, "", fmt.Errorf("%w: RSA size %d out of range 1024..8192", ErrKey, bits)
-		}
-		k, err := rsa.GenerateKey(rand.Reader, bits)
-		if err != nil {
-			return nil, nil, "", fmt.Errorf("%w: %v", ErrKey, err)
-		}
-		der, err := x509.MarshalPKIXPublicKey(&k.PublicKey)
-		if err != nil {
-			return nil, nil, "", fmt.Errorf("%w: %v", ErrKey, err)
-		}
-		key, p = k, base64.StdEncoding.EncodeToString(der)
-	case "ed25519":
-		pub, k, err := ed25519.GenerateKey(rand.Reader)
-		if err != nil {
-			return nil, nil, "", fmt.Errorf("%w: %v", ErrKey, err)
-		}
-		key, p = k, base64.StdEncoding.EncodeToString(pub)
-	default:
-		return nil, nil, "", fmt.Errorf("%w: unknown key type %q (rsa or ed25519)", ErrKey, kind)
-	}
-	der, err := x509.MarshalPKCS8PrivateKey(key)
+	k, p, txt, err := keyfile.Generate(kind, bits)
 	if err != nil {
-		return nil, nil, "", fmt.Errorf("%w: %v", ErrKey, err)
+		return nil, nil, "", fmt.Errorf("%w: %w", ErrKey, err)
 	}
-	pemBytes := pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})
-	return key, pemBytes, "v=DKIM1; k=" + kind + "; p=" + p, nil
+	return k, p, txt, nil
 }
 
-// ZoneTXT formats a TXT record for a zone file, split into the 255-byte
-// character-strings DNS requires, e.g.
-// `sel._domainkey.example.org. IN TXT ( "v=DKIM1; k=rsa; p=MIIB..." "..." )`.
-func ZoneTXT(owner, value string) string {
-	var b strings.Builder
-	b.WriteString(strings.TrimSuffix(owner, ".") + ". IN TXT (")
-	for len(value) > 0 {
-		n := min(len(value), 255)
-		b.WriteString(` "` + value[:n] + `"`)
-		value = value[n:]
-	}
-	b.WriteString(" )")
-	return b.String()
-}
+// ZoneTXT formats a TXT record for a zone file (keyfile.ZoneTXT).
+func ZoneTXT(owner, value string) string { return keyfile.ZoneTXT(owner, value) }
