@@ -1,0 +1,155 @@
+//go:build e2e
+
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tollgate/tollgate/internal/dnstest"
+	"github.com/tollgate/tollgate/internal/e2e"
+	"github.com/tollgate/tollgate/internal/keyfile"
+)
+
+// dkimsignDNS serves the keys to OpenDKIM, which reads resolv.conf (no
+// port): an address of its own, apart from dkimsign's interop test.
+const dkimsignDNS = "127.0.15.2"
+
+// TestPostfixDKIMSignUnderARCSeal: outbound mail through a real Postfix
+// leaves with two DKIM-Signatures (RSA and Ed25519) and an ARC set whose
+// AMS signs them; dkimpy, Mail::DKIM and OpenDKIM verify the signatures,
+// dkimpy the seal.
+func TestPostfixDKIMSignUnderARCSeal(t *testing.T) {
+	python := e2e.RequireProgram(t, "/usr/bin/python3", "python3-dkim")
+	testmsg := e2e.RequireProgram(t, "opendkim-testmsg", "opendkim-tools")
+	unshare := e2e.RequireProgram(t, "unshare", "util-linux")
+	dir := t.TempDir()
+	records := map[string][]string{}
+	srv := dnstest.StartOn(t, dkimsignDNS+":53")
+	key := func(kind, selector string) string {
+		_, pemBytes, txt, err := keyfile.Generate(kind, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		path := filepath.Join(dir, selector+".key")
+		if err := os.WriteFile(path, pemBytes, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		name := selector + "._domainkey.example.org"
+		records[name] = []string{txt}
+		var parts []string
+		for v := txt; len(v) > 0; v = v[min(255, len(v)):] {
+			parts = append(parts, v[:min(255, len(v))])
+		}
+		srv.Set(name, &dnstest.Zone{TXT: [][]string{parts}})
+		return path
+	}
+	rsaKey, edKey, arcKey := key("rsa", "rsa2026"), key("ed25519", "ed2026"), key("rsa", "arc2026")
+	dnsFile := filepath.Join(dir, "dns.json")
+	dnsJSON, _ := json.Marshal(records)
+	if err := os.WriteFile(dnsFile, dnsJSON, 0o644); err != nil {
+		t.Fatal(err)
+	}
+
+	pf, d := startPostfixWithTollgate(t, `
+authserv_id: mx.tollgate.test
+dkim_sign:
+  keys:
+    - {domain: example.org, selector: rsa2026, key: `+rsaKey+`}
+    - {domain: example.org, selector: ed2026, key: `+edKey+`, algorithm: ed25519-sha256}
+  expire: 720h
+arc:
+  sign: [{domain: example.org, selector: arc2026, key: `+arcKey+`}]
+acl:
+  rcpt:
+    - accept: {name: outbound, control: [dkim_sign, arc_sign]}
+`)
+	res := pf.Swaks(t, "--from", "alice@example.org", "--to", "bob@example.net", "--header", "Subject: signed and sealed",
+		"--body", "Hello Bob,  \r\n\r\nthis leaves signed.\r\n\r\n")
+	if res.ExitCode != 0 {
+		t.Fatalf("exit %d:\n%s", res.ExitCode, res.Output)
+	}
+	msg := pf.WaitMessages(t, 1, 30*time.Second)[0]
+	raw := bytes.ReplaceAll(msg.Raw, []byte("\n"), []byte("\r\n"))
+	var names []string
+	for _, h := range msg.Headers[:6] {
+		names = append(names, h.Name)
+	}
+	if got := strings.Join(names, " "); got != "ARC-Seal ARC-Message-Signature ARC-Authentication-Results Authentication-Results DKIM-Signature DKIM-Signature" {
+		t.Errorf("top header fields: %s", got)
+	}
+	sigs := msg.Header("DKIM-Signature")
+	if len(sigs) != 2 || !strings.Contains(sigs[0], "a=rsa-sha256;") || !strings.Contains(sigs[1], "a=ed25519-sha256;") ||
+		!regexp.MustCompile(`\bt=\d+; x=\d+;`).MatchString(sigs[0]) {
+		t.Errorf("DKIM-Signatures %q", sigs)
+	}
+	ams := msg.Header("ARC-Message-Signature")
+	if len(ams) != 1 || strings.Count(strings.ReplaceAll(ams[0], "\t", ""), "dkim-signature") != 2 {
+		t.Errorf("the AMS does not sign both DKIM-Signatures: %q", ams)
+	}
+	if as := msg.Header("ARC-Seal"); len(as) != 1 || !regexp.MustCompile(`\bt=\d+`).MatchString(as[0]) {
+		t.Errorf("ARC-Seal without t= (the default now): %q", as)
+	}
+
+	peer := func(name string, args ...string) []byte {
+		cmd := exec.Command(name, args...)
+		cmd.Stdin = bytes.NewReader(raw)
+		out, err := cmd.Output()
+		if err != nil {
+			t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
+		}
+		return out
+	}
+	var py []struct {
+		A, S  string
+		OK    bool `json:"ok"`
+		Error string
+	}
+	if err := json.Unmarshal(peer(python, "../../dkimsign/testdata/dkimpy_verify.py", dnsFile), &py); err != nil || len(py) != 2 {
+		t.Fatalf("dkimpy: %v %+v", err, py)
+	}
+	for _, r := range py {
+		if !r.OK {
+			t.Errorf("dkimpy: %s %s: %s\n%s", r.A, r.S, r.Error, raw)
+		}
+	}
+	var pl []struct{ A, S, Result, Detail string }
+	if err := json.Unmarshal(peer("perl", "../../dkimsign/testdata/mail_dkim_verify.pl", dnsFile), &pl); err != nil {
+		t.Fatal(err)
+	}
+	rsaPass := false
+	for _, r := range pl {
+		rsaPass = rsaPass || (r.A == "rsa-sha256" && r.Result == "pass")
+	}
+	if !rsaPass {
+		t.Errorf("Mail::DKIM: %+v", pl)
+	}
+	// OpenDKIM reads the system resolver: a private mount namespace gets a
+	// resolv.conf that points at the test server.
+	resolv := filepath.Join(dir, "resolv.conf")
+	if err := os.WriteFile(resolv, []byte("nameserver "+dkimsignDNS+"\noptions timeout:2 attempts:1\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(unshare, "-m", "sh", "-c", `mount --bind "$1" /etc/resolv.conf && exec "$2" -t "$3"`, "sh", resolv, testmsg, t.TempDir())
+	cmd.Stdin = bytes.NewReader(raw)
+	if out, err := cmd.CombinedOutput(); err != nil || len(bytes.TrimSpace(out)) != 0 {
+		t.Errorf("OpenDKIM: %v: %s", err, out)
+	}
+	arcOut := peer(python, "../../arc/testdata/dkimpy_arc.py", "verify", dnsFile)
+	var verdict struct{ CV, Reason string }
+	if err := json.Unmarshal(arcOut, &verdict); err != nil || verdict.CV != "pass" {
+		t.Errorf("dkimpy ARC: %s (%v)", arcOut, err)
+	}
+	d.waitLog(t, "DKIM-Sign=example.org")
+	if !d.waitMetric(t, `tollgate_dkim_sign_total{result="signed"} 1`) {
+		_, body := d.get(t, "/metrics")
+		t.Errorf("metrics:\n%s", grepLines(body, "tollgate_dkim"))
+	}
+}
