@@ -146,26 +146,31 @@ func (m *Module) keysFor(want string, headers []Header) []Key {
 }
 
 // fromDomain is the domain of the first address of the last From field
-// (the one DKIM verifiers and DMARC read is the only one, normally).
+// (the one verifiers and DMARC read), lower-cased; "" when there is none
+// that could have a key (an IDN in UTF-8 or a domain literal has none).
 func fromDomain(headers []Header) string {
 	for i := len(headers) - 1; i >= 0; i-- {
 		if !strings.EqualFold(strings.TrimSpace(headers[i].Name), "From") {
 			continue
 		}
 		v := strings.NewReplacer("\r", "", "\n", "").Replace(headers[i].Value)
+		dom := ""
 		if list, err := mail.ParseAddressList(v); err == nil && len(list) > 0 {
-			if _, dom, ok := strings.Cut(list[0].Address, "@"); ok {
-				return strings.ToLower(strings.TrimSuffix(dom, "."))
+			_, dom, _ = strings.Cut(list[0].Address, "@")
+		} else if at := strings.LastIndexByte(v, '@'); at >= 0 {
+			// not RFC 5322: the name after the last @, as far as it goes
+			dom = v[at+1:]
+			end := 0
+			for end < len(dom) && (dom[end] == '.' || validName(dom[end:end+1])) {
+				end++
 			}
+			dom = dom[:end]
 		}
-		if at := strings.LastIndexByte(v, '@'); at >= 0 {
-			dom := strings.TrimRight(v[at+1:], "> \t")
-			if end := strings.IndexAny(dom, " \t>;,"); end >= 0 {
-				dom = dom[:end]
-			}
-			return strings.ToLower(dom)
+		dom = strings.ToLower(strings.TrimSuffix(dom, "."))
+		if !validName(dom) {
+			return ""
 		}
-		return ""
+		return dom
 	}
 	return ""
 }

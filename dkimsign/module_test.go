@@ -153,6 +153,8 @@ func TestModuleKeySelection(t *testing.T) {
 		{"alice@news.example.org", "", []string{"example.org/rsa1", "example.org/ed1"}},
 		{"alice@elsewhere.example", "", []string{"other.example/o1"}},
 		{"not an address", "", []string{"other.example/o1"}},
+		{"Alice <alice@example.org", "", []string{"example.org/rsa1", "example.org/ed1"}}, // unparsable: the name after @
+		{"alice@[192.0.2.1]", "", []string{"other.example/o1"}},
 		{"alice@example.org", "OTHER.example", []string{"other.example/o1"}},
 		{"alice@example.org", "nokey.example", nil},
 	} {
