@@ -31,41 +31,58 @@ func newBodyHasher(canon string) *bodyHasher {
 }
 
 func (b *bodyHasher) Write(p []byte) (int, error) {
-	for _, c := range p {
+	for i := 0; i < len(p); {
+		c := p[i]
 		if b.pendingCR {
 			b.pendingCR = false
 			if c == '\n' {
 				b.endLine()
+				i++
 				continue
 			}
-			b.content('\r')
+			b.content([]byte{'\r'})
 		}
 		switch {
 		case c == '\r':
 			b.pendingCR = true
+			i++
 		case b.relaxed && (c == ' ' || c == '\t'):
 			b.wsp = true
+			i++
 		default:
-			b.content(c)
-		}
-		if len(b.buf) >= 4000 {
-			b.flush()
+			// a run of plain bytes at once: most of a body
+			j := i + 1
+			for j < len(p) && p[j] != '\r' && (!b.relaxed || (p[j] != ' ' && p[j] != '\t')) {
+				j++
+			}
+			b.content(p[i:j])
+			i = j
 		}
 	}
 	return len(p), nil
 }
 
-// content writes one byte of content, after the empty lines and the white
-// space (relaxed: one SP for a run) that came before it.
-func (b *bodyHasher) content(c byte) {
+// content writes a run of content bytes, after the empty lines and the
+// white space (relaxed: one SP for a run) that came before it.
+func (b *bodyHasher) content(run []byte) {
 	for ; b.emptyLines > 0; b.emptyLines-- {
 		b.buf = append(b.buf, '\r', '\n')
+		if len(b.buf) >= 4096 {
+			b.flush()
+		}
 	}
 	if b.wsp {
 		b.buf = append(b.buf, ' ')
 		b.wsp = false
 	}
-	b.buf = append(b.buf, c)
+	if len(b.buf)+len(run) > 4096 {
+		b.flush()
+		if len(run) > 1024 {
+			b.h.Write(run)
+			run = nil
+		}
+	}
+	b.buf = append(b.buf, run...)
 	b.lineContent, b.written = true, true
 }
 
@@ -74,6 +91,9 @@ func (b *bodyHasher) content(c byte) {
 func (b *bodyHasher) endLine() {
 	if b.lineContent {
 		b.buf = append(b.buf, '\r', '\n')
+		if len(b.buf) >= 4096 {
+			b.flush()
+		}
 	} else {
 		b.emptyLines++
 	}
@@ -90,7 +110,7 @@ func (b *bodyHasher) flush() {
 func (b *bodyHasher) Sum() []byte {
 	if b.pendingCR {
 		b.pendingCR = false
-		b.content('\r')
+		b.content([]byte{'\r'})
 	}
 	if b.lineContent {
 		if b.wsp {
