@@ -27,6 +27,14 @@ const dkimsignDNS = "127.0.15.2"
 // AMS signs them; dkimpy, Mail::DKIM and OpenDKIM verify the signatures,
 // dkimpy the seal.
 func TestPostfixDKIMSignUnderARCSeal(t *testing.T) {
+	// simple/simple signs the header fields as Postfix writes them, folds
+	// and spacing exactly: it checks that the milter sees them so.
+	for _, canon := range []string{"relaxed/relaxed", "simple/simple"} {
+		t.Run(strings.ReplaceAll(canon, "/", "_"), func(t *testing.T) { testPostfixDKIMSign(t, canon) })
+	}
+}
+
+func testPostfixDKIMSign(t *testing.T, canon string) {
 	python := e2e.RequireProgram(t, "/usr/bin/python3", "python3-dkim")
 	testmsg := e2e.RequireProgram(t, "opendkim-testmsg", "opendkim-tools")
 	unshare := e2e.RequireProgram(t, "unshare", "util-linux")
@@ -65,13 +73,14 @@ dkim_sign:
     - {domain: example.org, selector: rsa2026, key: `+rsaKey+`}
     - {domain: example.org, selector: ed2026, key: `+edKey+`, algorithm: ed25519-sha256}
   expire: 720h
+  canonicalization: `+canon+`
 arc:
   sign: [{domain: example.org, selector: arc2026, key: `+arcKey+`}]
 acl:
   rcpt:
     - accept: {name: outbound, control: [dkim_sign, arc_sign]}
 `)
-	res := pf.Swaks(t, "--from", "alice@example.org", "--to", "bob@example.net", "--header", "Subject: signed and sealed",
+	res := pf.Swaks(t, "--from", "alice@example.org", "--to", "bob@example.net", "--header", "Subject:   signed\n\t and  sealed ",
 		"--body", "Hello Bob,  \r\n\r\nthis leaves signed.\r\n\r\n")
 	if res.ExitCode != 0 {
 		t.Fatalf("exit %d:\n%s", res.ExitCode, res.Output)
@@ -85,8 +94,13 @@ acl:
 	if got := strings.Join(names, " "); got != "ARC-Seal ARC-Message-Signature ARC-Authentication-Results Authentication-Results DKIM-Signature DKIM-Signature" {
 		t.Errorf("top header fields: %s", got)
 	}
+	for _, h := range msg.Headers {
+		if h.Name == "Subject" && !strings.Contains(h.Value, "\n\t and  sealed ") {
+			t.Errorf("the Subject did not arrive folded as sent: %q", h.Value)
+		}
+	}
 	sigs := msg.Header("DKIM-Signature")
-	if len(sigs) != 2 || !strings.Contains(sigs[0], "a=rsa-sha256;") || !strings.Contains(sigs[1], "a=ed25519-sha256;") ||
+	if len(sigs) != 2 || !strings.Contains(sigs[0], "c="+canon+";") || !strings.Contains(sigs[0], "a=rsa-sha256;") || !strings.Contains(sigs[1], "a=ed25519-sha256;") ||
 		!regexp.MustCompile(`\bt=\d+; x=\d+;`).MatchString(sigs[0]) {
 		t.Errorf("DKIM-Signatures %q", sigs)
 	}
