@@ -22,7 +22,8 @@ import (
 // port): an address of its own, apart from dkimsign's interop test.
 const dkimsignDNS = "127.0.15.2"
 
-// TestPostfixDKIMSignUnderARCSeal: outbound mail through a real Postfix
+// TestPostfixDKIMSignUnderARCSeal: outbound mail through a real Postfix (and
+// Sendmail, below)
 // leaves with two DKIM-Signatures (RSA and Ed25519) and an ARC set whose
 // AMS signs them; dkimpy, Mail::DKIM and OpenDKIM verify the signatures,
 // dkimpy the seal.
@@ -30,11 +31,41 @@ func TestPostfixDKIMSignUnderARCSeal(t *testing.T) {
 	// simple/simple signs the header fields as Postfix writes them, folds
 	// and spacing exactly: it checks that the milter sees them so.
 	for _, canon := range []string{"relaxed/relaxed", "simple/simple"} {
-		t.Run(strings.ReplaceAll(canon, "/", "_"), func(t *testing.T) { testPostfixDKIMSign(t, canon) })
+		t.Run(strings.ReplaceAll(canon, "/", "_"), func(t *testing.T) {
+			testDKIMSign(t, canon, func(config string) (mtaSend, *daemonProc) {
+				pf, d := startPostfixWithTollgate(t, config)
+				return mtaSend{pf.Swaks, func() e2e.Message { return pf.WaitMessages(t, 1, 30*time.Second)[0] }}, d
+			})
+		})
 	}
 }
 
-func testPostfixDKIMSign(t *testing.T, canon string) {
+// The same through Sendmail, which hands header values to milters in its
+// own way (no leading-space option): simple/simple checks it.
+func TestSendmailDKIMSignUnderARCSeal(t *testing.T) {
+	for _, canon := range []string{"relaxed/relaxed", "simple/simple"} {
+		t.Run(strings.ReplaceAll(canon, "/", "_"), func(t *testing.T) {
+			testDKIMSign(t, canon, func(config string) (mtaSend, *daemonProc) {
+				milterAddr, d := startTollgateInet(t, config)
+				host, port, _ := strings.Cut(milterAddr, ":")
+				flags, macros := sendmailSnippet(t, "../../deploy/sendmail/sendmail.mc")
+				sm := e2e.StartSendmail(t, e2e.SendmailOptions{Milter: "inet:" + port + "@" + host, MilterFlags: flags, MilterMacros: macros})
+				swaks := func(t testing.TB, args ...string) e2e.SwaksResult {
+					return e2e.SwaksFrom(t, "127.0.0.2", append([]string{"--server", sm.Addr}, args...)...)
+				}
+				return mtaSend{swaks, func() e2e.Message { return sm.WaitMessages(t, 1, 30*time.Second)[0] }}, d
+			})
+		})
+	}
+}
+
+// mtaSend submits a message to an MTA under test and waits for it at the sink.
+type mtaSend struct {
+	swaks func(t testing.TB, args ...string) e2e.SwaksResult
+	wait  func() e2e.Message
+}
+
+func testDKIMSign(t *testing.T, canon string, start func(config string) (mtaSend, *daemonProc)) {
 	python := e2e.RequireProgram(t, "/usr/bin/python3", "python3-dkim")
 	testmsg := e2e.RequireProgram(t, "opendkim-testmsg", "opendkim-tools")
 	unshare := e2e.RequireProgram(t, "unshare", "util-linux")
@@ -66,26 +97,26 @@ func testPostfixDKIMSign(t *testing.T, canon string) {
 		t.Fatal(err)
 	}
 
-	pf, d := startPostfixWithTollgate(t, `
+	mta, d := start(`
 authserv_id: mx.tollgate.test
 dkim_sign:
   keys:
-    - {domain: example.org, selector: rsa2026, key: `+rsaKey+`}
-    - {domain: example.org, selector: ed2026, key: `+edKey+`, algorithm: ed25519-sha256}
+    - {domain: example.org, selector: rsa2026, key: ` + rsaKey + `}
+    - {domain: example.org, selector: ed2026, key: ` + edKey + `, algorithm: ed25519-sha256}
   expire: 720h
-  canonicalization: `+canon+`
+  canonicalization: ` + canon + `
 arc:
-  sign: [{domain: example.org, selector: arc2026, key: `+arcKey+`}]
+  sign: [{domain: example.org, selector: arc2026, key: ` + arcKey + `}]
 acl:
   rcpt:
     - accept: {name: outbound, control: [dkim_sign, arc_sign]}
 `)
-	res := pf.Swaks(t, "--from", "alice@example.org", "--to", "bob@example.net", "--header", "Subject:   signed\n\t and  sealed ",
+	res := mta.swaks(t, "--from", "alice@example.org", "--to", "bob@example.net", "--header", "Subject:   signed\n\t and  sealed ",
 		"--body", "Hello Bob,  \r\n\r\nthis leaves signed.\r\n\r\n")
 	if res.ExitCode != 0 {
 		t.Fatalf("exit %d:\n%s", res.ExitCode, res.Output)
 	}
-	msg := pf.WaitMessages(t, 1, 30*time.Second)[0]
+	msg := mta.wait()
 	raw := bytes.ReplaceAll(msg.Raw, []byte("\n"), []byte("\r\n"))
 	var names []string
 	for _, h := range msg.Headers[:6] {
