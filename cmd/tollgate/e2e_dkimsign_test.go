@@ -22,11 +22,10 @@ import (
 // port): an address of its own, apart from dkimsign's interop test.
 const dkimsignDNS = "127.0.15.2"
 
-// TestPostfixDKIMSignUnderARCSeal: outbound mail through a real Postfix (and
-// Sendmail, below)
-// leaves with two DKIM-Signatures (RSA and Ed25519) and an ARC set whose
-// AMS signs them; dkimpy, Mail::DKIM and OpenDKIM verify the signatures,
-// dkimpy the seal.
+// TestPostfixDKIMSignUnderARCSeal: outbound mail through a real Postfix
+// (and Sendmail, below) leaves with two DKIM-Signatures (RSA and Ed25519)
+// and an ARC set whose AMS signs them; dkimpy, Mail::DKIM and OpenDKIM
+// verify the signatures, dkimpy the seal.
 func TestPostfixDKIMSignUnderARCSeal(t *testing.T) {
 	// simple/simple signs the header fields as Postfix writes them, folds
 	// and spacing exactly: it checks that the milter sees them so.
