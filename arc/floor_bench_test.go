@@ -61,7 +61,7 @@ func BenchmarkARCFloor(b *testing.B) {
 			if r := v.Result(context.Background()); r.State != StatePass || r.OldestPass != 1 {
 				b.Fatalf("%s %q", r.State, r.Reason)
 			}
-			if _, err := v.Seal(SealOptions{Key: k, AuthServID: "mx.example.org", Timestamps: true}, out, []string{ar.Value}); err != nil {
+			if _, err := v.Seal(SealOptions{Key: k, AuthServID: "mx.example.org"}, out, []string{ar.Value}); err != nil {
 				b.Fatal(err)
 			}
 		}

@@ -193,7 +193,7 @@ func (e *interopEnv) seal(t *testing.T, h hop, msg string, modify func(string) s
 	out := append([]Header{ar}, hs...)
 	set, err := v.Seal(SealOptions{
 		Key:        Key{Domain: h.domain, Selector: h.sel, Signer: h.signer},
-		AuthServID: srvid, Timestamps: true, Expire: DefaultExpire,
+		AuthServID: srvid, Expire: DefaultExpire,
 	}, out, []string{ar.Value})
 	if err != nil {
 		t.Fatalf("tollgate seal: %v", err)

@@ -3,17 +3,14 @@ package arc
 import (
 	"crypto"
 	"crypto/ed25519"
-	"crypto/rand"
 	"crypto/rsa"
 	"crypto/x509"
-	"encoding/base64"
-	"encoding/pem"
 	"errors"
 	"fmt"
-	"os"
 	"strings"
 	"sync"
 
+	"github.com/tollgate/tollgate/internal/keyfile"
 	"github.com/tollgate/tollgate/internal/sigcrypto"
 )
 
@@ -173,90 +170,40 @@ func signerAlg(s sigcrypto.Signer) (string, error) {
 	return s.Algorithm(), nil
 }
 
-// LoadKeyFile reads a private signing key: PEM PKCS#1 ("RSA PRIVATE KEY")
-// or PKCS#8 ("PRIVATE KEY", RSA or Ed25519), or a bare base64 Ed25519
-// seed as RFC 8463 and dkimpy's dknewkey write it. A file that group or
-// others may access is refused: a signing key lets anyone vouch for mail
-// as the domain.
+// LoadKeyFile reads a private signing key in the formats keyfile.Load
+// accepts (PEM PKCS#1 or PKCS#8, RSA or Ed25519, or a base64 Ed25519
+// seed); a file that group or others may access is refused: a signing key
+// lets anyone vouch for mail as the domain.
 //
 // The key is parsed here, once per load or reload, into the key object
 // of the crypto library in use (sigcrypto.Default).
 func LoadKeyFile(path string) (sigcrypto.Signer, error) {
-	st, err := os.Stat(path)
+	k, err := keyfile.Load(path)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrKey, err)
+		return nil, fmt.Errorf("%w: %w", ErrKey, err)
 	}
-	if perm := st.Mode().Perm(); perm&0o077 != 0 {
-		return nil, fmt.Errorf("%w: %s is accessible by group or others (mode %04o); chmod 600 it", ErrKey, path, perm)
-	}
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrKey, err)
-	}
-	k, err := sigcrypto.ParsePrivateKey(data)
+	s, err := sigcrypto.NewSigner(k)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %s: %v", ErrKey, path, err)
 	}
-	return k, nil
+	return s, nil
 }
 
-// GenerateKey makes a signing key for `tollgate arc keygen`: kind "rsa"
-// (bits, default 2048, at least 1024) or "ed25519". It returns the key,
-// its PKCS#8 PEM, and the DNS TXT record value to publish at
+// GenerateKey makes a signing key for `tollgate arc keygen` (keyfile.Generate):
+// kind "rsa" (bits, default 2048, at least 1024) or "ed25519". It returns
+// the key, its PKCS#8 PEM, and the DNS TXT record value to publish at
 // <selector>._domainkey.<domain> (use ZoneTXT for a zone-file line).
 func GenerateKey(kind string, bits int) (sigcrypto.Signer, []byte, string, error) {
-	var key crypto.Signer
-	var p string
-	switch kind {
-	case "rsa", "":
-		kind = "rsa"
-		if bits == 0 {
-			bits = 2048
-		}
-		if bits < 1024 || bits > 8192 {
-			return nil, nil, "", fmt.Errorf("%w: RSA size %d out of range 1024..8192", ErrKey, bits)
-		}
-		k, err := rsa.GenerateKey(rand.Reader, bits)
-		if err != nil {
-			return nil, nil, "", fmt.Errorf("%w: %v", ErrKey, err)
-		}
-		der, err := x509.MarshalPKIXPublicKey(&k.PublicKey)
-		if err != nil {
-			return nil, nil, "", fmt.Errorf("%w: %v", ErrKey, err)
-		}
-		key, p = k, base64.StdEncoding.EncodeToString(der)
-	case "ed25519":
-		pub, k, err := ed25519.GenerateKey(rand.Reader)
-		if err != nil {
-			return nil, nil, "", fmt.Errorf("%w: %v", ErrKey, err)
-		}
-		key, p = k, base64.StdEncoding.EncodeToString(pub)
-	default:
-		return nil, nil, "", fmt.Errorf("%w: unknown key type %q (rsa or ed25519)", ErrKey, kind)
+	k, p, txt, err := keyfile.Generate(kind, bits)
+	if err != nil {
+		return nil, nil, "", fmt.Errorf("%w: %w", ErrKey, err)
 	}
-	der, err := x509.MarshalPKCS8PrivateKey(key)
+	s, err := sigcrypto.NewSigner(k)
 	if err != nil {
 		return nil, nil, "", fmt.Errorf("%w: %v", ErrKey, err)
 	}
-	pemBytes := pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})
-	signer, err := sigcrypto.NewSigner(key)
-	if err != nil {
-		return nil, nil, "", fmt.Errorf("%w: %v", ErrKey, err)
-	}
-	return signer, pemBytes, "v=DKIM1; k=" + kind + "; p=" + p, nil
+	return s, p, txt, nil
 }
 
-// ZoneTXT formats a TXT record for a zone file, split into the 255-byte
-// character-strings DNS requires, e.g.
-// `sel._domainkey.example.org. IN TXT ( "v=DKIM1; k=rsa; p=MIIB..." "..." )`.
-func ZoneTXT(owner, value string) string {
-	var b strings.Builder
-	b.WriteString(strings.TrimSuffix(owner, ".") + ". IN TXT (")
-	for len(value) > 0 {
-		n := min(len(value), 255)
-		b.WriteString(` "` + value[:n] + `"`)
-		value = value[n:]
-	}
-	b.WriteString(" )")
-	return b.String()
-}
+// ZoneTXT formats a TXT record for a zone file (keyfile.ZoneTXT).
+func ZoneTXT(owner, value string) string { return keyfile.ZoneTXT(owner, value) }

@@ -55,8 +55,10 @@ type SealOptions struct {
 	// OversignHeaders are signed once more than they occur, so that
 	// adding one breaks the AMS (nil: DefaultOversignHeaders; empty: none).
 	OversignHeaders []string
-	// Timestamps adds t= to the AMS and the AS.
-	Timestamps bool
+	// NoTimestamps leaves t= out of the AMS and the AS. t= is written by
+	// default: Gmail insists on it on the AS, and OpenARC 1.0.0.Beta3
+	// fails a seal without it.
+	NoTimestamps bool
 	// Expire adds x= to the AMS: "+N" is N seconds after signing, "N" an
 	// absolute Unix time, "" none (DefaultExpire is the seed's default).
 	Expire string
@@ -199,7 +201,7 @@ func (v *Verifier) Seal(opts SealOptions, headers []Header, authResults []string
 		{"i", strconv.Itoa(inst)}, {"a", alg}, {"c", "relaxed/relaxed"},
 		{"d", opts.Key.Domain}, {"s", opts.Key.Selector},
 	}
-	if opts.Timestamps || opts.standardize {
+	if !opts.NoTimestamps || opts.standardize {
 		ams = append(ams, kv{"t", strconv.FormatInt(ts, 10)})
 	}
 	if rel, x, _ := ParseExpire(opts.Expire); x > 0 {
@@ -228,7 +230,7 @@ func (v *Verifier) Seal(opts SealOptions, headers []Header, authResults []string
 	buf = appendHeader(buf, canonRelaxed, "ARC-Authentication-Results", " "+aar)
 	buf = appendHeader(buf, canonRelaxed, "ARC-Message-Signature", " "+amsValue)
 	as := []kv{{"i", strconv.Itoa(inst)}, {"a", alg}, {"cv", cv}, {"d", opts.Key.Domain}, {"s", opts.Key.Selector}}
-	if opts.Timestamps || opts.standardize {
+	if !opts.NoTimestamps || opts.standardize {
 		as = append(as, kv{"t", strconv.FormatInt(ts, 10)})
 	}
 	asValue, err := signTags("ARC-Seal", as, buf, opts, alg)

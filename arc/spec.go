@@ -197,14 +197,16 @@ func compile(d feature.Reporter, in *Config, authServID string) *section {
 		for _, opt := range s.Options {
 			switch name, val, hasVal := strings.Cut(opt.Value, "="); {
 			case name == "timestamps" && !hasVal:
-				o.Timestamps = true
+				// the default now; kept so that the seed's option list still loads
+			case name == "no_timestamps" && !hasVal:
+				o.NoTimestamps = true
 			case name == "expire":
 				o.Expire = DefaultExpire
 				if hasVal {
 					o.Expire = val
 				}
 			default:
-				d.Errorf(opt.Line, "arc.sign.options: %q: use timestamps, expire or expire=+SECONDS / expire=UNIXTIME", opt.Value)
+				d.Errorf(opt.Line, "arc.sign.options: %q: use no_timestamps, timestamps, expire or expire=+SECONDS / expire=UNIXTIME", opt.Value)
 			}
 		}
 		if s.Key.Value == "" {

@@ -44,14 +44,14 @@ dns: {server: "127.0.0.1:53", timeout: 2s, failure_ttl: 10s}
 arc:
   sign:
     - {domain: example.org, selector: s1, key: `+key+`, options: [timestamps, "expire=+86400"]}
-    - {domain: example.net, selector: s1, key: `+key+`}
+    - {domain: example.net, selector: s1, key: `+key+`, options: [no_timestamps]}
 acl:
   data:
     - deny:   {name: broken, arc: [fail], sender_domains: [bank.example], message: "550 5.7.1 ARC chain broken"}
     - accept: {name: ok, arc: ["!fail"], add_header: "X-ARC: $arc_state $arc_oldest_pass $arc_domains", control: [arc_sign]}
     - accept: {}
 `)
-	if sec := p.Section("arc").(*section); len(sec.seal) != 2 || !sec.seal[0].Timestamps || sec.seal[0].Expire != "+86400" || sec.authServID != "mx.example.org" {
+	if sec := p.Section("arc").(*section); len(sec.seal) != 2 || sec.seal[0].NoTimestamps || !sec.seal[1].NoTimestamps || sec.seal[0].Expire != "+86400" || sec.authServID != "mx.example.org" {
 		t.Errorf("%+v", sec)
 	}
 	rt, err := policy.NewEnv(nil, prometheus.NewRegistry()).Runtime(p)

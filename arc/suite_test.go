@@ -190,7 +190,6 @@ func TestSuiteSigning(t *testing.T) {
 					AuthServID:      c.SrvID,
 					Headers:         strings.Split(c.SigHeaders, ":"),
 					OversignHeaders: []string{},
-					Timestamps:      true,
 					Now:             now,
 					standardize:     true,
 				}

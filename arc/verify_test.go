@@ -85,7 +85,7 @@ func sealHop(t testing.TB, res Resolver, hs []Header, body []byte, k Key, now ti
 	if modify != nil {
 		out = modify(out)
 	}
-	opts := SealOptions{Key: k, AuthServID: srv, Timestamps: true, Now: clock}
+	opts := SealOptions{Key: k, AuthServID: srv, Now: clock}
 	for _, m := range mod {
 		m(&opts)
 	}
@@ -226,6 +226,38 @@ func checkFailScope(t *testing.T, res Resolver, hs []Header, body []byte) {
 	}
 	if f := v.verifyAS(context.Background(), 2, 1); f == nil {
 		t.Errorf("cv=fail seal also validates over the whole chain")
+	}
+}
+
+// TestTimestampsByDefault: t= is on the AS and the AMS unless NoTimestamps
+// (Gmail insists on t= on the AS; OpenARC 1.0.0.Beta3 fails a seal
+// without it), and the seal validates either way.
+func TestTimestampsByDefault(t *testing.T) {
+	res := mapResolver{}
+	hs, body := parseMessage(plainMessage)
+	k := testKey(res, "ed1")
+	for _, off := range []bool{false, true} {
+		m := mustSealHop(t, res, hs, body, k, t0, nil, func(o *SealOptions) { o.NoTimestamps = off })
+		want := fmt.Sprintf("t=%d", t0.Unix())
+		for _, name := range []string{"ARC-Seal", "ARC-Message-Signature"} {
+			var value string
+			for _, h := range m {
+				if h.Name == name {
+					value = h.Value
+				}
+			}
+			tags, err := parseTagList(value)
+			if err != nil {
+				t.Fatalf("%s: %v", name, err)
+			}
+			got, has := tags.get("t")
+			if has == off || (!off && "t="+got != want) {
+				t.Errorf("NoTimestamps=%v: %s t=%q (present %v), want %s", off, name, got, has, want)
+			}
+		}
+		if r := verifyAt(res, m, body, t0); r.State != StatePass {
+			t.Errorf("NoTimestamps=%v: %s %s", off, r.State, r.Reason)
+		}
 	}
 }
 

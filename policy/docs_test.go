@@ -37,7 +37,7 @@ func docExamples(tb testing.TB, tmp string) []docExample {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	for name, content := range map[string]string{"arc2026.key": string(key), "srs.secrets": "example-secret\n", "dcc-helo-map": "out1.example.org 192.0.2.10\n", "bmi-optins": "ceo@example.org: strict\n",
+	for name, content := range map[string]string{"arc2026.key": string(key), "dkim-rsa2026.key": string(key), "dkim-ed2026.key": string(key), "srs.secrets": "example-secret\n", "dcc-helo-map": "out1.example.org 192.0.2.10\n", "bmi-optins": "ceo@example.org: strict\n",
 		"relay_domains": "# ours\nexample.net\n*.example.net\n", "relay_networks": "192.0.2.0/24\n!198.51.100.7 # retired\n198.51.100.0/24\n",
 		"blocked_senders": "<>\n*@spam.example\n"} {
 		if err := os.WriteFile(filepath.Join(tmp, name), []byte(content), 0o600); err != nil {

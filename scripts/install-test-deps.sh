@@ -7,6 +7,7 @@
 #                            dkimpy: an independent ARC signer and verifier (arc/)
 #   libmail-dkim-perl libnet-dns-resolver-mock-perl
 #                            Mail::DKIM: another ARC implementation, with offline DNS (arc/)
+#   opendkim opendkim-tools  OpenDKIM's opendkim-testmsg verifies tollgate's DKIM signatures (dkimsign/)
 #   postsrsd libmail-srs-perl srs redis-server
 #                            two independent SRS implementations (srs/) and the Redis
 #                            of SRS database mode; the srs
@@ -37,7 +38,7 @@
 set -euo pipefail
 
 packages=(postfix swaks libio-socket-inet6-perl
-	python3-dkim python3-authres python3-dnspython libmail-dkim-perl libnet-dns-resolver-mock-perl
+	python3-dkim python3-authres python3-dnspython libmail-dkim-perl libnet-dns-resolver-mock-perl opendkim opendkim-tools
 	postsrsd libmail-srs-perl srs redis-server
 	nginx libnginx-mod-mail m4
 	gcc libc6-dev libssl3 spamassassin spamd spamc rspamd

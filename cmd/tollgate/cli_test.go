@@ -37,6 +37,7 @@ func TestHelpOnEverySubcommand(t *testing.T) {
 		{[]string{"srs", "forward", "--help"}, []string{"--config FILE"}},
 		{[]string{"srs", "reverse", "-h"}, []string{"--config FILE"}},
 		{[]string{"arc", "keygen", "--help"}, []string{"--domain DOMAIN", "--selector SELECTOR", "--type TYPE", "--bits BITS", "--out FILE"}},
+		{[]string{"dkim", "keygen", "--help"}, []string{"--domain DOMAIN", "--selector SELECTOR", "--type TYPE", "--bits BITS", "--out FILE"}},
 		{[]string{"srs", "--help"}, nil},
 		{[]string{"arc", "--help"}, nil},
 		{[]string{"--help"}, nil},
@@ -181,7 +182,7 @@ func TestManPageHasEveryOption(t *testing.T) {
 	}
 	optionName := regexp.MustCompile(`(?m)^  --([a-z][a-z-]*)`)
 	n := 0
-	for _, args := range [][]string{{"run"}, {"check"}, {"test"}, {"srs", "forward"}, {"srs", "reverse"}, {"arc", "keygen"}} {
+	for _, args := range [][]string{{"run"}, {"check"}, {"test"}, {"srs", "forward"}, {"srs", "reverse"}, {"arc", "keygen"}, {"dkim", "keygen"}} {
 		out, _, _ := runBinary(t, append(args, "--help")...)
 		for _, m := range optionName.FindAllStringSubmatch(out, -1) {
 			n++

@@ -622,8 +622,8 @@ func (s *snippets) systemd(t *testing.T) {
 	}
 }
 
-// Section 5.1: mail to a list address is sealed, with the timestamps
-// option; other mail is validated, not sealed.
+// Section 5.1: mail to a list address is sealed, with t= (the default);
+// other mail is validated, not sealed.
 func (s *snippets) arcSection(t *testing.T) {
 	mainCF := s.use(s.named(t, "quick-start-main.cf"))
 	pf := startChrooted(t, mainCF, "", map[string]string{"relay_domains": "lists.example.org example.org"})
@@ -639,7 +639,7 @@ func (s *snippets) arcSection(t *testing.T) {
 		seal := m.Header("ARC-Seal")
 		switch {
 		case strings.Contains(to, "lists.example.org") && (len(seal) != 1 || !regexp.MustCompile(`\bt=\d+`).MatchString(seal[0])):
-			t.Errorf("list mail: ARC-Seal %q, want one with t= (options: [timestamps])", seal)
+			t.Errorf("list mail: ARC-Seal %q, want one with t= (on by default)", seal)
 		case !strings.Contains(to, "lists.example.org") && len(seal) != 0:
 			t.Errorf("mail to %s was sealed: %q", to, seal)
 		}

@@ -4,6 +4,7 @@ import (
 	"github.com/tollgate/tollgate/arc"
 	"github.com/tollgate/tollgate/bmi"
 	"github.com/tollgate/tollgate/dcc"
+	"github.com/tollgate/tollgate/dkimsign"
 	"github.com/tollgate/tollgate/dmarc"
 	"github.com/tollgate/tollgate/feature"
 	"github.com/tollgate/tollgate/srs/srsspec"
@@ -16,6 +17,7 @@ var features = []feature.Spec{
 	srsspec.Spec,
 	dcc.Spec,
 	bmi.Spec,
+	dkimsign.Spec,
 	arc.Spec,
 	dmarc.Spec,
 }

@@ -22,6 +22,7 @@ usage:
   tollgate test    [--config FILE] --client IP --from ADDR --rcpt ADDR [--rcpt ADDR ...] [options] MESSAGE_FILE
   tollgate srs     forward|reverse [--config FILE] ADDRESS
   tollgate arc     keygen --domain D --selector S [--type rsa|ed25519] [--bits N] [--out FILE]
+  tollgate dkim    keygen --domain D --selector S [--type rsa|ed25519] [--bits N] [--out FILE]
   tollgate version (also --version, -v)
 
 --config defaults to /etc/tollgate/tollgate.yaml.
@@ -48,6 +49,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return cmdSRS(args[1:], stdout, stderr)
 	case "arc":
 		return cmdARC(args[1:], stdout, stderr)
+	case "dkim":
+		return cmdDKIM(args[1:], stdout, stderr)
 	case "version", "--version", "-version", "-v", "-V":
 		fmt.Fprintln(stdout, versionString())
 		return 0

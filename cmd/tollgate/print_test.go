@@ -22,7 +22,7 @@ func printedSecrets(t *testing.T, dir string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for name, content := range map[string]string{"arc2026.key": string(key), "srs.secrets": "file-secret-do-not-print\n",
+	for name, content := range map[string]string{"arc2026.key": string(key), "dkim-rsa2026.key": string(key), "dkim-ed2026.key": string(key), "srs.secrets": "file-secret-do-not-print\n",
 		"redis.password": "redis-password-do-not-print\n", "dcc-helo-map": "out1.example.org 192.0.2.10\n", "bmi-optins": "ceo@example.org: strict\n",
 		"relay_domains": "example.net\n", "relay_networks": "192.0.2.0/24\n", "blocked_senders": "*@spam.example\n"} {
 		if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o600); err != nil {
@@ -99,10 +99,12 @@ func TestPrintFeatureDefaults(t *testing.T) {
 			"  database:\n    redis: {address: 127.0.0.1:6379, password_file: DIR/redis.password}\n",
 			[]string{"\n  max_age: 31d\n", "\n  hash_length: 6\n", "\n  secrets_file: DIR/srs.secrets\n", "\n  secrets: [<redacted>]\n",
 				"\n      password_file: DIR/redis.password\n", "\n      timeout: 1s\n", "\n    use: long\n"}},
-		"dcc":                     {"dcc: {options: [grey-off]}\n", []string{"\n  address: /var/dcc/dccifd\n", "\n  timeout: 10s\n", "\n  local_user: local_part\n"}},
-		"bmi":                     {"bmi:\n  backend: {rspamd: {address: 127.0.0.1:11333}}\n  rules:\n    - {id: 1, when: {score_above: 5}}\n", []string{"\n      timeout: 30s\n", "\n      max_size: 20M\n", "\n    memory: 1M\n", "\n      outcome: deliver\n", "\n  on_error: deliver\n"}},
-		"arc":                     {"authserv_id: mx.example.org\narc:\n  sign: [{domain: example.org, selector: s1, key: DIR/arc2026.key, options: [timestamps, expire]}]\n", []string{"\n      options: [timestamps, expire=+2592000]\n", "\n  min_rsa_bits: 1024\n", "\nadd_authresults: true\n", "\n  oversign: [from]\n", "\ndns: {resolv_conf: /etc/resolv.conf, timeout: 5s, failure_ttl: 5s, cache_size: 4096}\n", "\n      key: DIR/arc2026.key\n"}},
-		"dmarc":                   {"authserv_id: mx.example.org\ndmarc: {trusted_arc_sealers: [fwd.example.net]}\n", []string{"\n  timeout: 10s\n", "\n  trusted_arc_sealers: [fwd.example.net]\n"}},
+		"dcc":   {"dcc: {options: [grey-off]}\n", []string{"\n  address: /var/dcc/dccifd\n", "\n  timeout: 10s\n", "\n  local_user: local_part\n"}},
+		"bmi":   {"bmi:\n  backend: {rspamd: {address: 127.0.0.1:11333}}\n  rules:\n    - {id: 1, when: {score_above: 5}}\n", []string{"\n      timeout: 30s\n", "\n      max_size: 20M\n", "\n    memory: 1M\n", "\n      outcome: deliver\n", "\n  on_error: deliver\n"}},
+		"arc":   {"authserv_id: mx.example.org\narc:\n  sign: [{domain: example.org, selector: s1, key: DIR/arc2026.key, options: [timestamps, expire]}]\n", []string{"\n      options: [timestamps, expire=+2592000]\n", "\n  min_rsa_bits: 1024\n", "\nadd_authresults: true\n", "\n  oversign: [from]\n", "\ndns: {resolv_conf: /etc/resolv.conf, timeout: 5s, failure_ttl: 5s, cache_size: 4096}\n", "\n      key: DIR/arc2026.key\n"}},
+		"dmarc": {"authserv_id: mx.example.org\ndmarc: {trusted_arc_sealers: [fwd.example.net]}\n", []string{"\n  timeout: 10s\n", "\n  trusted_arc_sealers: [fwd.example.net]\n"}},
+		"dkim_sign": {"dkim_sign:\n  keys: [{domain: example.org, selector: s1, key: DIR/arc2026.key}]\n", []string{"\n  canonicalization: relaxed/relaxed\n",
+			"\n  timestamps: true\n", "\n  headers: [From, Sender, Reply-To, ", "\n      key: DIR/arc2026.key\n"}},
 		"arc oversigning nothing": {"authserv_id: mx.example.org\narc: {oversign: []}\n", []string{"\n  oversign: []\n", "\n  headers: [from, sender, "}},
 	}
 	for _, spec := range features {
