@@ -10,6 +10,7 @@ import (
 	"encoding/base64"
 	"encoding/pem"
 	"errors"
+	"math/big"
 	"os"
 	"strings"
 	"sync"
@@ -243,4 +244,38 @@ func processCPU() time.Duration {
 		return 0
 	}
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// FuzzRSAPublicKey feeds both implementations the RSA keys a DNS key record
+// can carry (any modulus, any exponent: x509 parses what it is sent): they
+// must not crash, and must agree on a signature.
+func FuzzRSAPublicKey(f *testing.F) {
+	r := goKeys()["rsa2048"].(*rsa.PrivateKey)
+	digest := sha256.Sum256([]byte("fuzz"))
+	sig, err := rsa.SignPKCS1v15(nil, r, crypto.SHA256, digest[:])
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(r.N.Bytes(), int64(r.E), sig)
+	f.Add(r.N.Bytes(), int64(3), sig)
+	f.Add([]byte{0xff, 0xff, 0xff, 0xfe}, int64(65537), []byte{1})
+	f.Fuzz(func(t *testing.T, modulus []byte, e int64, sig []byte) {
+		if len(modulus) > 1024 || e <= 1 || e > 1<<31-1 {
+			return // Go's crypto/rsa and x509 take exponents up to 2^31-1 only
+		}
+		pub := &rsa.PublicKey{N: new(big.Int).SetBytes(modulus), E: int(e)}
+		var verdicts []error
+		for _, impl := range impls(t) {
+			k, err := impl.NewPublicKey(pub)
+			if err != nil {
+				t.Fatalf("%s: %v", impl.Name(), err)
+			}
+			verdicts = append(verdicts, k.Verify(digest[:], sig))
+		}
+		for _, v := range verdicts[1:] {
+			if (v == nil) != (verdicts[0] == nil) {
+				t.Fatalf("the implementations disagree on a signature: %v", verdicts)
+			}
+		}
+	})
 }
