@@ -140,6 +140,31 @@ func TestCrossVerify(t *testing.T) {
 	}
 }
 
+// TestSameSignatures: RSASSA-PKCS1-v1_5 and Ed25519 are deterministic, so
+// both implementations must make the very same bytes with one key.
+func TestSameSignatures(t *testing.T) {
+	digest := sha256.Sum256([]byte("Subject: same bytes\r\n"))
+	for name, k := range goKeys() {
+		var sigs [][]byte
+		for _, impl := range impls(t) {
+			s, err := impl.NewSigner(k)
+			if err != nil {
+				t.Fatal(err)
+			}
+			sig, err := s.Sign(digest[:])
+			if err != nil {
+				t.Fatal(err)
+			}
+			sigs = append(sigs, sig)
+		}
+		for i := 1; i < len(sigs); i++ {
+			if string(sigs[i]) != string(sigs[0]) {
+				t.Errorf("%s: the implementations sign differently:\n%x\n%x", name, sigs[0], sigs[i])
+			}
+		}
+	}
+}
+
 func TestPublicKeyBits(t *testing.T) {
 	for _, impl := range impls(t) {
 		for name, want := range map[string]int{"rsa2048": 2048, "ed25519": 256} {
