@@ -10,6 +10,7 @@ import (
 	"encoding/base64"
 	"encoding/pem"
 	"errors"
+	"fmt"
 	"math/big"
 	"os"
 	"strings"
@@ -160,6 +161,44 @@ func TestSameSignatures(t *testing.T) {
 		for i := 1; i < len(sigs); i++ {
 			if string(sigs[i]) != string(sigs[0]) {
 				t.Errorf("%s: the implementations sign differently:\n%x\n%x", name, sigs[0], sigs[i])
+			}
+		}
+	}
+}
+
+// TestConcurrentSigning: one key object signs for every session at once
+// (the daemon shares it); every signature must verify.
+func TestConcurrentSigning(t *testing.T) {
+	for _, impl := range impls(t) {
+		for name, k := range goKeys() {
+			s, err := impl.NewSigner(k)
+			if err != nil {
+				t.Fatal(err)
+			}
+			pub, err := Go.NewPublicKey(s.Public())
+			if err != nil {
+				t.Fatal(err)
+			}
+			var wg sync.WaitGroup
+			errs := make(chan error, 8*20)
+			for g := range 8 {
+				wg.Go(func() {
+					for i := range 20 {
+						digest := sha256.Sum256(fmt.Appendf(nil, "%d/%d", g, i))
+						sig, err := s.Sign(digest[:])
+						if err == nil {
+							err = pub.Verify(digest[:], sig)
+						}
+						if err != nil {
+							errs <- err
+						}
+					}
+				})
+			}
+			wg.Wait()
+			close(errs)
+			for err := range errs {
+				t.Errorf("%s %s, concurrent: %v", impl.Name(), name, err)
 			}
 		}
 	}
