@@ -10,6 +10,8 @@ import (
 	"encoding/base64"
 	"encoding/pem"
 	"errors"
+	"fmt"
+	"math/big"
 	"os"
 	"strings"
 	"sync"
@@ -139,6 +141,69 @@ func TestCrossVerify(t *testing.T) {
 	}
 }
 
+// TestSameSignatures: RSASSA-PKCS1-v1_5 and Ed25519 are deterministic, so
+// both implementations must make the very same bytes with one key.
+func TestSameSignatures(t *testing.T) {
+	digest := sha256.Sum256([]byte("Subject: same bytes\r\n"))
+	for name, k := range goKeys() {
+		var sigs [][]byte
+		for _, impl := range impls(t) {
+			s, err := impl.NewSigner(k)
+			if err != nil {
+				t.Fatal(err)
+			}
+			sig, err := s.Sign(digest[:])
+			if err != nil {
+				t.Fatal(err)
+			}
+			sigs = append(sigs, sig)
+		}
+		for i := 1; i < len(sigs); i++ {
+			if string(sigs[i]) != string(sigs[0]) {
+				t.Errorf("%s: the implementations sign differently:\n%x\n%x", name, sigs[0], sigs[i])
+			}
+		}
+	}
+}
+
+// TestConcurrentSigning: one key object signs for every session at once
+// (the daemon shares it); every signature must verify.
+func TestConcurrentSigning(t *testing.T) {
+	for _, impl := range impls(t) {
+		for name, k := range goKeys() {
+			s, err := impl.NewSigner(k)
+			if err != nil {
+				t.Fatal(err)
+			}
+			pub, err := Go.NewPublicKey(s.Public())
+			if err != nil {
+				t.Fatal(err)
+			}
+			var wg sync.WaitGroup
+			errs := make(chan error, 8*20)
+			for g := range 8 {
+				wg.Go(func() {
+					for i := range 20 {
+						digest := sha256.Sum256(fmt.Appendf(nil, "%d/%d", g, i))
+						sig, err := s.Sign(digest[:])
+						if err == nil {
+							err = pub.Verify(digest[:], sig)
+						}
+						if err != nil {
+							errs <- err
+						}
+					}
+				})
+			}
+			wg.Wait()
+			close(errs)
+			for err := range errs {
+				t.Errorf("%s %s, concurrent: %v", impl.Name(), name, err)
+			}
+		}
+	}
+}
+
 func TestPublicKeyBits(t *testing.T) {
 	for _, impl := range impls(t) {
 		for name, want := range map[string]int{"rsa2048": 2048, "ed25519": 256} {
@@ -243,4 +308,38 @@ func processCPU() time.Duration {
 		return 0
 	}
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// FuzzRSAPublicKey feeds both implementations the RSA keys a DNS key record
+// can carry (any modulus, any exponent: x509 parses what it is sent): they
+// must not crash, and must agree on a signature.
+func FuzzRSAPublicKey(f *testing.F) {
+	r := goKeys()["rsa2048"].(*rsa.PrivateKey)
+	digest := sha256.Sum256([]byte("fuzz"))
+	sig, err := rsa.SignPKCS1v15(nil, r, crypto.SHA256, digest[:])
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(r.N.Bytes(), int64(r.E), sig)
+	f.Add(r.N.Bytes(), int64(3), sig)
+	f.Add([]byte{0xff, 0xff, 0xff, 0xfe}, int64(65537), []byte{1})
+	f.Fuzz(func(t *testing.T, modulus []byte, e int64, sig []byte) {
+		if len(modulus) > 1024 || e <= 1 || e > 1<<31-1 {
+			return // Go's crypto/rsa and x509 take exponents up to 2^31-1 only
+		}
+		pub := &rsa.PublicKey{N: new(big.Int).SetBytes(modulus), E: int(e)}
+		var verdicts []error
+		for _, impl := range impls(t) {
+			k, err := impl.NewPublicKey(pub)
+			if err != nil {
+				t.Fatalf("%s: %v", impl.Name(), err)
+			}
+			verdicts = append(verdicts, k.Verify(digest[:], sig))
+		}
+		for _, v := range verdicts[1:] {
+			if (v == nil) != (verdicts[0] == nil) {
+				t.Fatalf("the implementations disagree on a signature: %v", verdicts)
+			}
+		}
+	})
 }

@@ -1,0 +1,5 @@
+//go:build cgo
+
+package arc
+
+const cgoBuild = true
