@@ -11,7 +11,7 @@ type Facts struct {
 	Domains    []string // chain domains in instance order, "" for a problematic set
 	OldestPass int      // lowest instance whose AMS still validates; 0 if none
 	Instances  int      // highest instance seen
-	AuthResult string   // the Authentication-Results value tollgate adds
+	AuthResult string   // the arc= result in the Authentication-Results
 	Sealed     string   // the signing domain when tollgate sealed the message
 }
 

@@ -5,6 +5,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/tollgate/tollgate/internal/authres"
 )
 
 // Seeds live in testdata/fuzz/<Target>/ as well; run a target with e.g.
@@ -55,15 +57,15 @@ func FuzzAuthResults(f *testing.F) {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {
-		id, rest, err := splitAuthRes(s)
+		id, rest, err := authres.Split(s)
 		if err == nil {
 			if id == "" {
 				t.Fatalf("empty id from %q", s)
 			}
-			if id2, _ := AuthServID(s); id2 != id {
+			if id2, _ := authres.AuthServID(s); id2 != id {
 				t.Fatalf("AuthServID disagrees: %q vs %q", id2, id)
 			}
-			rs, err := splitResults(rest)
+			rs, err := authres.SplitResults(rest)
 			if err == nil {
 				for _, r := range rs {
 					if r == "" || r != strings.Trim(r, " \t\r\n") {

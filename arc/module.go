@@ -7,6 +7,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/tollgate/tollgate/internal/authres"
+
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/tollgate/tollgate/milter"
@@ -14,11 +16,9 @@ import (
 
 // Metrics count ARC work; labels are closed sets.
 type Metrics struct {
-	Verify  *prometheus.CounterVec // result: pass, fail, none
-	Seal    *prometheus.CounterVec // result: sealed, skipped_cv_fail, skipped_dns, error, ...
-	Forged  prometheus.Counter
+	Verify  *prometheus.CounterVec   // result: pass, fail, none
+	Seal    *prometheus.CounterVec   // result: sealed, skipped_cv_fail, skipped_dns, error, ...
 	Seconds *prometheus.HistogramVec // op: verify, seal
-	DNS     *prometheus.CounterVec   // cache: hit, miss; outcome: answer, negative, failure
 }
 
 // NewMetrics registers the ARC metrics on reg.
@@ -28,21 +28,11 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "ARC chain validations by result (pass, fail, none)."}, []string{"result"}),
 		Seal: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "tollgate", Subsystem: "arc", Name: "seal_total",
 			Help: "ARC sealing by result (sealed, or why not)."}, []string{"result"}),
-		Forged: prometheus.NewCounter(prometheus.CounterOpts{Namespace: "tollgate", Subsystem: "arc", Name: "forged_authresults_removed_total",
-			Help: "Incoming Authentication-Results headers claiming our authserv-id, removed."}),
 		Seconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: "tollgate", Subsystem: "arc", Name: "duration_seconds",
 			Help: "Time to validate a chain (DNS included) or to seal.", Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5}},
 			[]string{"op"}),
-		DNS: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "tollgate", Subsystem: "arc", Name: "dns_lookups_total",
-			Help: "Key lookups by cache (hit, miss) and outcome (answer, negative: NXDOMAIN or no data, failure: timeout or SERVFAIL)."},
-			[]string{"cache", "outcome"}),
 	}
-	reg.MustRegister(m.Verify, m.Seal, m.Forged, m.Seconds, m.DNS)
-	for _, c := range []string{"hit", "miss"} {
-		for _, o := range []string{"answer", "negative", "failure"} {
-			m.DNS.WithLabelValues(c, o)
-		}
-	}
+	reg.MustRegister(m.Verify, m.Seal, m.Seconds)
 	for _, r := range []State{StatePass, StateFail, StateNone} {
 		m.Verify.WithLabelValues(string(r))
 	}
@@ -58,13 +48,13 @@ const VarSignDomain = "acl_m_arc_sign_domain"
 
 // ModuleOptions configures the milter hooks.
 type ModuleOptions struct {
-	AuthServID     string
-	Resolver       Resolver
-	MinRSABits     int
-	Timeout        time.Duration // for validating one message, DNS included
-	RemoveForged   bool          // delete incoming Authentication-Results claiming AuthServID
-	AddAuthResults bool          // add "Authentication-Results: <id>; arc=..." at the top
-	RemoteIP       bool          // put smtp.remote-ip in it
+	// AuthServID finds our Authentication-Results (which the milter writes
+	// from every method's results) to seal as the ARC-Authentication-Results.
+	AuthServID string
+	Resolver   Resolver
+	MinRSABits int
+	Timeout    time.Duration // for validating one message, DNS included
+	RemoteIP   bool          // put smtp.remote-ip in the arc= result
 	// Seal holds one SealOptions per signing key, in configuration order;
 	// Key.Domain selects one.
 	Seal []SealOptions
@@ -108,7 +98,6 @@ func (m *Module) Needs() milter.Needs {
 type state struct {
 	v   *Verifier
 	eoh bool
-	nAR int // Authentication-Results headers seen, for their index
 	res *Result
 }
 
@@ -128,15 +117,6 @@ func (m *Module) Header(_ context.Context, t *milter.Txn, h milter.Header) error
 		value = " " + value
 	}
 	st.v.Header(Header{Name: h.Name, Value: value})
-	if strings.EqualFold(h.Name, "Authentication-Results") {
-		st.nAR++
-		// Nobody else may speak for our authserv-id: a copy from outside
-		// would be taken for our own verdict downstream.
-		if id, err := AuthServID(value); m.o.RemoveForged && err == nil && strings.EqualFold(id, m.o.AuthServID) {
-			t.Mutations.RemoveHeaders = append(t.Mutations.RemoveHeaders, milter.HeaderRef{Name: h.Name, Index: st.nAR})
-			m.o.Metrics.Forged.Inc()
-		}
-	}
 	return nil
 }
 
@@ -176,10 +156,9 @@ func (m *Module) EndOfMessage(ctx context.Context, t *milter.Txn) error {
 	if m.o.RemoteIP && t.Session.Identity.ClientAddr.IsValid() {
 		ip = t.Session.Identity.ClientAddr.String()
 	}
-	f.AuthResult = res.AuthResultsValue(m.o.AuthServID, ip)
-	if m.o.AddAuthResults {
-		t.Mutations.AuthResults = append(t.Mutations.AuthResults, milter.HeaderField{Name: "Authentication-Results", Value: f.AuthResult})
-	}
+	ar := res.AuthResult(ip)
+	f.AuthResult = authres.FormatResult(ar)
+	t.AddAuthResult(ar)
 	return nil
 }
 
@@ -214,7 +193,7 @@ func (m *Module) Finalize(_ context.Context, t *milter.Txn, d milter.Decision) e
 	for i, h := range final {
 		headers[i] = Header{Name: h.Name, Value: h.Value}
 		if strings.EqualFold(h.Name, "Authentication-Results") {
-			if id, err := AuthServID(h.Value); err == nil && strings.EqualFold(id, m.o.AuthServID) {
+			if id, err := authres.AuthServID(h.Value); err == nil && strings.EqualFold(id, m.o.AuthServID) {
 				ours = append(ours, strings.TrimLeft(h.Value, " \t"))
 			}
 		}

@@ -30,11 +30,14 @@ func milterHop(t *testing.T, m *Module, headers []milter.Header, body string, si
 		tx.SetControl(ControlSign)
 	}
 	ctx := context.Background()
+	arCfg := milter.AuthResultsConfig{AuthServID: m.o.AuthServID, Add: true, RemoveForged: true}
 	for _, h := range headers {
+		milter.RemoveForgedAuthResults(tx, arCfg, h)
 		m.Header(ctx, tx, h)
 	}
 	m.Body(ctx, tx, []byte(body))
 	m.EndOfMessage(ctx, tx)
+	milter.WriteAuthResults(tx, arCfg)
 	if err := m.Finalize(ctx, tx, milter.Decision{Verdict: milter.Accept}); err != nil {
 		t.Fatal(err)
 	}
@@ -52,7 +55,7 @@ func TestModuleChainAcrossHops(t *testing.T) {
 	}
 	dns := chainResolver{"s1._domainkey.hop1.example": txt, "s1._domainkey.hop2.example": txt}
 	module := func(domain string) *Module {
-		return NewModule(ModuleOptions{AuthServID: "mx." + domain, Resolver: dns, RemoveForged: true, AddAuthResults: true,
+		return NewModule(ModuleOptions{AuthServID: "mx." + domain, Resolver: dns,
 			Seal:    []SealOptions{{Key: Key{Domain: domain, Selector: "s1", Signer: signer}, AuthServID: "mx." + domain}},
 			Metrics: NewMetrics(prometheus.NewRegistry()), Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	}

@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/tollgate/tollgate/internal/authres"
 )
 
 func TestAuthServID(t *testing.T) {
@@ -19,25 +21,25 @@ func TestAuthServID(t *testing.T) {
 		{" MX.Example.ORG; none", "MX.Example.ORG"},
 	}
 	for _, c := range cases {
-		got, err := AuthServID(c.in)
+		got, err := authres.AuthServID(c.in)
 		if err != nil || got != c.want {
-			t.Errorf("AuthServID(%q) = %q, %v; want %q", c.in, got, err, c.want)
+			t.Errorf("authres.AuthServID(%q) = %q, %v; want %q", c.in, got, err, c.want)
 		}
 	}
 	for _, bad := range []string{"", " ", "mx.example.org", "; spf=pass", " (unterminated; x", `"open; none`, " a b; none"} {
-		if id, err := AuthServID(bad); err == nil {
-			t.Errorf("AuthServID(%q) = %q, want an error", bad, id)
+		if id, err := authres.AuthServID(bad); err == nil {
+			t.Errorf("authres.AuthServID(%q) = %q, want an error", bad, id)
 		}
 	}
 }
 
 func TestSplitResults(t *testing.T) {
-	got, err := splitResults(` spf=pass (a; b) smtp.mailfrom=x;` + "\r\n\t" + ` dkim=pass header.b="q;uoted" ; none ;;` + "\r\n\t" + `arc=none`)
+	got, err := authres.SplitResults(` spf=pass (a; b) smtp.mailfrom=x;` + "\r\n\t" + ` dkim=pass header.b="q;uoted" ; none ;;` + "\r\n\t" + `arc=none`)
 	want := []string{"spf=pass (a; b) smtp.mailfrom=x", `dkim=pass header.b="q;uoted"`, "arc=none"}
 	if err != nil || !reflect.DeepEqual(got, want) {
 		t.Fatalf("%q %v", got, err)
 	}
-	if _, err := splitResults(" spf=pass (open"); err == nil {
+	if _, err := authres.SplitResults(" spf=pass (open"); err == nil {
 		t.Fatal("unterminated comment accepted")
 	}
 }
@@ -170,27 +172,27 @@ func TestSealChainChanged(t *testing.T) {
 	}
 }
 
-func TestAuthResultsValue(t *testing.T) {
+func TestAuthResult(t *testing.T) {
 	cases := []struct {
 		r    Result
 		ip   string
 		want string
 	}{
-		{Result{State: StatePass, OldestPass: 1}, "192.0.2.1", "mx.example.org; arc=pass header.oldest-pass=0 smtp.remote-ip=192.0.2.1"},
-		{Result{State: StatePass, OldestPass: 2}, "", "mx.example.org; arc=pass header.oldest-pass=2"},
-		{Result{State: StateNone}, "2001:db8::1", "mx.example.org; arc=none smtp.remote-ip=2001:db8::1"},
-		{Result{State: StateFail, Reason: `as.1 malformed: bad d="(x)\"`}, "", `mx.example.org; arc=fail (as.1 malformed: bad d="\(x\)\\")`},
+		{Result{State: StatePass, OldestPass: 1}, "192.0.2.1", "mx.example.org;\r\n\tarc=pass header.oldest-pass=0 smtp.remote-ip=192.0.2.1"},
+		{Result{State: StatePass, OldestPass: 2}, "", "mx.example.org;\r\n\tarc=pass header.oldest-pass=2"},
+		{Result{State: StateNone}, "2001:db8::1", "mx.example.org;\r\n\tarc=none smtp.remote-ip=2001:db8::1"},
+		{Result{State: StateFail, Reason: `as.1 malformed: bad d="(x)\"`}, "", "mx.example.org;\r\n\t" + `arc=fail (as.1 malformed: bad d="\(x\)\\")`},
 	}
 	for _, c := range cases {
-		got := c.r.AuthResultsValue("mx.example.org", c.ip)
+		got := authres.Format("mx.example.org", []authres.Result{c.r.AuthResult(c.ip)})
 		if got != c.want {
 			t.Errorf("got  %s\nwant %s", got, c.want)
 		}
 		// what we write, we read back
-		if id, err := AuthServID(" " + got); err != nil || id != "mx.example.org" {
+		if id, err := authres.AuthServID(" " + got); err != nil || id != "mx.example.org" {
 			t.Errorf("%q: %q %v", got, id, err)
 		}
-		if rs, err := splitResults(strings.SplitN(got, ";", 2)[1]); err != nil || len(rs) != 1 {
+		if rs, err := authres.SplitResults(strings.SplitN(got, ";", 2)[1]); err != nil || len(rs) != 1 {
 			t.Errorf("%q splits into %q, %v", got, rs, err)
 		}
 	}

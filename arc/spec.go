@@ -2,7 +2,6 @@ package arc
 
 import (
 	"errors"
-	"io"
 	"slices"
 	"strconv"
 	"strings"
@@ -16,7 +15,10 @@ import (
 
 // Config is the arc: section (the seed's verify = arc and arc_sign).
 type Config struct {
-	Pos                     feature.Pos       `yaml:"-"`
+	Pos feature.Pos `yaml:"-"`
+	// AuthServID, RemoveForgedAuthResults, AddAuthResults and DNS moved to
+	// the top level; a configuration that still sets them gets an error
+	// that says where.
 	AuthServID              feature.Str       `yaml:"authserv_id"`
 	RemoveForgedAuthResults *bool             `yaml:"remove_forged_authresults"`
 	AddAuthResults          *bool             `yaml:"add_authresults"`
@@ -29,7 +31,7 @@ type Config struct {
 	Oversign                *feature.StrList  `yaml:"oversign"`
 }
 
-// DNSConfig points key lookups at a resolver.
+// DNSConfig is the old arc.dns, now the top-level dns: (kept to say so).
 type DNSConfig struct {
 	Pos        feature.Pos       `yaml:"-"`
 	Server     feature.Str       `yaml:"server"`
@@ -61,20 +63,17 @@ func (spec) Order() feature.Order { return feature.Order{Last: true} }
 func (spec) NewMetrics(reg prometheus.Registerer) any { return NewMetrics(reg) }
 
 func (spec) Compile(cfg any, env *feature.CompileEnv) feature.Section {
-	return compile(env.Report, cfg.(*Config))
+	return compile(env.Report, cfg.(*Config), env.AuthServID)
 }
 
 // section is the compiled arc: section.
 type section struct {
-	authServID   string
-	removeForged bool
-	addAR        bool
-	remoteIP     bool
-	minRSABits   int
-	timeout      time.Duration
-	dns          DNSOptions
-	seal         []SealOptions
-	sealRule     bool // a rule sets arc_sign (the policy asks ControlError for each)
+	authServID string
+	remoteIP   bool
+	minRSABits int
+	timeout    time.Duration
+	seal       []SealOptions
+	sealRule   bool // a rule sets arc_sign (the policy asks ControlError for each)
 }
 
 var errNoKey = errors.New("needs a signing key (arc.sign)")
@@ -89,25 +88,10 @@ func (s *section) ControlError(name string) error {
 	return nil
 }
 
-// sharedResolver lets the key cache of a resolver outlive a reload: it is
-// shared by every configuration with the same DNS options.
-type sharedResolver struct{ *DNSResolver }
-
-func (sharedResolver) Close() error { return nil }
-
 func (s *section) Module(env *feature.ModuleEnv) (milter.Module, error) {
-	metrics := env.Metrics.(*Metrics)
-	c, err := env.Shared("dns:"+s.dns.Server+"|"+s.dns.Timeout.String()+"|"+s.dns.FailureTTL.String(), func() (io.Closer, error) {
-		opts := s.dns
-		opts.Lookups = metrics.DNS
-		return sharedResolver{NewDNSResolver(opts)}, nil
-	})
-	if err != nil {
-		return nil, err
-	}
-	return NewModule(ModuleOptions{AuthServID: s.authServID, Resolver: c.(sharedResolver).DNSResolver,
-		MinRSABits: s.minRSABits, Timeout: s.timeout, RemoveForged: s.removeForged, AddAuthResults: s.addAR,
-		RemoteIP: s.remoteIP, Seal: s.seal, NoSealRule: !s.sealRule, Metrics: metrics, Log: env.Log}), nil
+	return NewModule(ModuleOptions{AuthServID: s.authServID, Resolver: env.DNS,
+		MinRSABits: s.minRSABits, Timeout: s.timeout, RemoteIP: s.remoteIP, Seal: s.seal, NoSealRule: !s.sealRule,
+		Metrics: env.Metrics.(*Metrics), Log: env.Log}), nil
 }
 
 var (
@@ -124,7 +108,6 @@ func (spec) Vocabulary() feature.Vocabulary {
 			{Name: "arc_state_reason", Stages: atData, Value: func(e *feature.Eval) string { return FactsOf(e.Txn).Reason }},
 			{Name: "arc_domains", Stages: atData, Value: func(e *feature.Eval) string { return strings.Join(FactsOf(e.Txn).Domains, ":") }},
 			{Name: "arc_oldest_pass", Stages: atData, Value: func(e *feature.Eval) string { return strconv.Itoa(FactsOf(e.Txn).OldestPass) }},
-			{Name: "authresults", Stages: atData, Value: func(e *feature.Eval) string { return FactsOf(e.Txn).AuthResult }},
 		},
 		// Seal the message with ARC once accepted.
 		Controls: []feature.Control{{Name: ControlSign, Stages: fromMail}},
@@ -162,16 +145,27 @@ func (c cond) Match(e *feature.Eval) (bool, *milter.Decision) {
 	return len(c.negate) > 0 && c.negate[len(c.negate)-1], nil
 }
 
-func compile(d feature.Reporter, in *Config) *section {
-	p := &section{authServID: in.AuthServID.Value, removeForged: true, addAR: true, remoteIP: in.RemoteIP, timeout: DefaultTimeout}
-	if p.authServID == "" {
-		d.Errorf(in.Pos.Line, "arc.authserv_id is required: the name of this ADMD in Authentication-Results (e.g. mx.example.org)")
+func compile(d feature.Reporter, in *Config, authServID string) *section {
+	p := &section{authServID: authServID, remoteIP: in.RemoteIP, timeout: DefaultTimeout}
+	// These moved to the top level when every method came to share one
+	// Authentication-Results and one resolver.
+	moved := func(line int, key, to string) {
+		d.Errorf(line, "arc.%s moved to the top level: write %s (shared by every authentication method)", key, to)
+	}
+	if in.AuthServID.Value != "" {
+		moved(in.AuthServID.Line, "authserv_id", "authserv_id: "+in.AuthServID.Value)
 	}
 	if in.RemoveForgedAuthResults != nil {
-		p.removeForged = *in.RemoveForgedAuthResults
+		moved(in.Pos.KeyLine("remove_forged_authresults"), "remove_forged_authresults", "remove_forged_authresults:")
 	}
 	if in.AddAuthResults != nil {
-		p.addAR = *in.AddAuthResults
+		moved(in.Pos.KeyLine("add_authresults"), "add_authresults", "add_authresults:")
+	}
+	if in.DNS.Pos.Line != 0 {
+		moved(in.Pos.KeyLine("dns"), "dns", "dns: {server: ..., timeout: ..., failure_ttl: ...}")
+	}
+	if authServID == "" && in.AuthServID.Value == "" {
+		d.Errorf(in.Pos.Line, "arc needs authserv_id (top level): the name of this ADMD in Authentication-Results (e.g. authserv_id: mx.example.org)")
 	}
 	if in.MinRSABits != nil {
 		if *in.MinRSABits < 512 {
@@ -181,19 +175,6 @@ func compile(d feature.Reporter, in *Config) *section {
 	}
 	if in.Timeout != nil {
 		p.timeout = time.Duration(*in.Timeout)
-	}
-	p.dns.Server = in.DNS.Server.Value
-	if in.DNS.Timeout != nil {
-		p.dns.Timeout = time.Duration(*in.DNS.Timeout)
-	}
-	if in.DNS.FailureTTL != nil {
-		p.dns.FailureTTL = time.Duration(*in.DNS.FailureTTL)
-		switch {
-		case p.dns.FailureTTL == 0:
-			p.dns.FailureTTL = -1 // 0s: remember no failure
-		case p.dns.FailureTTL > 5*time.Minute:
-			d.Errorf(in.DNS.Pos.KeyLine("failure_ttl"), "arc.dns.failure_ttl: %v is more than 5m (RFC 2308 §7)", time.Duration(*in.DNS.FailureTTL))
-		}
 	}
 	var headers, oversign []string
 	for _, h := range in.Headers {
@@ -249,13 +230,6 @@ func compile(d feature.Reporter, in *Config) *section {
 // default; a signing key prints as its file.
 func (spec) Effective(cfg any) any {
 	c := *cfg.(*Config)
-	yes := true
-	if c.RemoveForgedAuthResults == nil {
-		c.RemoveForgedAuthResults = &yes
-	}
-	if c.AddAuthResults == nil {
-		c.AddAuthResults = &yes
-	}
 	if c.MinRSABits == nil || *c.MinRSABits <= 0 {
 		bits := DefaultMinRSABits
 		c.MinRSABits = &bits
@@ -263,14 +237,6 @@ func (spec) Effective(cfg any) any {
 	if c.Timeout == nil || *c.Timeout == 0 {
 		t := feature.Duration(DefaultTimeout)
 		c.Timeout = &t
-	}
-	if c.DNS.Timeout == nil || *c.DNS.Timeout == 0 {
-		t := feature.Duration(DefaultDNSTimeout)
-		c.DNS.Timeout = &t
-	}
-	if c.DNS.FailureTTL == nil {
-		t := feature.Duration(DefaultFailureTTL)
-		c.DNS.FailureTTL = &t
 	}
 	if len(c.Headers) == 0 {
 		c.Headers = feature.Strs(DefaultSignHeaders...)

@@ -5,7 +5,6 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -40,9 +39,9 @@ func arcKey(t *testing.T, mode os.FileMode) string {
 func TestARCConfigAndCondition(t *testing.T) {
 	key := arcKey(t, 0o600)
 	p := mustParse(t, `
+authserv_id: mx.example.org
+dns: {server: "127.0.0.1:53", timeout: 2s, failure_ttl: 10s}
 arc:
-  authserv_id: mx.example.org
-  dns: {server: "127.0.0.1:53", timeout: 2s, failure_ttl: 10s}
   sign:
     - {domain: example.org, selector: s1, key: `+key+`, options: [timestamps, "expire=+86400"]}
     - {domain: example.net, selector: s1, key: `+key+`}
@@ -52,7 +51,7 @@ acl:
     - accept: {name: ok, arc: ["!fail"], add_header: "X-ARC: $arc_state $arc_oldest_pass $arc_domains", control: [arc_sign]}
     - accept: {}
 `)
-	if sec := p.Section("arc").(*section); len(sec.seal) != 2 || !sec.seal[0].Timestamps || sec.seal[0].Expire != "+86400" || sec.dns.Server != "127.0.0.1:53" || sec.dns.FailureTTL != 10*time.Second || !sec.removeForged {
+	if sec := p.Section("arc").(*section); len(sec.seal) != 2 || !sec.seal[0].Timestamps || sec.seal[0].Expire != "+86400" || sec.authServID != "mx.example.org" {
 		t.Errorf("%+v", sec)
 	}
 	rt, err := policy.NewEnv(nil, prometheus.NewRegistry()).Runtime(p)
@@ -89,32 +88,23 @@ func TestARCConfigErrors(t *testing.T) {
 	loose := arcKey(t, 0o644)
 	good := arcKey(t, 0o600)
 	for _, tc := range []struct{ yml, want string }{
-		{"arc: {sign: []}\n", "t.yaml:1: arc.authserv_id is required"},
-		{"arc: {authserv_id: mx.example.org, sign: [{domain: example.org, selector: s, key: " + loose + "}]}\n", "t.yaml:1: arc.sign.key:"},
-		{"arc: {authserv_id: mx.example.org, sign: [{domain: example.org, selector: s}]}\n", "key: is required"},
-		{"arc: {authserv_id: mx.example.org, sign: [{domain: example.org, selector: s, key: " + good + ", options: [sometimes]}]}\n", `"sometimes"`},
-		{"arc: {authserv_id: mx.example.org, sign: [{domain: \"bad domain\", selector: s, key: " + good + "}]}\n", "bad signing domain"},
-		{"arc: {authserv_id: mx.example.org, headers: [from, arc-seal], sign: [{domain: example.org, selector: s, key: " + good + "}]}\n", "ARC-Seal must not be signed"},
-		{"arc: {authserv_id: mx.example.org}\nacl:\n  data:\n    - accept: {control: [arc_sign]}\n", "t.yaml:4: control: arc_sign: needs a signing key (arc.sign)"},
-		{"arc:\n  authserv_id: mx.example.org\n  dns:\n    failure_ttl: 1h\n", "t.yaml:4: arc.dns.failure_ttl: 1h0m0s is more than 5m"},
-		{"arc:\n  authserv_id: mx.example.org\n  dns:\n    failure_ttl: -1s\n", "t.yaml:4: duration \"-1s\" must not be negative"},
-		{"arc: {authserv_id: mx.example.org}\nacl:\n  rcpt:\n    - accept: {arc: [pass]}\n", "acl.rcpt: arc is not available at rcpt"},
-		{"arc: {authserv_id: mx.example.org}\nacl:\n  data:\n    - accept: {arc: [passed]}\n", `"passed" is not pass, fail or none`},
+		{"arc: {sign: []}\n", "t.yaml:1: arc needs authserv_id (top level)"},
+		{"authserv_id: mx.example.org\narc: {authserv_id: mx.example.org}\n", "t.yaml:2: arc.authserv_id moved to the top level: write authserv_id: mx.example.org"},
+		{"authserv_id: mx.example.org\narc:\n  dns: {server: \"127.0.0.1:53\"}\n", "t.yaml:3: arc.dns moved to the top level"},
+		{"authserv_id: mx.example.org\narc:\n  add_authresults: false\n", "t.yaml:3: arc.add_authresults moved to the top level"},
+		{"authserv_id: mx.example.org\narc: {sign: [{domain: example.org, selector: s, key: " + loose + "}]}\n", "t.yaml:2: arc.sign.key:"},
+		{"authserv_id: mx.example.org\narc: {sign: [{domain: example.org, selector: s}]}\n", "key: is required"},
+		{"authserv_id: mx.example.org\narc: {sign: [{domain: example.org, selector: s, key: " + good + ", options: [sometimes]}]}\n", `"sometimes"`},
+		{"authserv_id: mx.example.org\narc: {sign: [{domain: \"bad domain\", selector: s, key: " + good + "}]}\n", "bad signing domain"},
+		{"authserv_id: mx.example.org\narc: {headers: [from, arc-seal], sign: [{domain: example.org, selector: s, key: " + good + "}]}\n", "ARC-Seal must not be signed"},
+		{"authserv_id: mx.example.org\narc: {}\nacl:\n  data:\n    - accept: {control: [arc_sign]}\n", "t.yaml:5: control: arc_sign: needs a signing key (arc.sign)"},
+		{"authserv_id: mx.example.org\narc: {}\ndns:\n  failure_ttl: 1h\n", "t.yaml:4: dns.failure_ttl: 1h0m0s is more than 5m"},
+		{"authserv_id: mx.example.org\narc: {}\ndns:\n  failure_ttl: -1s\n", "t.yaml:4: duration \"-1s\" must not be negative"},
+		{"authserv_id: mx.example.org\narc: {}\nacl:\n  rcpt:\n    - accept: {arc: [pass]}\n", "acl.rcpt: arc is not available at rcpt"},
+		{"authserv_id: mx.example.org\narc: {}\nacl:\n  data:\n    - accept: {arc: [passed]}\n", `"passed" is not pass, fail or none`},
 	} {
 		if _, err := policy.Parse("t.yaml", []byte(tc.yml), specs...); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%q: %v, want %q", tc.yml, err, tc.want)
 		}
-	}
-}
-
-func TestARCFailureTTLZeroDisables(t *testing.T) {
-	p := mustParse(t, "arc:\n  authserv_id: mx.example.org\n  dns: {failure_ttl: 0s}\n")
-	if got := p.Section("arc").(*section).dns.FailureTTL; got >= 0 {
-		t.Fatalf("failure_ttl 0s compiled to %v, want negative (no caching)", got)
-	}
-	p = mustParse(t, "arc:\n  authserv_id: mx.example.org\n")
-	r := NewDNSResolver(p.Section("arc").(*section).dns)
-	if r.opts.FailureTTL != DefaultFailureTTL {
-		t.Fatalf("default failure_ttl %v", r.opts.FailureTTL)
 	}
 }

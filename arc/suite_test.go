@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tollgate/tollgate/internal/authres"
+
 	"go.yaml.in/yaml/v3"
 )
 
@@ -179,7 +181,7 @@ func TestSuiteSigning(t *testing.T) {
 				v, r := verifyMessage(VerifyOptions{Resolver: res, Now: now}, hs, body, 5)
 				var ars []string
 				for _, h := range hs {
-					if id, err := AuthServID(h.Value); err == nil && strings.EqualFold(strings.TrimSpace(h.Name), "Authentication-Results") && id == c.SrvID {
+					if id, err := authres.AuthServID(h.Value); err == nil && strings.EqualFold(strings.TrimSpace(h.Name), "Authentication-Results") && id == c.SrvID {
 						ars = append(ars, h.Value)
 					}
 				}

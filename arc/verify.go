@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/tollgate/tollgate/internal/authres"
 )
 
 // MaxInstances is the largest ARC chain RFC 8617 §5.2 allows.
@@ -54,40 +56,21 @@ type Result struct {
 	ArrivedCV string
 }
 
-// AuthResultsValue formats the arc= result for an Authentication-Results
-// header field of authServID (RFC 8617 §7.2), without the leading space:
-// "mx.example.org; arc=pass header.oldest-pass=2 smtp.remote-ip=192.0.2.1",
-// or with the reason as a comment when it fails. remoteIP may be "".
-func (r *Result) AuthResultsValue(authServID, remoteIP string) string {
-	var b strings.Builder
-	b.WriteString(authServID + "; arc=" + string(r.State))
-	if r.State == StateFail && r.Reason != "" {
-		b.WriteString(" (" + commentSafe(r.Reason) + ")")
+// AuthResult is the arc= result for Authentication-Results (RFC 8617
+// §7.2): "arc=pass header.oldest-pass=2 smtp.remote-ip=192.0.2.1", or with
+// the reason as a comment when it fails. remoteIP may be "".
+func (r *Result) AuthResult(remoteIP string) authres.Result {
+	ar := authres.Result{Method: "arc", Result: string(r.State)}
+	if r.State == StateFail {
+		ar.Comment = r.Reason
 	}
 	if r.State == StatePass {
-		b.WriteString(" header.oldest-pass=" + strconv.Itoa(r.HeaderOldestPass()))
+		ar.Props = append(ar.Props, authres.Prop{Type: "header", Property: "oldest-pass", Value: strconv.Itoa(r.HeaderOldestPass())})
 	}
 	if remoteIP != "" {
-		b.WriteString(" smtp.remote-ip=" + remoteIP)
+		ar.Props = append(ar.Props, authres.Prop{Type: "smtp", Property: "remote-ip", Value: remoteIP})
 	}
-	return b.String()
-}
-
-// commentSafe makes s fit in an RFC 5322 comment on one line.
-func commentSafe(s string) string {
-	var b strings.Builder
-	for i := 0; i < len(s) && b.Len() < 200; i++ {
-		switch c := s[i]; {
-		case c == '(' || c == ')' || c == '\\':
-			b.WriteByte('\\')
-			b.WriteByte(c)
-		case c < ' ' || c == 0x7f:
-			b.WriteByte(' ')
-		default:
-			b.WriteByte(c)
-		}
-	}
-	return b.String()
+	return ar
 }
 
 // HeaderOldestPass is the value for header.oldest-pass in an
@@ -731,8 +714,8 @@ func (v *Verifier) key(ctx context.Context, p, sel, dom string) (*publicKey, *fa
 	if kr.key.revoked {
 		return nil, failf("%s key revoked", p)
 	}
-	if kr.key.rsa != nil && kr.key.bits < v.opts.MinRSABits {
-		return nil, failf("%s key too small (%d bits < %d)", p, kr.key.bits, v.opts.MinRSABits)
+	if kr.key.isRSA() && kr.key.key.Bits() < v.opts.MinRSABits {
+		return nil, failf("%s key too small (%d bits < %d)", p, kr.key.key.Bits(), v.opts.MinRSABits)
 	}
 	return kr.key, nil
 }
@@ -743,14 +726,8 @@ func (v *Verifier) fetchKey(ctx context.Context, name string) keyResult {
 	}
 	txts, err := v.opts.Resolver.LookupTXT(ctx, name)
 	if err != nil {
-		if errors.Is(err, ErrPermDNS) {
-			return keyResult{reason: err.Error()}
-		}
-		var de *DNSError
-		if !errors.As(err, &de) && !errors.Is(err, ErrTempDNS) {
-			err = &DNSError{Name: name, Temporary: true, Cause: err.Error()}
-		}
-		return keyResult{reason: err.Error(), temp: true}
+		de := dnsError(name, err)
+		return keyResult{reason: de.Error(), temp: de.Temporary}
 	}
 	var found *publicKey
 	var firstErr error

@@ -79,9 +79,9 @@ log: {format: text, level: info}
 on_error: tempfail
 drain_timeout: 5s
 identity: {xclient_hosts: [127.0.0.1], xclient_daemons: [proxy-in]}
+authserv_id: mx.example.org
+dns: {server: "%[3]s", timeout: 1s}
 arc:
-  authserv_id: mx.example.org
-  dns: {server: "%[3]s", timeout: 1s}
   sign: [{domain: example.org, selector: live, key: %[1]s/arc.key}]
 srs:
   domain: fwd.example.org

@@ -6,6 +6,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/tollgate/tollgate/internal/resolver"
 	"github.com/tollgate/tollgate/milter"
 )
 
@@ -57,6 +58,9 @@ type Vocabulary struct {
 // CompileEnv is what a section may use while it compiles.
 type CompileEnv struct {
 	Report Reporter
+	// AuthServID is the top-level authserv_id: the name of this host in
+	// Authentication-Results; "" when not set.
+	AuthServID string
 	// Domains compiles a domain list as the policy's lists are written
 	// (!negation, +named_list, *.wildcards) and returns its matcher.
 	Domains func(items StrList) func(domain string) bool
@@ -86,6 +90,9 @@ type ModuleEnv struct {
 	// listeners other programs connect to, such as the SRS socketmap the
 	// running daemon already holds.
 	Serving bool
+	// DNS is the one resolver of the top-level dns: section, shared by every
+	// feature and kept (with its cache) across reloads that do not change it.
+	DNS resolver.Resolver
 }
 
 // Order constrains where a feature's module runs among the others (hooks of
@@ -95,7 +102,9 @@ type Order struct {
 	// configured (SRS reverses a recipient before BMI or DCC judge it).
 	After []string
 	// Last: after every other feature (ARC seals once every header change
-	// is known).
+	// is known), except those that name it in their After: they read its
+	// results at end of message and must not have a finalizer that changes
+	// headers.
 	Last bool
 }
 

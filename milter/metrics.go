@@ -28,6 +28,7 @@ type Metrics struct {
 	ConfigLastOK        prometheus.Gauge
 	ProxySessions       *prometheus.CounterVec // kind
 	UntrustedLogins     prometheus.Counter
+	ForgedAuthResults   prometheus.Counter
 	// ListReloads counts the policy rebuilt because a list or lookup file
 	// changed (not SIGHUP): ok, or error (the previous contents stay).
 	ListReloads *prometheus.CounterVec // result
@@ -92,12 +93,14 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "Key lookups in a cdb or LMDB database that failed (the key was taken as absent)."}, []string{"type"}),
 		UntrustedLogins: prometheus.NewCounter(prometheus.CounterOpts{Namespace: "tollgate", Name: "xclient_untrusted_logins_total",
 			Help: "XCLIENT logins that arrived off the proxy path and were not taken as authentication."}),
+		ForgedAuthResults: prometheus.NewCounter(prometheus.CounterOpts{Namespace: "tollgate", Name: "forged_authresults_removed_total",
+			Help: "Incoming Authentication-Results header fields that claimed our authserv-id, removed."}),
 		ConfigLastOK: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: "tollgate", Name: "config_last_reload_successful",
 			Help: "1 if the last configuration (re)load succeeded, 0 if the old configuration is still in use."}),
 	}
 	reg.MustRegister(m.SessionsActive, m.Sessions, m.Messages, m.Recipients, m.StageDuration, m.ModuleDuration,
 		m.ModuleErrors, m.PolicyDecisions, m.PolicyErrors, m.PolicyUnknownValues, m.MessageBytes, m.ProtocolWarnings, m.MTAErrors,
-		m.ConfigReloads, m.ConfigLastReload, m.ConfigLastOK, m.ProxySessions, m.UntrustedLogins, m.ListReloads, m.LookupErrors)
+		m.ConfigReloads, m.ConfigLastReload, m.ConfigLastOK, m.ProxySessions, m.UntrustedLogins, m.ForgedAuthResults, m.ListReloads, m.LookupErrors)
 	m.registerWire(reg)
 	m.registerMonitor(reg)
 	for _, k := range []string{"handoff", "proxied", "without_xclient"} {

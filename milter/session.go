@@ -302,6 +302,7 @@ func (c *connection) Header(name, value string, m gomilter.Modifier) (*gomilter.
 	if !c.leadingSpace {
 		t.HeaderBytes++ // the space the MTA swallowed
 	}
+	c.removeForgedAuthResults(t, h)
 	if !c.headerHooks {
 		return gomilter.RespContinue, nil
 	}
@@ -550,6 +551,9 @@ func (c *connection) runStage(stage Stage, t *Txn, r *Recipient, find func(Modul
 		if d, failed := c.callModule(stage, mod, find); failed && d.Final() {
 			return d
 		}
+	}
+	if stage == StageData {
+		WriteAuthResults(t, authResultsConfig(c.sess.runtime))
 	}
 	d, err := c.evaluate(stage, t, r)
 	if err != nil {

@@ -3,6 +3,8 @@ package milter
 import (
 	"strings"
 	"time"
+
+	"github.com/tollgate/tollgate/internal/authres"
 )
 
 // Session is one milter connection, which is one SMTP connection.
@@ -44,6 +46,10 @@ type Txn struct {
 	leadingSpace bool
 	state        map[string]any
 	facts        map[string]any
+
+	authResults      []authres.Result
+	authResultsValue string
+	nAuthResults     int // Authentication-Results fields seen, for their index
 }
 
 // Fact returns what the named feature found about this message (its own

@@ -12,6 +12,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/tollgate/tollgate/internal/resolver"
+
 	"github.com/tollgate/tollgate/feature"
 	"github.com/tollgate/tollgate/milter"
 )
@@ -39,6 +41,8 @@ type Policy struct {
 
 	acls     map[milter.Stage]*acl
 	needs    milter.Needs
+	authRes  milter.AuthResultsConfig
+	dns      resolver.Options
 	identity milter.IdentityConfig
 	features *featureSet
 	vars     map[string]variable
@@ -248,7 +252,8 @@ func compile(d *decoder, cfg *Config, fs *featureSet) *Policy {
 
 	lc := &listCompiler{named: cfg.Lists, d: d}
 	compileIdentity(d, lc, &cfg.Identity, p)
-	fs.compile(d, lc)
+	compileAuthResults(d, cfg, p)
+	fs.compile(d, lc, p.authRes.AuthServID)
 	stages := []struct {
 		stage milter.Stage
 		rules []Rule

@@ -21,8 +21,13 @@ type Config struct {
 	ListsCheckInterval Str            `yaml:"lists_check_interval"`
 	Limits             LimitsConfig   `yaml:"limits"`
 	Identity           IdentityConfig `yaml:"identity"`
-	Lists              namedLists     `yaml:"lists"`
-	ACL                ACLConfig      `yaml:"acl"`
+
+	AuthServID              Str        `yaml:"authserv_id"`
+	AddAuthResults          *bool      `yaml:"add_authresults"`
+	RemoveForgedAuthResults *bool      `yaml:"remove_forged_authresults"`
+	DNS                     DNSConfig  `yaml:"dns"`
+	Lists                   namedLists `yaml:"lists"`
+	ACL                     ACLConfig  `yaml:"acl"`
 }
 
 // SocketConfig sets who may connect to a unix milter socket.

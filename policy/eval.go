@@ -10,6 +10,8 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/tollgate/tollgate/internal/resolver"
+
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/tollgate/tollgate/feature"
@@ -309,6 +311,7 @@ type Env struct {
 	registry prometheus.Registerer
 
 	featureMetrics map[string]any // by feature: registered once per process
+	dnsMetrics     *resolver.Metrics
 
 	mu     sync.Mutex
 	stores map[string]*sharedStore // resources (SRS database stores) by their options, kept across reloads
@@ -322,7 +325,7 @@ type sharedStore struct {
 
 // NewEnv registers the core metrics on reg.
 func NewEnv(log *slog.Logger, reg prometheus.Registerer) *Env {
-	return &Env{Log: log, Metrics: milter.NewMetrics(reg), registry: reg}
+	return &Env{Log: log, Metrics: milter.NewMetrics(reg), registry: reg, dnsMetrics: resolver.NewMetrics(reg)}
 }
 
 // Runtime builds the modules a policy configures. It fails only when a store

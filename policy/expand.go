@@ -51,6 +51,9 @@ var (
 var aclVarName = regexp.MustCompile(`^acl_[cm](_[a-z0-9_]+|[0-9])$`)
 
 var variables = map[string]variable{
+	// Exim's ${authresults}: the Authentication-Results this host writes,
+	// every method that ran (README "Authentication-Results").
+	"authresults": {atData, func(e *evalCtx) string { return e.t.AuthResultsValue() }},
 	"sender_host_address": {fromConnect, func(e *evalCtx) string {
 		if a := e.s.Identity.ClientAddr; a.IsValid() {
 			return a.String()

@@ -150,8 +150,8 @@ func (fs *featureSet) takeSections(d *decoder, root *yaml.Node) *yaml.Node {
 }
 
 // compile compiles every configured section.
-func (fs *featureSet) compile(d *decoder, lc *listCompiler) {
-	env := &feature.CompileEnv{Report: d, Domains: func(items StrList) func(string) bool { return lc.domains(items).Match }}
+func (fs *featureSet) compile(d *decoder, lc *listCompiler, authServID string) {
+	env := &feature.CompileEnv{Report: d, AuthServID: authServID, Domains: func(items StrList) func(string) bool { return lc.domains(items).Match }}
 	for _, lf := range fs.list {
 		if lf.cfg == nil {
 			continue
@@ -162,26 +162,57 @@ func (fs *featureSet) compile(d *decoder, lc *listCompiler) {
 }
 
 // ordered returns the configured features in module order: each after the
-// features it names in Order.After, those with Order.Last at the end, the
-// listed order otherwise.
+// features it names in Order.After, those with Order.Last after every other
+// except the ones that name a Last feature in their After (DMARC reads the
+// ARC result; ARC still finalizes, and so seals, after every module that
+// changes headers, since a module that comes after it has no finalizer that
+// may); the listed order otherwise.
 func (fs *featureSet) ordered() []*loadedFeature {
-	var pending, last, out []*loadedFeature
+	var first, last, after []*loadedFeature
 	for _, lf := range fs.list {
 		switch {
 		case lf.section == nil:
 		case lf.spec.Order().Last:
 			last = append(last, lf)
+		case fs.followsLast(lf):
+			after = append(after, lf)
 		default:
-			pending = append(pending, lf)
+			first = append(first, lf)
 		}
 	}
 	placed := map[string]bool{}
+	out := fs.placeInOrder(first, placed)
+	for _, lf := range last {
+		placed[lf.spec.Name()] = true
+	}
+	out = append(out, last...)
+	return append(out, fs.placeInOrder(after, placed)...)
+}
+
+// followsLast reports whether lf names a configured Last feature in its After.
+func (fs *featureSet) followsLast(lf *loadedFeature) bool {
+	for _, a := range lf.spec.Order().After {
+		if dep, ok := fs.byName[a]; ok && dep.section != nil && dep.spec.Order().Last {
+			return true
+		}
+	}
+	return false
+}
+
+// placeInOrder orders pending so that each comes after what it names in
+// Order.After (among pending; the others are in placed already or absent).
+func (fs *featureSet) placeInOrder(pending []*loadedFeature, placed map[string]bool) []*loadedFeature {
+	var out []*loadedFeature
+	inPending := map[string]bool{}
+	for _, lf := range pending {
+		inPending[lf.spec.Name()] = true
+	}
 	for len(pending) > 0 {
 		progress := false
 		for i := 0; i < len(pending); i++ {
 			ready := true
 			for _, a := range pending[i].spec.Order().After {
-				if dep, ok := fs.byName[a]; ok && dep.section != nil && !placed[a] && !dep.spec.Order().Last {
+				if inPending[a] && !placed[a] {
 					ready = false
 				}
 			}
@@ -194,11 +225,10 @@ func (fs *featureSet) ordered() []*loadedFeature {
 			}
 		}
 		if !progress { // a cycle in the specs: keep the listed order
-			out = append(out, pending...)
-			break
+			return append(out, pending...)
 		}
 	}
-	return append(out, last...)
+	return out
 }
 
 // featureCond is a feature's condition in a rule.
@@ -267,6 +297,10 @@ func (p *Policy) SectionConfig(name string) any {
 // featureModules builds the modules of the configured features, in order.
 func (e *Env) featureModules(p *Policy, rt *Runtime) ([]milter.Module, error) {
 	var out []milter.Module
+	dns, err := e.sharedResolver(p, rt)
+	if err != nil {
+		return nil, err
+	}
 	for _, lf := range p.features.ordered() {
 		name := lf.spec.Name()
 		e.mu.Lock()
@@ -279,7 +313,7 @@ func (e *Env) featureModules(p *Policy, rt *Runtime) ([]milter.Module, error) {
 			e.featureMetrics[name] = m
 		}
 		e.mu.Unlock()
-		mod, err := lf.section.Module(&feature.ModuleEnv{Log: e.Log, Metrics: m, Serving: e.Serving,
+		mod, err := lf.section.Module(&feature.ModuleEnv{Log: e.Log, Metrics: m, Serving: e.Serving, DNS: dns,
 			Shared: func(key string, open func() (io.Closer, error)) (io.Closer, error) {
 				c, err := e.shared(name+":"+key, open)
 				if err == nil {

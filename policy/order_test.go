@@ -33,7 +33,8 @@ func TestFeatureModuleOrder(t *testing.T) {
 	reversed := slices.Clone(testFeatures)
 	slices.Reverse(reversed)
 	p, err := Parse("t.yaml", []byte(`
-arc: {authserv_id: mx.example.org, sign: [{domain: example.org, selector: s, key: `+testKey(t)+`}]}
+authserv_id: mx.example.org
+arc: {sign: [{domain: example.org, selector: s, key: `+testKey(t)+`}]}
 srs: {domain: fwd.example.org, secrets_file: `+secrets+`}
 dcc: {address: /nonexistent}
 bmi: {backend: {spamd: {address: "127.0.0.1:783"}}}

@@ -19,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/tollgate/tollgate/internal/sigcrypto"
 	"github.com/tollgate/tollgate/milter"
 	"github.com/tollgate/tollgate/policy"
 )
@@ -105,9 +106,16 @@ func (d *daemon) start(p *policy.Policy) error {
 			return float64(d.syslog.Dropped())
 		}))
 	d.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	crypto, whyNotOpenSSL := sigcrypto.Default()
+	cryptoAttrs := []any{"crypto", crypto.Name(), "library", crypto.Library()}
+	if whyNotOpenSSL != nil {
+		cryptoAttrs = append(cryptoAttrs, "why", whyNotOpenSSL.Error())
+	}
+	d.log.Info("signature crypto", cryptoAttrs...)
 	buildInfo := prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: "tollgate", Name: "build_info",
-		Help: "Version of the running tollgate."}, []string{"version", "goversion"})
-	buildInfo.WithLabelValues(version, runtime.Version()).Set(1)
+		Help: "Version of the running tollgate; crypto is the library that signs and verifies (openssl or go)."},
+		[]string{"version", "goversion", "crypto"})
+	buildInfo.WithLabelValues(version, runtime.Version(), crypto.Name()).Set(1)
 	d.registry.MustRegister(buildInfo)
 	// Modules warn per message while a backend is down: one line per kind of
 	// trouble and interval is enough, the summary lines keep the facts.

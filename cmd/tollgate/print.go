@@ -82,8 +82,24 @@ func printEffective(p *policy.Policy, stdout, stderr io.Writer) int {
 		"max_headers", strconv.Itoa(p.Limits.MaxHeaders),
 		"max_header_bytes", byteSize(p.Limits.MaxHeaderBytes))
 	add("limits", limits)
+	if ar := p.AuthResultsConfig(); ar.AuthServID != "" {
+		add("authserv_id", scalar(ar.AuthServID))
+		add("add_authresults", scalar(strconv.FormatBool(ar.Add)))
+		add("remove_forged_authresults", scalar(strconv.FormatBool(ar.RemoveForged)))
+	}
+	dns := p.DNSOptions()
+	dnsNode := mapping("server", dns.Server)
+	if dns.Server == "" {
+		dnsNode = mapping("resolv_conf", dns.ResolvConf)
+	}
+	failureTTL, cacheSize := dns.FailureTTL, dns.CacheSize
+	failureTTL, cacheSize = max(failureTTL, 0), max(cacheSize, 0) // negative: off, written 0
+	dnsNode.Content = append(dnsNode.Content, scalar("timeout"), scalar(durationText(dns.Timeout.String())),
+		scalar("failure_ttl"), scalar(durationText(failureTTL.String())), scalar("cache_size"), scalar(strconv.Itoa(cacheSize)))
+	dnsNode.Style = yaml.FlowStyle
+	add("dns", dnsNode)
 	topLevel := map[string]bool{"listen": true, "socket": true, "metrics_listen": true, "log": true, "on_error": true, "drain_timeout": true, "limits": true,
-		"lists_check_interval": true, "mode": true, "monitor_header": true}
+		"lists_check_interval": true, "mode": true, "monitor_header": true, "authserv_id": true, "add_authresults": true, "remove_forged_authresults": true, "dns": true}
 	defaulters := map[string]feature.Defaulter{}
 	for _, spec := range features {
 		if d, ok := spec.(feature.Defaulter); ok {

@@ -1,4 +1,4 @@
-package arc
+package authres
 
 import (
 	"errors"
@@ -6,8 +6,8 @@ import (
 	"strings"
 )
 
-// ErrAuthResSyntax is wrapped by the Authentication-Results parse errors.
-var ErrAuthResSyntax = errors.New("arc: Authentication-Results syntax")
+// ErrSyntax is wrapped by the Authentication-Results parse errors.
+var ErrSyntax = errors.New("authres: Authentication-Results syntax")
 
 // AuthServID returns the authserv-id of an Authentication-Results value
 // (RFC 8601 §2.2), unquoted, as written: compare it with strings.EqualFold.
@@ -15,20 +15,20 @@ var ErrAuthResSyntax = errors.New("arc: Authentication-Results syntax")
 // are malformed still yields its id: the milter uses this to delete
 // headers that claim to be ours, whatever follows.
 func AuthServID(value string) (string, error) {
-	id, _, err := splitAuthRes(value)
+	id, _, err := Split(value)
 	return id, err
 }
 
-// splitAuthRes returns the authserv-id and the text after the ";" that
+// Split returns the authserv-id and the text after the ";" that
 // ends it (the version, if any, is skipped). A value with only an id (no
 // ";") is an error: RFC 8601 requires "none" or results.
-func splitAuthRes(value string) (id, rest string, err error) {
-	i, err := skipCFWS(value, 0)
+func Split(value string) (id, rest string, err error) {
+	i, err := SkipCFWS(value, 0)
 	if err != nil {
 		return "", "", err
 	}
 	if i == len(value) {
-		return "", "", fmt.Errorf("%w: empty", ErrAuthResSyntax)
+		return "", "", fmt.Errorf("%w: empty", ErrSyntax)
 	}
 	if value[i] == '"' {
 		id, i, err = quotedString(value, i)
@@ -37,34 +37,34 @@ func splitAuthRes(value string) (id, rest string, err error) {
 		}
 	} else {
 		start := i
-		for i < len(value) && isTokenChar(value[i]) {
+		for i < len(value) && IsTokenChar(value[i]) {
 			i++
 		}
 		id = value[start:i]
 	}
 	if id == "" {
-		return "", "", fmt.Errorf("%w: no authserv-id", ErrAuthResSyntax)
+		return "", "", fmt.Errorf("%w: no authserv-id", ErrSyntax)
 	}
-	if i, err = skipCFWS(value, i); err != nil {
+	if i, err = SkipCFWS(value, i); err != nil {
 		return "", "", err
 	}
 	if i < len(value) && isDigit(value[i]) { // authres-version
 		for i < len(value) && isDigit(value[i]) {
 			i++
 		}
-		if i, err = skipCFWS(value, i); err != nil {
+		if i, err = SkipCFWS(value, i); err != nil {
 			return "", "", err
 		}
 	}
 	if i == len(value) || value[i] != ';' {
-		return "", "", fmt.Errorf("%w: no ';' after authserv-id", ErrAuthResSyntax)
+		return "", "", fmt.Errorf("%w: no ';' after authserv-id", ErrSyntax)
 	}
 	return id, value[i+1:], nil
 }
 
-// isTokenChar reports RFC 2045 token characters, with '@', '/' and '='
+// IsTokenChar reports RFC 2045 token characters, with '@', '/' and '='
 // tolerated because authserv-ids seen in the wild contain them.
-func isTokenChar(c byte) bool {
+func IsTokenChar(c byte) bool {
 	if c <= ' ' || c >= 0x7f {
 		return false
 	}
@@ -75,8 +75,8 @@ func isTokenChar(c byte) bool {
 	return true
 }
 
-// skipCFWS skips whitespace, folds and (nested) comments.
-func skipCFWS(s string, i int) (int, error) {
+// SkipCFWS skips whitespace, folds and (nested) comments.
+func SkipCFWS(s string, i int) (int, error) {
 	depth := 0
 	for i < len(s) {
 		c := s[i]
@@ -98,7 +98,7 @@ func skipCFWS(s string, i int) (int, error) {
 		}
 	}
 	if depth > 0 {
-		return 0, fmt.Errorf("%w: unterminated comment", ErrAuthResSyntax)
+		return 0, fmt.Errorf("%w: unterminated comment", ErrSyntax)
 	}
 	return min(i, len(s)), nil
 }
@@ -118,13 +118,13 @@ func quotedString(s string, i int) (string, int, error) {
 			b.WriteByte(s[i])
 		}
 	}
-	return "", 0, fmt.Errorf("%w: unterminated quoted string", ErrAuthResSyntax)
+	return "", 0, fmt.Errorf("%w: unterminated quoted string", ErrSyntax)
 }
 
-// splitResults splits the results part of an Authentication-Results value
+// SplitResults splits the results part of an Authentication-Results value
 // at the ";" that are outside comments and quoted strings, trims each
 // result, and drops empty ones and "none" (RFC 8601 no-result).
-func splitResults(rest string) ([]string, error) {
+func SplitResults(rest string) ([]string, error) {
 	var out []string
 	depth, quoted, start := 0, false, 0
 	add := func(r string) {
@@ -154,48 +154,10 @@ func splitResults(rest string) ([]string, error) {
 		}
 	}
 	if quoted || depth > 0 {
-		return nil, fmt.Errorf("%w: unterminated comment or quoted string", ErrAuthResSyntax)
+		return nil, fmt.Errorf("%w: unterminated comment or quoted string", ErrSyntax)
 	}
 	add(rest[start:])
 	return out, nil
 }
 
-// parseAAR parses the "i=N;" prefix of an ARC-Authentication-Results value
-// (RFC 8617 §4.1.1: arc-info = instance [CFWS] ";" authres-payload) and
-// checks that an authserv-id follows.
-func parseAAR(value string) (int, error) {
-	i, err := skipCFWS(value, 0)
-	if err != nil {
-		return 0, err
-	}
-	if i == len(value) || value[i] != 'i' {
-		return 0, errors.New("does not start with i=")
-	}
-	if i, err = skipCFWS(value, i+1); err != nil {
-		return 0, err
-	}
-	if i == len(value) || value[i] != '=' {
-		return 0, errors.New("does not start with i=")
-	}
-	if i, err = skipCFWS(value, i+1); err != nil {
-		return 0, err
-	}
-	start := i
-	for i < len(value) && isDigit(value[i]) {
-		i++
-	}
-	inst, ok := parseInstance(value[start:i])
-	if !ok {
-		return 0, fmt.Errorf("bad instance %q", value[start:i])
-	}
-	if i, err = skipCFWS(value, i); err != nil {
-		return 0, err
-	}
-	if i == len(value) || value[i] != ';' {
-		return inst, errors.New("no ';' after i=")
-	}
-	if _, _, err := splitAuthRes(value[i+1:]); err != nil {
-		return inst, err
-	}
-	return inst, nil
-}
+func isDigit(c byte) bool { return c >= '0' && c <= '9' }
