@@ -438,3 +438,40 @@ func TestListFilesReloadedOnChange(t *testing.T) {
 		t.Error("a list rebuild counted as a configuration reload")
 	}
 }
+
+// lists_check_interval: 0s turns the watch off, also when a reload sets it:
+// an edited list file then waits for SIGHUP.
+func TestListWatchOff(t *testing.T) {
+	blocked := filepath.Join(t.TempDir(), "blocked_recipients")
+	write := func(content string) {
+		t.Helper()
+		if err := os.WriteFile(blocked, []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	config := func(interval string) string {
+		return fmt.Sprintf("lists_check_interval: %s\nacl:\n  rcpt:\n    - deny: {recipients: [\"file:%s\"]}\n    - accept: {}\n", interval, blocked)
+	}
+	write("blocked@example.org\n")
+	d := startDaemon(t, config("50ms"))
+	write("# first edit\nother@example.org\n")
+	d.waitLog(t, "list files changed; policy rebuilt")
+	if err := os.WriteFile(d.config, []byte(config("0s")), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	d.cmd.Process.Signal(syscall.SIGHUP)
+	d.waitLog(t, "configuration reloaded")
+	write("# second edit, longer\nthird@example.org\n")
+	time.Sleep(300 * time.Millisecond) // six checks' worth at the old interval
+	if !rcpt(t, d.sock, "other@example.org").StopProcessing() || strings.Count(d.log.String(), "list files changed") != 1 {
+		t.Fatal("the file was re-read with the watch off")
+	}
+	d.cmd.Process.Signal(syscall.SIGHUP)
+	deadline := time.Now().Add(10 * time.Second)
+	for !rcpt(t, d.sock, "third@example.org").StopProcessing() {
+		if time.Now().After(deadline) {
+			t.Fatal("SIGHUP did not take the edited file")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}

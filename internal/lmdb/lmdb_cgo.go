@@ -86,6 +86,10 @@ func describe(err error) error {
 // Get returns the value stored under key, whether there is one, and an
 // error when the lookup itself failed (a corrupt or truncated file). Each
 // call is one read transaction, so it sees one committed state of the file.
+// A pool of reset-and-renewed transactions would save some of the ~0.75 µs a
+// lookup costs (BenchmarkLMDBLookup), but pooled transactions die with the
+// DB, by finalizers that run in no set order, and aborting a transaction
+// after its environment was closed is a use after free in C.
 func (db *DB) Get(key string) (value []byte, found bool, err error) {
 	if key == "" {
 		return nil, false, nil // LMDB refuses empty keys; none can be stored
