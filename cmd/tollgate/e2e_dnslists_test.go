@@ -3,11 +3,13 @@
 package main
 
 import (
+	"os"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/tollgate/tollgate/internal/dnstest"
+	"github.com/tollgate/tollgate/internal/e2e"
 )
 
 // A client on a DNS list is refused through the real daemon and a real
@@ -68,5 +70,49 @@ acl:
 	}
 	if n := len(pf.Sink.Messages(t)); n != 2 {
 		t.Errorf("%d messages delivered, want 2", n)
+	}
+}
+
+// Behind an XCLIENT proxy (nginx, the documented Postfix and nginx
+// snippets), dnslists looks up the real client, 127.0.0.2, never the
+// proxy's own address 127.0.0.1, which the list also names.
+func TestNginxXCLIENTDNSLists(t *testing.T) {
+	e2e.RequireProgram(t, "/usr/sbin/postfix", "postfix")
+	e2e.RequireProgram(t, e2e.NginxProgram, "nginx")
+	srv := dnstest.Start(t)
+	srv.Set("1.0.0.127.zen.tollgate.test", &dnstest.Zone{RRs: []string{"A 127.0.0.2", `TXT "the proxy itself"`}})
+	milterAddr, d := startTollgateInet(t, `
+dns: {server: "`+srv.Addr+`", cache_size: 0}
+identity:
+  xclient_hosts: [127.0.0.1]
+  xclient_daemons: [proxy-in]
+acl:
+  rcpt:
+    - deny:   {dnslists: [zen.tollgate.test], message: "550 5.7.1 $dnslist_matched listed at $dnslist_domain: $dnslist_text"}
+    - accept: {}
+`)
+	svc := masterCFService(t, "../../deploy/postfix/master.cf")
+	pf := e2e.StartPostfix(t, e2e.PostfixOptions{Milter: "inet:" + milterAddr,
+		Services: []e2e.PostfixService{{Name: "proxy", Options: svc}}})
+	mailBlock, err := os.ReadFile("../../deploy/nginx/mail-proxy.conf")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ng := e2e.StartNginxMailProxy(t, e2e.NginxOptions{Upstream: pf.ServiceAddr["proxy"], MailBlock: string(mailBlock)})
+
+	res := ng.Swaks(t, "--from", "someone@elsewhere.test", "--to", "bob@example.org", "--header", "Subject: via proxy")
+	if res.ExitCode != 0 {
+		t.Fatalf("the proxy's address was looked up, not the client's: exit %d\n%s", res.ExitCode, res.Output)
+	}
+	pf.WaitMessages(t, 1, 30*time.Second)
+
+	srv.Set("2.0.0.127.zen.tollgate.test", &dnstest.Zone{RRs: []string{"A 127.0.0.2", `TXT "the real client"`}})
+	res = ng.Swaks(t, "--from", "someone@elsewhere.test", "--to", "bob@example.org", "--header", "Subject: listed via proxy")
+	if want := "550 5.7.1 " + e2e.NginxClientIP + " listed at zen.tollgate.test: the real client"; !strings.Contains(res.Output, want) {
+		t.Errorf("swaks did not see %q:\n%s", want, res.Output)
+	}
+	if !d.waitMetric(t, `tollgate_dnslist_lookups_total{result="listed"} 1`) || !d.metric(t, `tollgate_dnslist_lookups_total{result="not_listed"} 1`) {
+		_, body := d.get(t, "/metrics")
+		t.Errorf("metrics:\n%s", grepLines(body, "tollgate_dnslist"))
 	}
 }
