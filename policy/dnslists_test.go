@@ -316,3 +316,30 @@ func TestDNSListsCheckErrors(t *testing.T) {
 		}
 	}
 }
+
+// As in Exim, a warn whose dnslists defers is skipped (the ACL goes on);
+// any other verb defers the ACL, whatever it is.
+func TestDNSListsDeferInWarnAndAccept(t *testing.T) {
+	de := newDNSListEnv(t)
+	p := mustParse(t, `
+dns: {server: `+de.srv.Addr+`, timeout: 200ms}
+acl:
+  connect:
+    - warn:   {dnslists: [+defer_unknown, broken.example.net], set: {acl_c_warned: "yes"}}
+    - accept: {dnslists: [+defer_unknown, broken.example.net]}
+    - deny:   {message: "550 5.7.1 not reached"}
+`)
+	env := NewEnv(slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry())
+	rt, err := env.Runtime(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &milter.Session{Vars: map[string]string{}, Identity: milter.Identity{ClientAddr: netip.MustParseAddr("192.0.2.1")}}
+	d, _ := rt.Evaluate(t.Context(), milter.StageConnect, s, nil, nil)
+	if d.Verdict != milter.TempFail || d.Rule != "connect/2" || d.Reply.Code != 451 {
+		t.Errorf("decision %+v, want the accept rule to defer", d)
+	}
+	if s.Vars["acl_c_warned"] != "" || s.Vars[dnslistDomainVar] != "" {
+		t.Errorf("the warn fired or variables were set: %v", s.Vars)
+	}
+}
