@@ -138,6 +138,28 @@ func checkDNSListDomain(d string) error {
 	return nil
 }
 
+// validKeyName reports whether a key that is no IP address can be put in
+// front of a zone: DNS labels of letters, digits, '-' and '_'. Anything
+// else (a domain literal, spaces) cannot be listed, and asking for it would
+// only turn into a DNS error.
+func validKeyName(key string) bool {
+	if key == "" || len(key) > 253 {
+		return false
+	}
+	for _, label := range strings.Split(key, ".") {
+		if label == "" || len(label) > 63 {
+			return false
+		}
+		for i := 0; i < len(label); i++ {
+			c := label[i]
+			if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
+				return false
+			}
+		}
+	}
+	return true
+}
+
 // dnsListsCond is a compiled dnslists condition.
 type dnsListsCond struct {
 	items []dnsListItem
@@ -162,6 +184,13 @@ func compileDNSLists(d *decoder, stage milter.Stage, line int, list StrList) con
 		}
 		item.unknown = unknown
 		var key *template
+		if item.hasKey && !strings.Contains(item.key, "$") {
+			if _, err := netip.ParseAddr(item.key); err != nil && !validKeyName(strings.TrimSuffix(item.key, ".")) {
+				d.errorf(s.Line, "dnslists: %q: the key %q is neither an IP address nor a domain name", s.Value, item.key)
+				bad = true
+				continue
+			}
+		}
 		if item.hasKey {
 			key = compileTemplate(d, Str{Value: item.key, Line: s.Line}, stage, "dnslists key")
 		}
@@ -241,9 +270,9 @@ func (c *dnsListsCond) eval(e *evalCtx) (bool, *milter.Decision) {
 			key = strings.TrimSuffix(strings.TrimSpace(c.keys[i].expand(e)), ".")
 			if a, err := netip.ParseAddr(key); err == nil {
 				prepend = reverseAddr(a.Unmap())
-			} else {
+			} else if validKeyName(key) {
 				prepend = strings.ToLower(key)
-			}
+			} // else: a key from the client (a sender domain) that no list can hold
 		} else if client.IsValid() {
 			prepend = reverseAddr(client)
 		}
@@ -266,6 +295,9 @@ func (c *dnsListsCond) eval(e *evalCtx) (bool, *milter.Decision) {
 		domain := it.txtDomain
 		if domain == "" {
 			domain = it.domain
+		}
+		if e.s.Vars == nil {
+			e.s.Vars = map[string]string{}
 		}
 		vals := make([]string, len(res.values))
 		for j, v := range res.values {

@@ -274,6 +274,20 @@ acl:
 	if want := "zen.example.org said see https://zen.example.org/192.0.2.1 (zen.example.org)"; d.Reply.Text != want {
 		t.Errorf("rcpt: %q, want %q", d.Reply.Text, want)
 	}
+	// A sender domain no list can hold (a domain literal) is not looked up:
+	// no lookup counted, no error.
+	lookups := func() float64 {
+		return testutil.ToFloat64(env.dnsLists.WithLabelValues(dnsListListed)) +
+			testutil.ToFloat64(env.dnsLists.WithLabelValues(dnsListNotListed)) + testutil.ToFloat64(env.dnsLists.WithLabelValues(dnsListError))
+	}
+	before := lookups()
+	tx3 := &milter.Txn{Session: s, Sender: "x@[192.0.2.7]"}
+	if d, _ := rt.Evaluate(t.Context(), milter.StageMail, s, tx3, nil); d.Verdict != milter.Accept {
+		t.Errorf("mail from a domain literal: %+v", d)
+	}
+	if n := lookups() - before; n != 0 {
+		t.Errorf("%v lookups for a domain literal", n)
+	}
 	tx2 := &milter.Txn{Session: s, Sender: "x@Spam.Example.com"}
 	d, _ = rt.Evaluate(t.Context(), milter.StageMail, s, tx2, nil)
 	if want := "sender domain spam.example.com listed: domain listed"; d.Verdict != milter.Reject || d.Reply.Text != want {
@@ -293,6 +307,7 @@ func TestDNSListsCheckErrors(t *testing.T) {
           - "bl.example.net=127.0.0.300"
           - +sometimes_unknown
           - dbl.example.net/$sender_address_domain
+          - "dbl.example.net/not a domain"
     - deny: {dnslists: []}
     - accept: {}
 `), testFeatures...)
@@ -301,7 +316,8 @@ func TestDNSListsCheckErrors(t *testing.T) {
 		`t.yaml:7: dnslists: "bl.example.net=127.0.0.300": "127.0.0.300" is not an IPv4 address`,
 		`t.yaml:8: dnslists: "+sometimes_unknown": unknown flag`,
 		`t.yaml:9: dnslists key: $sender_address_domain has no value at connect (only at mail`,
-		`t.yaml:10: dnslists: no DNS list to look up`,
+		`t.yaml:10: dnslists: "dbl.example.net/not a domain": the key "not a domain" is neither an IP address nor a domain name`,
+		`t.yaml:11: dnslists: no DNS list to look up`,
 	}
 	if err == nil {
 		t.Fatal("loaded")

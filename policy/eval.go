@@ -151,9 +151,6 @@ func (p *Policy) evaluateWith(e *evalCtx, stage milter.Stage, s *milter.Session,
 	log, metrics := e.log, e.metrics
 	e.stage, e.s, e.t, e.r, e.limit, e.vars = stage, s, t, r, &p.unknownLog, p.vars
 	e.fe = feature.Eval{Stage: stage, Session: s, Txn: t, Rcpt: r}
-	if s.Vars == nil {
-		s.Vars = map[string]string{}
-	}
 	for _, ru := range a.rules {
 		matched := true
 		var deferred *milter.Decision
@@ -303,6 +300,7 @@ type Runtime struct {
 	stores   []string // keys of the Env's stores this runtime uses
 	env      *Env
 	dns      resolver.Resolver      // the dns: section's, for dnslists
+	dnsWait  time.Duration          // dns.timeout: one DNS list's deadline
 	dnsLists *prometheus.CounterVec // tollgate_dnslist_lookups_total
 }
 
@@ -356,7 +354,7 @@ func (e *Env) Runtime(p *Policy) (*Runtime, error) {
 	if e.Log == nil {
 		e.Log = slog.Default()
 	}
-	rt := &Runtime{Policy: p, log: e.Log, metrics: e.Metrics, env: e, dnsLists: e.dnsLists}
+	rt := &Runtime{Policy: p, log: e.Log, metrics: e.Metrics, env: e, dnsLists: e.dnsLists, dnsWait: p.DNSOptions().Timeout}
 	mods, err := e.featureModules(p, rt)
 	if err != nil {
 		e.unref(rt.stores)
@@ -423,7 +421,7 @@ func (rt *Runtime) OnError() milter.Decision { return rt.Policy.OnError }
 func (rt *Runtime) Identity() *milter.IdentityConfig { return &rt.Policy.identity }
 
 func (rt *Runtime) Evaluate(ctx context.Context, stage milter.Stage, s *milter.Session, t *milter.Txn, r *milter.Recipient) (milter.Decision, error) {
-	e := &evalCtx{ctx: ctx, log: rt.log, metrics: rt.metrics, dns: rt.dns, dnsWait: rt.Policy.DNSOptions().Timeout, dnsLists: rt.dnsLists}
+	e := &evalCtx{ctx: ctx, log: rt.log, metrics: rt.metrics, dns: rt.dns, dnsWait: rt.dnsWait, dnsLists: rt.dnsLists}
 	if stage != milter.StageRcpt {
 		return rt.Policy.evaluateWith(e, stage, s, t, r), nil
 	}
