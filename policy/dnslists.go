@@ -185,9 +185,13 @@ func compileDNSLists(d *decoder, stage milter.Stage, line int, list StrList) con
 		item.unknown = unknown
 		var key *template
 		if item.hasKey && !strings.Contains(item.key, "$") {
-			if _, err := netip.ParseAddr(item.key); err != nil && !validKeyName(strings.TrimSuffix(item.key, ".")) {
-				d.errorf(s.Line, "dnslists: %q: the key %q is neither an IP address nor a domain name", s.Value, item.key)
-				bad = true
+			for _, k := range splitDNSListKeys(item.key) {
+				if dnsListPrepend(k) == "" {
+					d.errorf(s.Line, "dnslists: %q: the key %q is neither an IP address nor a domain name", s.Value, k)
+					bad = true
+				}
+			}
+			if bad {
 				continue
 			}
 		}
@@ -264,52 +268,96 @@ func (c *dnsListsCond) eval(e *evalCtx) (bool, *milter.Decision) {
 	client := e.s.Identity.ClientAddr.Unmap()
 	for i := range c.items {
 		it := &c.items[i]
-		key := client.String()
-		var prepend string
+		var keys []string
 		if c.keys[i] != nil {
-			key = strings.TrimSuffix(strings.TrimSpace(c.keys[i].expand(e)), ".")
-			if a, err := netip.ParseAddr(key); err == nil {
-				prepend = reverseAddr(a.Unmap())
-			} else if validKeyName(key) {
-				prepend = strings.ToLower(key)
-			} // else: a key from the client (a sender domain) that no list can hold
+			keys = splitDNSListKeys(c.keys[i].expand(e))
 		} else if client.IsValid() {
-			prepend = reverseAddr(client)
-		}
-		if prepend == "" {
-			continue // no client address, or an empty key: this item cannot list it
-		}
-		res := e.dnsListLookup(it, prepend)
-		if res.err != nil {
-			e.dnsListLog(it, prepend, res.err)
-			switch it.unknown {
-			case unknownExclude:
-				continue
-			case unknownDefer:
-				return false, &milter.Decision{Verdict: milter.TempFail, Reason: "dnslists: " + res.err.Error(),
-					Reply: milter.Reply{Code: 451, Enhanced: "4.4.3", Text: "temporary DNS failure, try again later"}}
+			keys = []string{client.String()}
+		} // no client address: this item cannot list it
+		var deferred error
+		for _, key := range keys {
+			prepend := dnsListPrepend(key)
+			if prepend == "" {
+				continue // a key from the client (a sender domain) that no list can hold
 			}
-		} else if !res.listed {
-			continue
+			res := e.dnsListLookup(it, prepend)
+			if res.err != nil {
+				e.dnsListLog(it, res.err)
+				switch it.unknown {
+				case unknownExclude:
+					continue
+				case unknownDefer:
+					// as Exim: the item's other keys may still list it
+					deferred = res.err
+					continue
+				}
+			} else if !res.listed {
+				continue
+			}
+			e.setDNSListVars(it, key, res)
+			return true, nil
 		}
-		domain := it.txtDomain
-		if domain == "" {
-			domain = it.domain
+		if deferred != nil {
+			return false, &milter.Decision{Verdict: milter.TempFail, Reason: "dnslists: " + deferred.Error(),
+				Reply: milter.Reply{Code: 451, Enhanced: "4.4.3", Text: "temporary DNS failure, try again later"}}
 		}
-		if e.s.Vars == nil {
-			e.s.Vars = map[string]string{}
-		}
-		vals := make([]string, len(res.values))
-		for j, v := range res.values {
-			vals[j] = v.String()
-		}
-		e.s.Vars[dnslistDomainVar] = domain
-		e.s.Vars[dnslistMatchedVar] = key
-		e.s.Vars[dnslistValueVar] = strings.Join(vals, ", ")
-		e.s.Vars[dnslistTextVar] = res.text
-		return true, nil
 	}
 	return false, nil
+}
+
+// splitDNSListKeys splits an expanded key. One key is the usual; Exim's
+// "<" followed by a separator character makes it a list
+// ("<;$sender_host_address;192.0.2.1"), which IPv6 addresses need since
+// they contain ':'.
+func splitDNSListKeys(key string) []string {
+	key = strings.TrimSpace(key)
+	if len(key) < 2 || key[0] != '<' || !strings.ContainsRune(dnsListKeySeparators, rune(key[1])) {
+		return []string{key}
+	}
+	var out []string
+	for k := range strings.SplitSeq(key[2:], key[1:2]) {
+		if k = strings.TrimSpace(k); k != "" {
+			out = append(out, k)
+		}
+	}
+	return out
+}
+
+// dnsListKeySeparators are the characters a key list may be split on.
+const dnsListKeySeparators = ";|,:!#%@ "
+
+// dnsListPrepend is what a key puts in front of the zone: an IP address
+// reversed, a domain name as it is (in lower case); "" for anything else
+// (a domain literal, spaces), which no list can hold and which would only
+// turn into a DNS error.
+func dnsListPrepend(key string) string {
+	key = strings.TrimSuffix(key, ".")
+	if a, err := netip.ParseAddr(key); err == nil {
+		return reverseAddr(a.Unmap())
+	}
+	if validKeyName(key) {
+		return strings.ToLower(key)
+	}
+	return ""
+}
+
+// setDNSListVars records a match for $dnslist_*.
+func (e *evalCtx) setDNSListVars(it *dnsListItem, key string, res dnsListLookup) {
+	domain := it.txtDomain
+	if domain == "" {
+		domain = it.domain
+	}
+	if e.s.Vars == nil {
+		e.s.Vars = map[string]string{}
+	}
+	vals := make([]string, len(res.values))
+	for j, v := range res.values {
+		vals[j] = v.String()
+	}
+	e.s.Vars[dnslistDomainVar] = domain
+	e.s.Vars[dnslistMatchedVar] = key
+	e.s.Vars[dnslistValueVar] = strings.Join(vals, ", ")
+	e.s.Vars[dnslistTextVar] = res.text
 }
 
 // dnsListLookup looks the name up in one item's zone, and on a match its
@@ -466,7 +514,7 @@ func (e *evalCtx) dnsListCount(result string) {
 
 // dnsListLog says, once a minute per list, that a lookup failed and what
 // that was taken for.
-func (e *evalCtx) dnsListLog(it *dnsListItem, prepend string, err error) {
+func (e *evalCtx) dnsListLog(it *dnsListItem, err error) {
 	if !e.limit.allow("dnslists/"+it.domain, time.Now()) {
 		return
 	}

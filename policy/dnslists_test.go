@@ -104,6 +104,7 @@ func newDNSListEnv(t *testing.T) *dnsListEnv {
 	srv.Set("1.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.8.b.d.0.1.0.0.2.zen.example.org", &dnstest.Zone{RRs: []string{"A 127.0.0.3", `TXT "v6 listed"`}})
 	srv.Set("spam.example.com.dbl.example.net", &dnstest.Zone{RRs: []string{"A 127.0.1.2", `TXT "domain listed"`}})
 	srv.Set("5.2.0.192.zen.example.org", &dnstest.Zone{RRs: []string{"A 127.0.0.4"}})
+	srv.Set("2.2.0.192.broken.example.net", &dnstest.Zone{RRs: []string{"A 127.0.0.2"}})
 	return &dnsListEnv{srv: srv, lookups: newDNSListMetrics(prometheus.NewRegistry())}
 }
 
@@ -184,6 +185,14 @@ func TestDNSListsAgainstDNSServer(t *testing.T) {
 		{"literal address key", `["zen.example.org=127.0.0.4/192.0.2.5"]`, "192.0.2.2",
 			"listed at zen.example.org:  [127.0.0.4] key 192.0.2.5"},
 		{"no client address", `[zen.example.org]`, "", accept},
+		{"key list: the first key listed wins", `["zen.example.org/<;192.0.2.2;192.0.2.1;192.0.2.5"]`, "192.0.2.2",
+			"listed at zen.example.org: see https://zen.example.org/192.0.2.1 [127.0.0.2] key 192.0.2.1"},
+		{"key list: an IPv6 key", `["zen.example.org/<|192.0.2.2|2001:db8::1"]`, "192.0.2.2",
+			"listed at zen.example.org: v6 listed [127.0.0.3] key 2001:db8::1"},
+		{"key list with +defer_unknown: a later key lists", `[+defer_unknown, "broken.example.net/<;192.0.2.1;192.0.2.2"]`, "192.0.2.9",
+			"listed at broken.example.net:  [127.0.0.2] key 192.0.2.2"},
+		{"key list with +defer_unknown: none lists, one failed", `[+defer_unknown, "broken.example.net/<;192.0.2.1;192.0.2.3", zen.example.org]`, "192.0.2.1",
+			"451 4.4.3 temporary DNS failure, try again later"},
 		{"timeout: not listed by default", `[slow.example.net]`, "192.0.2.1", accept},
 		{"timeout, then a list that lists", `[slow.example.net, zen.example.org]`, "192.0.2.1",
 			"listed at zen.example.org: see https://zen.example.org/192.0.2.1 [127.0.0.2] key 192.0.2.1"},
