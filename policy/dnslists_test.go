@@ -93,6 +93,12 @@ type dnsListEnv struct {
 
 func newDNSListEnv(t *testing.T) *dnsListEnv {
 	srv := dnstest.Start(t)
+	setDNSListZones(srv)
+	return &dnsListEnv{srv: srv, lookups: newDNSListMetrics(prometheus.NewRegistry())}
+}
+
+// setDNSListZones are the lists the tests ask.
+func setDNSListZones(srv *dnstest.Server) {
 	// 192.0.2.1 is listed in zen with a reason; 192.0.2.2 nowhere.
 	srv.Set("1.2.0.192.zen.example.org", &dnstest.Zone{RRs: []string{"A 127.0.0.2", `TXT "see https://zen.example.org/192.0.2.1"`}})
 	srv.Set("1.2.0.192.bl.example.net", &dnstest.Zone{RRs: []string{"A 127.0.0.2", "A 127.0.0.3"}})
@@ -105,7 +111,6 @@ func newDNSListEnv(t *testing.T) *dnsListEnv {
 	srv.Set("spam.example.com.dbl.example.net", &dnstest.Zone{RRs: []string{"A 127.0.1.2", `TXT "domain listed"`}})
 	srv.Set("5.2.0.192.zen.example.org", &dnstest.Zone{RRs: []string{"A 127.0.0.4"}})
 	srv.Set("2.2.0.192.broken.example.net", &dnstest.Zone{RRs: []string{"A 127.0.0.2"}})
-	return &dnsListEnv{srv: srv, lookups: newDNSListMetrics(prometheus.NewRegistry())}
 }
 
 func (de *dnsListEnv) policy(t *testing.T, items string) *Policy {
