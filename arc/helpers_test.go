@@ -4,11 +4,12 @@ import (
 	"bytes"
 
 	"context"
-	"crypto"
 	"fmt"
 	"strings"
 
 	"github.com/tollgate/tollgate/internal/message"
+
+	"github.com/tollgate/tollgate/internal/sigcrypto"
 )
 
 // mapResolver serves TXT records from a map: a missing name is NXDOMAIN,
@@ -76,8 +77,8 @@ func formatMessage(hs []Header, body []byte) string {
 }
 
 // ParsePrivateKey parses the formats LoadKeyFile accepts.
-func ParsePrivateKey(data []byte) (crypto.Signer, error) {
-	k, err := parsePrivateKey(data)
+func ParsePrivateKey(data []byte) (sigcrypto.Signer, error) {
+	k, err := sigcrypto.ParsePrivateKey(data)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrKey, err)
 	}

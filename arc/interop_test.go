@@ -5,8 +5,6 @@ package arc
 import (
 	"bytes"
 	"context"
-	"crypto"
-	"crypto/rsa"
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
@@ -17,6 +15,8 @@ import (
 	"strings"
 	"sync"
 	"testing"
+
+	"github.com/tollgate/tollgate/internal/sigcrypto"
 )
 
 // Interop with two independent ARC implementations from Debian, driven as
@@ -56,7 +56,7 @@ type hop struct {
 	domain  string
 	sel     string
 	keyFile string
-	signer  crypto.Signer
+	signer  sigcrypto.Signer
 }
 
 type interopEnv struct {
@@ -85,7 +85,7 @@ func newInteropEnv(t *testing.T) *interopEnv {
 			t.Fatal(err)
 		}
 		h := hop{domain: fmt.Sprintf("hop%d.example", i+1), sel: "s" + name, keyFile: keyFile, signer: k}
-		der, _ := x509.MarshalPKIXPublicKey(k.(*rsa.PrivateKey).Public())
+		der, _ := x509.MarshalPKIXPublicKey(k.Public())
 		e.dns[h.sel+"._domainkey."+h.domain] = []string{"v=DKIM1; k=rsa; p=" + base64.StdEncoding.EncodeToString(der)}
 		e.hops = append(e.hops, h)
 	}

@@ -13,25 +13,28 @@ import (
 	"os"
 	"strings"
 	"sync"
+
+	"github.com/tollgate/tollgate/internal/sigcrypto"
 )
 
 // Algorithms this package signs and verifies (RFC 8617 §4.1.3 allows only
 // rsa-sha256; RFC 8463 adds ed25519-sha256 to DKIM, which ARC inherits).
 const (
-	AlgRSASHA256     = "rsa-sha256"
-	AlgEd25519SHA256 = "ed25519-sha256"
+	AlgRSASHA256     = sigcrypto.RSASHA256
+	AlgEd25519SHA256 = sigcrypto.Ed25519SHA256
 )
 
 // ErrKey is wrapped by key loading and parsing errors.
 var ErrKey = errors.New("arc: key")
 
-// publicKey is a parsed DKIM key record (RFC 6376 §3.6.1).
+// publicKey is a parsed DKIM key record (RFC 6376 §3.6.1), its key made
+// once into the crypto library's key object.
 type publicKey struct {
-	rsa     *rsa.PublicKey
-	ed      ed25519.PublicKey
-	bits    int
+	key     sigcrypto.PublicKey
 	revoked bool
 }
+
+func (k *publicKey) isRSA() bool { return k.key != nil && k.key.Algorithm() == AlgRSASHA256 }
 
 // parseKeyRecord parses one TXT record as a DKIM key record.
 // Line breaks count as plain whitespace: in DNS data they are not header
@@ -83,19 +86,27 @@ func parseKeyRecord(txt string) (*publicKey, error) {
 		if !ok {
 			return nil, errors.New("p= is not an RSA key")
 		}
-		return &publicKey{rsa: rk, bits: rk.N.BitLen()}, nil
+		return newPublicKey(rk)
 	case "ed25519":
 		if len(raw) != ed25519.PublicKeySize {
 			return nil, errors.New("p= is not an ed25519 key")
 		}
-		return &publicKey{ed: ed25519.PublicKey(raw), bits: 256}, nil
+		return newPublicKey(ed25519.PublicKey(raw))
 	}
 	return nil, fmt.Errorf("unknown k=%s", k)
 }
 
+func newPublicKey(pub crypto.PublicKey) (*publicKey, error) {
+	k, err := sigcrypto.NewPublicKey(pub)
+	if err != nil {
+		return nil, err
+	}
+	return &publicKey{key: k}, nil
+}
+
 // KeyCache keeps parsed key records by their text, so that a key used by
-// many messages is decoded once (base64, DER, the RSA modulus) rather
-// than once per message. The text is the key: a changed record is a new
+// many messages is decoded once (base64, DER, the RSA modulus, the crypto
+// library's key object) rather than once per message. The text is the key: a changed record is a new
 // entry, and the DNS cache decides how long a record is used. Safe for
 // concurrent use; bounded, emptied when full.
 type KeyCache struct {
@@ -148,40 +159,18 @@ func listHas(v, want string) bool {
 	return false
 }
 
-// verifySig checks sig over the SHA-256 digest with the key for alg.
+// verifySig checks sig over the SHA-256 digest with the key for alg
+// (RFC 8463 §3: Ed25519 signs the SHA-256 hash, not the data).
 func (k *publicKey) verifySig(alg string, digest, sig []byte) bool {
-	switch alg {
-	case AlgRSASHA256:
-		return k.rsa != nil && rsa.VerifyPKCS1v15(k.rsa, crypto.SHA256, digest, sig) == nil
-	case AlgEd25519SHA256:
-		// RFC 8463 §3: Ed25519 signs the SHA-256 hash, not the data
-		return k.ed != nil && ed25519.Verify(k.ed, digest, sig)
-	}
-	return false
+	return k.key != nil && k.key.Algorithm() == alg && k.key.Verify(digest, sig) == nil
 }
 
-// signerAlg returns the ARC algorithm for a signer's public key.
-func signerAlg(s crypto.Signer) (string, error) {
+// signerAlg returns the ARC algorithm for a signing key.
+func signerAlg(s sigcrypto.Signer) (string, error) {
 	if s == nil {
 		return "", fmt.Errorf("%w: no signing key", ErrKey)
 	}
-	switch pub := s.Public().(type) {
-	case *rsa.PublicKey:
-		if pub.N.BitLen() < 1024 {
-			return "", fmt.Errorf("%w: RSA key of %d bits is too small to sign (min 1024)", ErrKey, pub.N.BitLen())
-		}
-		return AlgRSASHA256, nil
-	case ed25519.PublicKey:
-		return AlgEd25519SHA256, nil
-	}
-	return "", fmt.Errorf("%w: unsupported key type %T", ErrKey, s.Public())
-}
-
-func sign(s crypto.Signer, alg string, digest []byte) ([]byte, error) {
-	if alg == AlgEd25519SHA256 {
-		return s.Sign(rand.Reader, digest, crypto.Hash(0))
-	}
-	return s.Sign(rand.Reader, digest, crypto.SHA256)
+	return s.Algorithm(), nil
 }
 
 // LoadKeyFile reads a private signing key: PEM PKCS#1 ("RSA PRIVATE KEY")
@@ -189,7 +178,10 @@ func sign(s crypto.Signer, alg string, digest []byte) ([]byte, error) {
 // seed as RFC 8463 and dkimpy's dknewkey write it. A file that group or
 // others may access is refused: a signing key lets anyone vouch for mail
 // as the domain.
-func LoadKeyFile(path string) (crypto.Signer, error) {
+//
+// The key is parsed here, once per load or reload, into the key object
+// of the crypto library in use (sigcrypto.Default).
+func LoadKeyFile(path string) (sigcrypto.Signer, error) {
 	st, err := os.Stat(path)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrKey, err)
@@ -201,52 +193,18 @@ func LoadKeyFile(path string) (crypto.Signer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrKey, err)
 	}
-	k, err := parsePrivateKey(data)
+	k, err := sigcrypto.ParsePrivateKey(data)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %s: %v", ErrKey, path, err)
 	}
 	return k, nil
 }
 
-func parsePrivateKey(data []byte) (crypto.Signer, error) {
-	block, _ := pem.Decode(data)
-	if block == nil {
-		seed, err := base64.StdEncoding.DecodeString(strings.TrimSpace(string(data)))
-		if err != nil || len(seed) != ed25519.SeedSize {
-			return nil, errors.New("neither PEM nor a base64 ed25519 seed")
-		}
-		return ed25519.NewKeyFromSeed(seed), nil
-	}
-	var key any
-	var err error
-	switch block.Type {
-	case "RSA PRIVATE KEY":
-		key, err = x509.ParsePKCS1PrivateKey(block.Bytes)
-	case "PRIVATE KEY":
-		key, err = x509.ParsePKCS8PrivateKey(block.Bytes)
-	default:
-		return nil, fmt.Errorf("unsupported PEM block %q", block.Type)
-	}
-	if err != nil {
-		return nil, err
-	}
-	switch k := key.(type) {
-	case *rsa.PrivateKey:
-		if k.N.BitLen() < 1024 {
-			return nil, fmt.Errorf("RSA key of %d bits is too small to sign (min 1024)", k.N.BitLen())
-		}
-		return k, nil
-	case ed25519.PrivateKey:
-		return k, nil
-	}
-	return nil, fmt.Errorf("unsupported key type %T", key)
-}
-
 // GenerateKey makes a signing key for `tollgate arc keygen`: kind "rsa"
 // (bits, default 2048, at least 1024) or "ed25519". It returns the key,
 // its PKCS#8 PEM, and the DNS TXT record value to publish at
 // <selector>._domainkey.<domain> (use ZoneTXT for a zone-file line).
-func GenerateKey(kind string, bits int) (crypto.Signer, []byte, string, error) {
+func GenerateKey(kind string, bits int) (sigcrypto.Signer, []byte, string, error) {
 	var key crypto.Signer
 	var p string
 	switch kind {
@@ -281,7 +239,11 @@ func GenerateKey(kind string, bits int) (crypto.Signer, []byte, string, error) {
 		return nil, nil, "", fmt.Errorf("%w: %v", ErrKey, err)
 	}
 	pemBytes := pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})
-	return key, pemBytes, "v=DKIM1; k=" + kind + "; p=" + p, nil
+	signer, err := sigcrypto.NewSigner(key)
+	if err != nil {
+		return nil, nil, "", fmt.Errorf("%w: %v", ErrKey, err)
+	}
+	return signer, pemBytes, "v=DKIM1; k=" + kind + "; p=" + p, nil
 }
 
 // ZoneTXT formats a TXT record for a zone file, split into the 255-byte

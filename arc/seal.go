@@ -1,7 +1,6 @@
 package arc
 
 import (
-	"crypto"
 	"crypto/sha256"
 	"encoding/base64"
 	"errors"
@@ -12,6 +11,7 @@ import (
 	"time"
 
 	"github.com/tollgate/tollgate/internal/authres"
+	"github.com/tollgate/tollgate/internal/sigcrypto"
 )
 
 // DefaultSignHeaders is the AMS h= list when SealOptions.Headers is nil:
@@ -40,9 +40,9 @@ const DefaultExpire = "+2592000"
 // Key is a signing identity: the key for d=Domain, s=Selector.
 type Key struct {
 	Domain, Selector string
-	// Signer is an *rsa.PrivateKey (1024 bits or more) or an
-	// ed25519.PrivateKey, or any crypto.Signer with such a public key.
-	Signer crypto.Signer
+	// Signer is an RSA (1024 bits or more) or Ed25519 key, parsed once
+	// (LoadKeyFile, sigcrypto.ParsePrivateKey, sigcrypto.NewSigner).
+	Signer sigcrypto.Signer
 }
 
 // SealOptions configures Seal.
@@ -402,7 +402,7 @@ func signTags(name string, tags []kv, signed []byte, opts SealOptions, alg strin
 	unsigned := renderTags(name, tags, opts.standardize)
 	signed = appendRelaxedHeader(signed, name, " "+unsigned)
 	digest := sha256.Sum256(signed)
-	sig, err := sign(opts.Key.Signer, alg, digest[:])
+	sig, err := opts.Key.Signer.Sign(digest[:])
 	if err != nil {
 		return "", fmt.Errorf("arc: signing: %w", err)
 	}

@@ -714,8 +714,8 @@ func (v *Verifier) key(ctx context.Context, p, sel, dom string) (*publicKey, *fa
 	if kr.key.revoked {
 		return nil, failf("%s key revoked", p)
 	}
-	if kr.key.rsa != nil && kr.key.bits < v.opts.MinRSABits {
-		return nil, failf("%s key too small (%d bits < %d)", p, kr.key.bits, v.opts.MinRSABits)
+	if kr.key.isRSA() && kr.key.key.Bits() < v.opts.MinRSABits {
+		return nil, failf("%s key too small (%d bits < %d)", p, kr.key.key.Bits(), v.opts.MinRSABits)
 	}
 	return kr.key, nil
 }

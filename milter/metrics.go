@@ -29,6 +29,12 @@ type Metrics struct {
 	ProxySessions       *prometheus.CounterVec // kind
 	UntrustedLogins     prometheus.Counter
 	ForgedAuthResults   prometheus.Counter
+	// ListReloads counts the policy rebuilt because a list or lookup file
+	// changed (not SIGHUP): ok, or error (the previous contents stay).
+	ListReloads *prometheus.CounterVec // result
+	// LookupErrors counts database lookups that failed (a corrupt file):
+	// the key is taken as absent.
+	LookupErrors *prometheus.CounterVec // type: cdb, lmdb
 
 	// Monitor mode: decisions made but not carried out.
 	MonitorDecisions *prometheus.CounterVec // stage, decision
@@ -81,6 +87,10 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "When the configuration in use was loaded: the start or the last successful reload (a refused reload leaves it alone; see config_reloads_total{result=\"failure\"})."}),
 		ProxySessions: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "tollgate", Name: "proxy_sessions_total",
 			Help: "Sessions on an XCLIENT proxy path: handoff (the proxy itself, before XCLIENT; never judged), proxied (a real client named by the proxy), without_xclient (the proxy sent mail for itself)."}, []string{"kind"}),
+		ListReloads: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "tollgate", Name: "list_reloads_total",
+			Help: "Configurations rebuilt because a file of a list or lookup changed: ok, or error (refused; the previous contents stay in use)."}, []string{"result"}),
+		LookupErrors: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "tollgate", Name: "lookup_errors_total",
+			Help: "Key lookups in a cdb or LMDB database that failed (the key was taken as absent)."}, []string{"type"}),
 		UntrustedLogins: prometheus.NewCounter(prometheus.CounterOpts{Namespace: "tollgate", Name: "xclient_untrusted_logins_total",
 			Help: "XCLIENT logins that arrived off the proxy path and were not taken as authentication."}),
 		ForgedAuthResults: prometheus.NewCounter(prometheus.CounterOpts{Namespace: "tollgate", Name: "forged_authresults_removed_total",
@@ -90,7 +100,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	}
 	reg.MustRegister(m.SessionsActive, m.Sessions, m.Messages, m.Recipients, m.StageDuration, m.ModuleDuration,
 		m.ModuleErrors, m.PolicyDecisions, m.PolicyErrors, m.PolicyUnknownValues, m.MessageBytes, m.ProtocolWarnings, m.MTAErrors,
-		m.ConfigReloads, m.ConfigLastReload, m.ConfigLastOK, m.ProxySessions, m.UntrustedLogins, m.ForgedAuthResults)
+		m.ConfigReloads, m.ConfigLastReload, m.ConfigLastOK, m.ProxySessions, m.UntrustedLogins, m.ForgedAuthResults, m.ListReloads, m.LookupErrors)
 	m.registerWire(reg)
 	m.registerMonitor(reg)
 	for _, k := range []string{"handoff", "proxied", "without_xclient"} {
@@ -104,6 +114,12 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	}
 	for _, r := range []string{"success", "failure"} {
 		m.ConfigReloads.WithLabelValues(r)
+	}
+	for _, r := range []string{"ok", "error"} {
+		m.ListReloads.WithLabelValues(r)
+	}
+	for _, k := range []string{"cdb", "lmdb"} {
+		m.LookupErrors.WithLabelValues(k)
 	}
 	for _, s := range PolicyStages {
 		m.PolicyUnknownValues.WithLabelValues(s.String())

@@ -30,7 +30,10 @@ type Policy struct {
 	Syslog        *Syslog // log.syslog: nil when the log goes to standard error only
 	OnError       milter.Decision
 	DrainTimeout  time.Duration
-	Limits        milter.Limits
+	// ListsCheckInterval is how often the daemon looks for changed list
+	// files (Changed); 0 turns the watch off.
+	ListsCheckInterval time.Duration
+	Limits             milter.Limits
 	// Monitor is monitor mode (mode: monitor): decisions logged, not carried out.
 	Monitor milter.Monitor
 	// Warnings are problems that do not stop loading (tollgate check prints them).
@@ -46,6 +49,11 @@ type Policy struct {
 	controls map[string]control
 
 	unknownLog logLimiter // for variables that have no value where used
+
+	source  []byte // the configuration as loaded, for Reread
+	specs   []feature.Spec
+	watched FileStamps  // the files lists and lookups read
+	lookups []*lookupDB // the databases they opened
 }
 
 type acl struct {
@@ -104,6 +112,12 @@ const (
 	DefaultListen        = "unix:/run/tollgate/tollgate.sock"
 	DefaultMetricsListen = "127.0.0.1:9795"
 	DefaultDrainTimeout  = 30 * time.Second
+	// DefaultListsCheckInterval: a few stat calls, so a change is in use
+	// within seconds at no cost worth counting.
+	DefaultListsCheckInterval = 5 * time.Second
+	// minListsCheckInterval keeps a typo ("5ms" for "5s") from making the
+	// daemon stat files in a busy loop.
+	minListsCheckInterval = 10 * time.Millisecond
 )
 
 // knownControls are the core's control names, with the stages where setting
@@ -147,6 +161,11 @@ func Parse(file string, data []byte, features ...feature.Spec) (*Policy, error) 
 	d.decode(root, &cfg)
 	p := compile(d, &cfg, fs)
 	p.File = file
+	p.source, p.specs = data, features
+	p.watched = d.watched
+	for _, db := range d.dbs {
+		p.lookups = append(p.lookups, db)
+	}
 	if err := d.errs.Err(); err != nil {
 		return nil, err
 	}
@@ -155,15 +174,16 @@ func Parse(file string, data []byte, features ...feature.Spec) (*Policy, error) 
 
 func compile(d *decoder, cfg *Config, fs *featureSet) *Policy {
 	p := &Policy{
-		MetricsListen: DefaultMetricsListen,
-		LogFormat:     "text",
-		LogLevel:      "info",
-		DrainTimeout:  DefaultDrainTimeout,
-		OnError:       milter.Decision{Verdict: milter.TempFail, Rule: "on_error", Reply: milter.Reply{Code: 451, Enhanced: "4.3.0", Text: "temporary local problem, try again later"}},
-		acls:          map[milter.Stage]*acl{},
-		features:      fs,
-		vars:          d.vars,
-		controls:      d.controls,
+		MetricsListen:      DefaultMetricsListen,
+		LogFormat:          "text",
+		LogLevel:           "info",
+		DrainTimeout:       DefaultDrainTimeout,
+		ListsCheckInterval: DefaultListsCheckInterval,
+		OnError:            milter.Decision{Verdict: milter.TempFail, Rule: "on_error", Reply: milter.Reply{Code: 451, Enhanced: "4.3.0", Text: "temporary local problem, try again later"}},
+		acls:               map[milter.Stage]*acl{},
+		features:           fs,
+		vars:               d.vars,
+		controls:           d.controls,
 	}
 	p.Listen, _ = milter.ParseAddress(DefaultListen)
 	if cfg.Listen.Value != "" {
@@ -214,6 +234,17 @@ func compile(d *decoder, cfg *Config, fs *featureSet) *Policy {
 	}
 	if cfg.DrainTimeout != nil {
 		p.DrainTimeout = time.Duration(*cfg.DrainTimeout)
+	}
+	if v := cfg.ListsCheckInterval; v.Value != "" {
+		x, err := parseDuration(v.Value)
+		switch {
+		case err != nil:
+			d.errorf(v.Line, "lists_check_interval: %v", err)
+		case x > 0 && x < minListsCheckInterval:
+			d.errorf(v.Line, "lists_check_interval: %s is too short (at least %s; 0s turns the check off)", v.Value, minListsCheckInterval)
+		default:
+			p.ListsCheckInterval = x
+		}
 	}
 	p.Limits = compileLimits(d, &cfg.Limits, p)
 	p.Monitor = compileMonitor(d, cfg, p)

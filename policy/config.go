@@ -7,16 +7,20 @@ import (
 // Config is the YAML file as written. Every key is documented in README.md
 // ("Configuration reference"); a test loads every example there.
 type Config struct {
-	Listen        Str            `yaml:"listen"`
-	Socket        SocketConfig   `yaml:"socket"`
-	MetricsListen Str            `yaml:"metrics_listen"`
-	Log           LogConfig      `yaml:"log"`
-	OnError       Str            `yaml:"on_error"`
-	Mode          Str            `yaml:"mode"`
-	MonitorHeader Str            `yaml:"monitor_header"`
-	DrainTimeout  *Duration      `yaml:"drain_timeout"`
-	Limits        LimitsConfig   `yaml:"limits"`
-	Identity      IdentityConfig `yaml:"identity"`
+	Listen        Str          `yaml:"listen"`
+	Socket        SocketConfig `yaml:"socket"`
+	MetricsListen Str          `yaml:"metrics_listen"`
+	Log           LogConfig    `yaml:"log"`
+	OnError       Str          `yaml:"on_error"`
+	Mode          Str          `yaml:"mode"`
+	MonitorHeader Str          `yaml:"monitor_header"`
+	DrainTimeout  *Duration    `yaml:"drain_timeout"`
+	// ListsCheckInterval is how often the files of file:, cdb: and lmdb:
+	// items and of lookups are checked for a change (0: only on SIGHUP).
+	// A Str, parsed in compile, so that its errors name its line.
+	ListsCheckInterval Str            `yaml:"lists_check_interval"`
+	Limits             LimitsConfig   `yaml:"limits"`
+	Identity           IdentityConfig `yaml:"identity"`
 
 	AuthServID              Str        `yaml:"authserv_id"`
 	AddAuthResults          *bool      `yaml:"add_authresults"`

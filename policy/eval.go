@@ -355,6 +355,15 @@ func (e *Env) Runtime(p *Policy) (*Runtime, error) {
 		e.Log = slog.Default()
 	}
 	rt := &Runtime{Policy: p, log: e.Log, metrics: e.Metrics, env: e, dnsLists: e.dnsLists, dnsWait: p.DNSOptions().Timeout}
+	report := func(kind string, err error) {
+		if e.Metrics != nil {
+			e.Metrics.LookupErrors.WithLabelValues(kind).Inc()
+		}
+		e.Log.Warn("policy: lookup failed; the key is taken as absent", "kind", kind, "err", err)
+	}
+	for _, db := range p.lookups {
+		db.report.Store(&report)
+	}
 	mods, err := e.featureModules(p, rt)
 	if err != nil {
 		e.unref(rt.stores)

@@ -22,7 +22,15 @@ type template struct {
 
 type tplPart struct {
 	literal  string
-	variable string // empty for a literal
+	variable string     // empty for a literal or a lookup
+	lookup   *tplLookup // ${lookup{key}kind{/path}}
+}
+
+// tplLookup is Exim's single-key lookup: the value stored under the
+// expanded key, or "" when there is none.
+type tplLookup struct {
+	key *template
+	db  *lookupDB
 }
 
 type variable struct {
@@ -128,6 +136,19 @@ func compileTemplate(d *decoder, s Str, stage milter.Stage, where string) *templ
 			continue
 		}
 		var name string
+		if strings.HasPrefix(v[i:], lookupOpen) {
+			lk, n, ok := compileLookup(d, s.Line, v[i:], stage, where)
+			if !ok {
+				return t
+			}
+			if lit.Len() > 0 {
+				t.parts = append(t.parts, tplPart{literal: lit.String()})
+				lit.Reset()
+			}
+			t.parts = append(t.parts, tplPart{lookup: lk})
+			i += n - 1
+			continue
+		}
 		if i+1 < len(v) && v[i+1] == '{' {
 			end := strings.IndexByte(v[i:], '}')
 			if end < 0 {
@@ -175,12 +196,20 @@ func (t *template) expand(e *evalCtx) string {
 	if t == nil {
 		return ""
 	}
-	if len(t.parts) == 1 && t.parts[0].variable == "" {
+	if len(t.parts) == 1 && t.parts[0].variable == "" && t.parts[0].lookup == nil {
 		return t.parts[0].literal
 	}
 	var b strings.Builder
 	for _, p := range t.parts {
-		if p.variable == "" {
+		var value string
+		switch {
+		case p.lookup != nil:
+			if p.lookup.db != nil { // nil only in a policy check refused
+				value, _ = p.lookup.db.value(p.lookup.key.expand(e))
+			}
+		case p.variable != "":
+			value = e.lookup(p.variable)
+		default:
 			b.WriteString(p.literal)
 			continue
 		}
@@ -189,9 +218,50 @@ func (t *template) expand(e *evalCtx) string {
 				return ' '
 			}
 			return r
-		}, e.lookup(p.variable)))
+		}, value))
 	}
 	return b.String()
+}
+
+const lookupOpen = "${lookup{"
+
+// compileLookup compiles the ${lookup{key}kind{/path}} at the start of v
+// and returns its length. The key may hold variables and lookups; the path
+// is literal, so that the database is opened, and checked, at load time.
+func compileLookup(d *decoder, line int, v string, stage milter.Stage, where string) (*tplLookup, int, bool) {
+	const form = "${lookup{KEY}lmdb{/path}} or ${lookup{KEY}cdb{/path}}"
+	i := len(lookupOpen)
+	depth := 1
+	keyEnd := -1
+	for j := i; j < len(v) && keyEnd < 0; j++ {
+		switch v[j] {
+		case '{':
+			depth++
+		case '}':
+			if depth--; depth == 0 {
+				keyEnd = j
+			}
+		}
+	}
+	if keyEnd < 0 {
+		d.errorf(line, "%s: unclosed key in %q (the form is %s)", where, v, form)
+		return nil, 0, false
+	}
+	key := compileTemplate(d, Str{Value: v[i:keyEnd], Line: line}, stage, where)
+	rest := v[keyEnd+1:]
+	kindEnd := strings.IndexByte(rest, '{')
+	pathEnd := strings.IndexByte(rest, '}')
+	if kindEnd < 0 || pathEnd < kindEnd || pathEnd+1 >= len(rest) || rest[pathEnd+1] != '}' {
+		d.errorf(line, "%s: malformed lookup in %q (the form is %s)", where, v, form)
+		return nil, 0, false
+	}
+	kind, path := rest[:kindEnd], rest[kindEnd+1:pathEnd]
+	if strings.Contains(path, "$") {
+		d.errorf(line, "%s: the path of a lookup must be written out, without variables: %q", where, path)
+		return nil, 0, false
+	}
+	lk := &tplLookup{key: key, db: d.openLookup(line, where+": ", kind, path)}
+	return lk, keyEnd + 1 + pathEnd + 2, true
 }
 
 func (e *evalCtx) lookup(name string) (value string) {

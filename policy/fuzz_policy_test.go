@@ -35,6 +35,9 @@ func FuzzParsePolicy(f *testing.F) {
 	f.Add([]byte("acl:\n  rcpt:\n    - deny: {recipients: [\"^.*$\"], message: \"550 5.7.1 $local_part$$\"}\n"))
 	f.Add([]byte("lists: {a: [+b], b: [+a]}\nacl: {connect: [{deny: {hosts: [+a]}}]}\n"))
 	f.Add([]byte("acl:\n  data:\n    - warn: {set: {acl_m_x: \"${sender_address}\"}, add_header: \":at_start:X: $acl_m_x\"}\n"))
+	// Lookups: nested, unclosed, with a variable path, a missing database.
+	f.Add([]byte("acl:\n  rcpt:\n    - deny: {message: \"550 ${lookup{${lookup{$domain}cdb{/nonexistent}}}lmdb{/nonexistent}}\"}\n"))
+	f.Add([]byte("acl:\n  mail:\n    - warn: {set: {acl_m_x: \"${lookup{$sender_address}lmdb{$x}}${lookup{\"}}\n"))
 	metrics := milter.NewMetrics(prometheus.NewRegistry())
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	f.Fuzz(func(t *testing.T, data []byte) {

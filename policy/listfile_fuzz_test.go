@@ -18,6 +18,7 @@ func FuzzListFile(f *testing.F) {
 		"<>\npostmaster@*\n*@+local\n^.*\\.invalid$\n",
 		"\n\n   \t\n#\n a#b \n",
 		"file:/etc/x\n!\n!!x\n+\n+missing\n10.0.0.1/8\n",
+		"lmdb:/nonexistent.mdb\n!cdb:/nonexistent.cdb\nlmdb:relative.mdb\ncdb:\nlmdb:/\n",
 	} {
 		f.Add([]byte(s))
 	}

@@ -3,14 +3,11 @@ package policy
 import (
 	"fmt"
 	"net/netip"
-	"path/filepath"
 	"regexp"
 	"slices"
 	"strconv"
 	"strings"
 	"unicode"
-
-	"github.com/tollgate/tollgate/internal/cdb"
 )
 
 // Lists follow Exim: items are tried left to right and the first that
@@ -131,41 +128,26 @@ type listCompiler struct {
 	named namedLists
 	d     *decoder
 
-	done   map[namedKey]any   // *compiledList[T] for the kind; lists used twice are compiled once
-	active []namedKey         // named lists being compiled, to catch cycles
-	where  string             // "path:line: " while compiling the items of a file
-	cdbs   map[string]*cdb.DB // each database is read once per load, however many lists name it
+	done   map[namedKey]any // *compiledList[T] for the kind; lists used twice are compiled once
+	active []namedKey       // named lists being compiled, to catch cycles
+	where  string           // "path:line: " while compiling the items of a file
 
 	// exactKey is set by an item function that returns an exact match
 	// (the value it stands for, of the list's type) and taken by addItem.
 	exactKey any
 }
 
-// cdbItemPrefix starts an item that is a key lookup in a cdb database: the
-// value (an IP address in its canonical form, a domain, an address or a
-// string, lower-cased) is in the list when it is a key of the database.
-const cdbItemPrefix = "cdb:"
-
-// openCDB opens the database of a cdb: item, or reports why it cannot.
-func (c *listCompiler) openCDB(s Str) *cdb.DB {
-	path := strings.TrimPrefix(s.Value, cdbItemPrefix)
-	if db, ok := c.cdbs[path]; ok {
-		return db
+// lookupItem opens the database of a "cdb:/path" or "lmdb:/path" item:
+// the value (an IP address in its canonical form, a domain, an address or a
+// string, lower-cased) is in the list when it is a key of the database. It
+// returns false for an item of another form.
+func (c *listCompiler) lookupItem(s Str) (db *lookupDB, isLookup bool) {
+	for _, kind := range lookupKinds {
+		if path, ok := strings.CutPrefix(s.Value, kind+":"); ok {
+			return c.d.openLookup(s.Line, c.where, kind, path), true
+		}
 	}
-	if !filepath.IsAbs(path) {
-		c.errorf(s.Line, "%s: the path must be absolute (the daemon's working directory is not the configuration's)", s.Value)
-		return nil
-	}
-	db, err := cdb.Open(path)
-	if err != nil {
-		c.errorf(s.Line, "%s: %v", s.Value, strings.TrimPrefix(err.Error(), "cdb: "+path+": "))
-		return nil
-	}
-	if c.cdbs == nil {
-		c.cdbs = make(map[string]*cdb.DB)
-	}
-	c.cdbs[path] = db
-	return db
+	return nil, false
 }
 
 // errorf reports at the YAML line; an item read from a file names the
@@ -201,6 +183,7 @@ func compileList[T comparable](c *listCompiler, items StrList, item func(Str) fu
 			addItem(c, l, s, item)
 			continue
 		}
+		c.d.watch(path)
 		lines, err := readListFile(path)
 		if err != nil {
 			c.errorf(s.Line, "%v", err)
@@ -303,13 +286,14 @@ func (c *listCompiler) hostItem(s Str) func(netip.Addr) bool {
 		return func(netip.Addr) bool { return true }
 	case v[0] == '+':
 		return compileNamed(c, hostKind, s, c.hostItem)
-	case strings.HasPrefix(v, cdbItemPrefix):
-		db := c.openCDB(s)
+	}
+	if db, ok := c.lookupItem(s); ok {
 		if db == nil {
 			return nil
 		}
-		return func(ip netip.Addr) bool { return db.Has(ip.String()) }
-	case strings.Contains(v, "/"):
+		return func(ip netip.Addr) bool { return db.has(ip.String()) }
+	}
+	if strings.Contains(v, "/") {
 		p, err := netip.ParsePrefix(v)
 		if err != nil {
 			c.errorf(s.Line, "invalid network %q: %v", v, strings.TrimPrefix(err.Error(), "netip.ParsePrefix("+strconv.Quote(v)+"): "))
@@ -354,12 +338,11 @@ func (c *listCompiler) domainItem(s Str) func(string) bool {
 	case '+':
 		return compileNamed(c, domainKind, s, c.domainItem)
 	}
-	if strings.HasPrefix(v, cdbItemPrefix) {
-		db := c.openCDB(s)
+	if db, ok := c.lookupItem(s); ok {
 		if db == nil {
 			return nil
 		}
-		return func(d string) bool { return d != "" && db.Has(d) }
+		return func(d string) bool { return d != "" && db.has(d) }
 	}
 	v = normDomain(v)
 	rest, wild := strings.CutPrefix(v, "*")
@@ -398,12 +381,12 @@ func (c *listCompiler) addressItem(s Str) func(string) bool {
 		return nonEmptyOnly(c.regexp(s))
 	case v[0] == '+':
 		return compileNamed(c, addressKind, s, c.addressItem)
-	case strings.HasPrefix(v, cdbItemPrefix):
-		db := c.openCDB(s)
+	}
+	if db, ok := c.lookupItem(s); ok {
 		if db == nil {
 			return nil
 		}
-		return func(a string) bool { return a != "" && db.Has(a) }
+		return func(a string) bool { return a != "" && db.has(a) }
 	}
 	at := strings.LastIndexByte(v, '@')
 	if at < 0 {
@@ -445,18 +428,19 @@ func splitAddress(a string) (local, domain string) {
 
 func (c *listCompiler) patternItem(s Str) func(string) bool {
 	v := s.Value
-	switch {
-	case v[0] == '^':
+	switch v[0] {
+	case '^':
 		return c.regexp(s)
-	case v[0] == '+':
+	case '+':
 		return compileNamed(c, patternKind, s, c.patternItem)
-	case strings.HasPrefix(v, cdbItemPrefix):
-		db := c.openCDB(s)
+	}
+	if db, ok := c.lookupItem(s); ok {
 		if db == nil {
 			return nil
 		}
-		return db.Has
-	case strings.Contains(v, "*"):
+		return db.has
+	}
+	if strings.Contains(v, "*") {
 		p := strings.ToLower(v)
 		return func(x string) bool { return globMatch(p, x) }
 	}

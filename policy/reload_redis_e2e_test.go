@@ -110,7 +110,7 @@ func TestReloadUsesNewRedisPassword(t *testing.T) {
 	if got := forwardThrough(t, srv.Runtime().(*Runtime), "carol@example.net"); !strings.HasPrefix(got, "SRS0=") {
 		t.Errorf("after the reload: sender %q, want a database SRS address (the new password)", got)
 	}
-	if _, open := old.env.stores[old.stores[0]]; open {
+	if _, open := old.env.stores[old.stores[len(old.stores)-1]]; open { // the last: the first is the shared resolver
 		t.Error("the store with the old password is still open")
 	}
 }

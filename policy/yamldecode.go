@@ -99,6 +99,9 @@ type decoder struct {
 	seen       map[Error]bool // an aliased mapping would repeat its errors at every use
 	aliases    []*yaml.Node   // aliases being expanded, to catch an anchor that contains itself
 	aliasNodes int
+
+	dbs     map[string]*lookupDB // "kind:path": each database is opened once per load
+	watched []fileStamp          // the files lists and lookups read, for the watcher
 }
 
 // Errorf makes the decoder the feature.Reporter that sections compile with.

@@ -4,14 +4,20 @@
 #   scripts/build-deb.sh [-o DIR]
 #
 # writes DIR/tollgate_VERSION_ARCH.deb (default DIR: dist/) and prints its
-# path. Needs go and dpkg-deb only (no root, no debhelper): a static binary
-# (CGO_ENABLED=0), built the way deploy/container/Dockerfile builds it.
+# path. Needs go, a C compiler (gcc) and dpkg-deb (no root, no debhelper).
+# The binary is built with cgo so that it signs through the system's OpenSSL
+# (libcrypto.so.3, loaded at run time; the package depends on libssl3) and
+# falls back to Go's crypto without it; README.md, "Signature crypto".
+# The container image (deploy/container/Dockerfile) stays static, Go crypto.
 #
 #   VERSION         package and binary version (default: 0.0.0~gitDATE.COMMIT)
 #   ARCH            Debian architecture (default: this machine's); amd64,
 #                   arm64, armhf, i386, ppc64el, s390x, riscv64
 #   DEB_MAINTAINER  the Maintainer field (default: the author of the commit
 #                   built, "Name <address>")
+#   CC              the C compiler for ARCH (default: gcc for this machine's
+#                   architecture, else the Debian cross compiler, e.g.
+#                   aarch64-linux-gnu-gcc from gcc-aarch64-linux-gnu)
 #
 # The package installs /usr/bin/tollgate, /lib/systemd/system/tollgate.service,
 # /etc/tollgate/tollgate.yaml (a conffile: the example configuration), the
@@ -65,6 +71,15 @@ ppc64el) goarch=ppc64le ;;
 	exit 2
 	;;
 esac
+if [ "$ARCH" = "$(dpkg --print-architecture)" ]; then
+	cc=${CC:-gcc}
+else
+	cc=${CC:-$(dpkg-architecture -a"$ARCH" -qDEB_HOST_GNU_TYPE 2>/dev/null)-gcc}
+fi
+if ! command -v "$cc" >/dev/null; then
+	echo "build-deb: the cgo build needs a C compiler for $ARCH: $cc is not installed (Debian package gcc, or gcc-<triplet> for another architecture; or set CC)" >&2
+	exit 2
+fi
 maintainer=${DEB_MAINTAINER:-$(git log -1 --format='%an <%ae>' 2>/dev/null || true)}
 if ! [[ $maintainer =~ ^[^\<\>]+\ \<[^@\ ]+@[^@\ ]+\.[^@\ ]+\>$ ]]; then
 	echo "build-deb: the Maintainer field needs \"Name <address>\": set DEB_MAINTAINER (not from git: \"$maintainer\")" >&2
@@ -82,9 +97,20 @@ trap 'rm -rf "$stage"' EXIT
 root=$stage/root
 mkdir -p "$root/DEBIAN"
 
-# The binary: the same command as the container's build stage.
-CGO_ENABLED=0 GOOS=linux GOARCH=$goarch GOARM=$goarm \
-	go build -trimpath -ldflags "-s -w -X main.version=$VERSION" -o "$root/usr/bin/tollgate" ./cmd/tollgate
+# The binary: the container's build command, with cgo for OpenSSL, as a
+# position-independent executable with full RELRO as Debian hardens
+# binaries. It links libc only: golang-fips/openssl dlopens libcrypto.so.3.
+CGO_ENABLED=1 CC=$cc GOOS=linux GOARCH=$goarch GOARM=$goarm \
+	go build -trimpath -buildmode=pie \
+	-ldflags "-s -w -X main.version=$VERSION -extldflags=-Wl,-z,relro,-z,now" \
+	-o "$root/usr/bin/tollgate" ./cmd/tollgate
+# libc6 at least as new as the newest glibc symbol version the binary uses
+# (what dpkg-shlibdeps would say; readelf reads any architecture's ELF).
+glibc=$(readelf --version-info --wide "$root/usr/bin/tollgate" | grep -o 'GLIBC_[0-9][0-9.]*' | sed 's/GLIBC_//' | sort -V | tail -n 1)
+if [ -z "$glibc" ]; then
+	echo "build-deb: no glibc symbol versions in the binary: is it linked with cgo?" >&2
+	exit 1
+fi
 
 install -D -m 0644 deploy/systemd/tollgate.service "$root/lib/systemd/system/tollgate.service"
 install -D -m 0644 deploy/examples/tollgate.yaml "$root/etc/tollgate/tollgate.yaml"
@@ -137,13 +163,8 @@ for page in deploy/man/*.[1-8]; do
 	gzip -9n <"$page" >"$root/usr/share/man/man$section/${page##*/}.gz"
 	chmod 0644 "$root/usr/share/man/man$section/${page##*/}.gz"
 done
-# The binary is static on purpose: it runs on any Debian release of the
-# architecture, as the container's does (lintian knows Go binaries only by a
-# golang-go Build-Depends, and this package has no source package).
 install -d "$root/usr/share/lintian/overrides"
 cat >"$root/usr/share/lintian/overrides/tollgate" <<-'EOF'
-	# A static Go binary on purpose (scripts/build-deb.sh).
-	tollgate: statically-linked-binary [usr/bin/tollgate]
 	# Not uploaded to Debian: there is no ITP bug for a first version to close.
 	tollgate: initial-upload-closes-no-bugs [usr/share/doc/tollgate/changelog.Debian.gz:1]
 EOF
@@ -161,7 +182,7 @@ Version: $VERSION
 Architecture: $ARCH
 Maintainer: $maintainer
 Installed-Size: $size
-Depends: adduser
+Depends: adduser, libc6 (>= $glibc), libssl3 | libssl3t64
 Suggests: postfix | sendmail-bin, spamd | rspamd, redis-server
 Section: mail
 Priority: optional

@@ -13,7 +13,11 @@
 #                            command of Mail::SRS is in its own package "srs"
 #   nginx libnginx-mod-mail  a private nginx mail proxy that speaks XCLIENT to Postfix
 #   m4                       builds the private Sendmail's sendmail.cf
-#   gcc                      cgo, for the BoringCrypto build of the daemon
+#   gcc libc6-dev            cgo (libc6-dev is only a Recommends of gcc), for the BoringCrypto
+#                            build and the OpenSSL build of the daemon
+#                            (scripts/build-deb.sh, internal/sigcrypto); binutils' readelf
+#   libssl3                  libcrypto.so.3, which the cgo build loads at run time to sign
+#                            (internal/sigcrypto); no headers needed (no libssl-dev)
 #   spamassassin spamd spamc rspamd
 #                            the real scanners behind per-recipient verdicts (bmi/)
 #   prometheus               promtool: checks and unit-tests the alert rules (deploy/);
@@ -23,6 +27,7 @@
 #                            static binary (deploy/)
 #   lintian man-db           lintian checks the Debian package (deploy/), man reads
 #                            the manual pages (internal/manpage)
+#   opendmarc                OpenDMARC 1.4.2, the DMARC peer run as a milter (dmarc/)
 #   rsyslog                  a private rsyslogd takes the daemon's log.syslog lines (cmd/tollgate);
 #                            the package's own service is not needed
 # and downloads, without installing, Sendmail's packages into
@@ -35,8 +40,8 @@ packages=(postfix swaks libio-socket-inet6-perl
 	python3-dkim python3-authres python3-dnspython libmail-dkim-perl libnet-dns-resolver-mock-perl
 	postsrsd libmail-srs-perl srs redis-server
 	nginx libnginx-mod-mail m4
-	gcc spamassassin spamd spamc rspamd
-	prometheus systemd strace file lintian man-db rsyslog tinycdb)
+	gcc libc6-dev libssl3 spamassassin spamd spamc rspamd
+	prometheus systemd strace file lintian man-db rsyslog tinycdb lmdb-utils opendmarc)
 
 # Downloaded, never installed. Keep in step with sendmailDebs in
 # internal/e2e/sendmail.go.

@@ -79,8 +79,8 @@ func TestBoringCryptoBuild(t *testing.T) {
 
 	// One message through the pipeline, sealed.
 	cfg := filepath.Join(dir, "tollgate.yaml")
-	os.WriteFile(cfg, []byte(`arc:
-  authserv_id: mx.tollgate.test
+	os.WriteFile(cfg, []byte(`authserv_id: mx.tollgate.test
+arc:
   sign: [{domain: example.org, selector: boring, key: `+keyFile+`, options: [timestamps]}]
 acl:
   rcpt:

@@ -19,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/tollgate/tollgate/internal/sigcrypto"
 	"github.com/tollgate/tollgate/milter"
 	"github.com/tollgate/tollgate/policy"
 )
@@ -76,6 +77,11 @@ type daemon struct {
 	policy   *policy.Policy
 	serveErr chan error
 	sigs     chan os.Signal // caught from start on
+
+	// listsRefused are the list files as they were when rebuilding the
+	// policy from them failed: the watcher waits for them to change again
+	// rather than fail (and log) at every check.
+	listsRefused policy.FileStamps
 }
 
 func (d *daemon) start(p *policy.Policy) error {
@@ -100,9 +106,16 @@ func (d *daemon) start(p *policy.Policy) error {
 			return float64(d.syslog.Dropped())
 		}))
 	d.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	crypto, whyNotOpenSSL := sigcrypto.Default()
+	cryptoAttrs := []any{"crypto", crypto.Name(), "library", crypto.Library()}
+	if whyNotOpenSSL != nil {
+		cryptoAttrs = append(cryptoAttrs, "why", whyNotOpenSSL.Error())
+	}
+	d.log.Info("signature crypto", cryptoAttrs...)
 	buildInfo := prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: "tollgate", Name: "build_info",
-		Help: "Version of the running tollgate."}, []string{"version", "goversion"})
-	buildInfo.WithLabelValues(version, runtime.Version()).Set(1)
+		Help: "Version of the running tollgate; crypto is the library that signs and verifies (openssl or go)."},
+		[]string{"version", "goversion", "crypto"})
+	buildInfo.WithLabelValues(version, runtime.Version(), crypto.Name()).Set(1)
 	d.registry.MustRegister(buildInfo)
 	// Modules warn per message while a backend is down: one line per kind of
 	// trouble and interval is enough, the summary lines keep the facts.
@@ -191,11 +204,15 @@ func (d *daemon) httpHandler() http.Handler {
 	return mux
 }
 
-// wait serves until SIGTERM or SIGINT, reloading on SIGHUP.
+// wait serves until SIGTERM or SIGINT, reloading on SIGHUP and when a list
+// file changes. Both happen here, one at a time.
 func (d *daemon) wait() int {
 	sigs := d.sigs
 	defer signal.Stop(sigs)
+	var watch listWatch
+	defer watch.stop()
 	for {
+		watch.set(d.policy.ListsCheckInterval)
 		select {
 		case err := <-d.serveErr:
 			d.log.Error("milter server stopped", "err", err)
@@ -208,8 +225,89 @@ func (d *daemon) wait() int {
 				continue
 			}
 			return d.shutdown(sigs)
+		case <-watch.tick():
+			d.reloadLists()
 		}
 	}
+}
+
+// listWatch is the ticker of lists_check_interval, changed by a reload.
+type listWatch struct {
+	every  time.Duration
+	ticker *time.Ticker
+}
+
+func (w *listWatch) set(every time.Duration) {
+	if every == w.every {
+		return
+	}
+	w.stop()
+	w.every = every
+	if every > 0 {
+		w.ticker = time.NewTicker(every)
+	}
+}
+
+// tick is nil, a channel that never delivers, when the watch is off.
+func (w *listWatch) tick() <-chan time.Time {
+	if w.ticker == nil {
+		return nil
+	}
+	return w.ticker.C
+}
+
+func (w *listWatch) stop() {
+	if w.ticker != nil {
+		w.ticker.Stop()
+		w.ticker = nil
+	}
+}
+
+// reloadLists rebuilds the policy in use from the same configuration when a
+// file of its lists or lookups changed, and swaps it in as a reload does; a
+// file that cannot be read or has a bad line keeps the policy (and so the
+// old contents) in use, with one error line and tollgate_list_reloads_total.
+func (d *daemon) reloadLists() {
+	d.mu.Lock()
+	p := d.policy
+	d.mu.Unlock()
+	changed, now := p.Changed()
+	if changed == nil || now.Equal(d.listsRefused) {
+		return
+	}
+	next, err := p.Reread()
+	var rt *policy.Runtime
+	if err == nil {
+		rt, err = d.env.Runtime(next)
+	}
+	if err != nil {
+		d.listsRefused = now
+		d.metrics.ListReloads.WithLabelValues("error").Inc()
+		// The Env's logger is rate-limited: an editor saving a broken file
+		// many times a minute makes one line and a count.
+		d.env.Log.Error("list files changed but the policy cannot be rebuilt from them; the previous contents stay in use",
+			"files", changed.Paths(), "errors", errorLines(err))
+		return
+	}
+	d.listsRefused = nil
+	d.mu.Lock()
+	d.policy = next
+	d.mu.Unlock()
+	d.server.SetRuntime(rt)
+	d.metrics.ListReloads.WithLabelValues("ok").Inc()
+	d.log.Info("list files changed; policy rebuilt", "files", changed.Paths())
+}
+
+func errorLines(err error) []string {
+	var list policy.ErrorList
+	if !errors.As(err, &list) {
+		return []string{err.Error()}
+	}
+	out := make([]string, len(list))
+	for i, e := range list {
+		out[i] = e.Error()
+	}
+	return out
 }
 
 // reload builds the new configuration beside the old one and swaps it in only
@@ -223,17 +321,10 @@ func (d *daemon) reload() {
 	if err != nil {
 		d.metrics.ConfigReloads.WithLabelValues("failure").Inc()
 		d.metrics.ConfigLastOK.Set(0)
-		var list policy.ErrorList
-		errs := []string{err.Error()}
-		if errors.As(err, &list) {
-			errs = errs[:0]
-			for _, e := range list {
-				errs = append(errs, e.Error())
-			}
-		}
-		d.log.Error("configuration reload refused; the previous configuration stays in use", "config", d.configPath, "errors", errs)
+		d.log.Error("configuration reload refused; the previous configuration stays in use", "config", d.configPath, "errors", errorLines(err))
 		return
 	}
+	d.listsRefused = nil
 	d.mu.Lock()
 	old := d.policy
 	d.policy = p

@@ -381,3 +381,60 @@ func TestReloadRereadsListFiles(t *testing.T) {
 		t.Error("the refused reload was not counted")
 	}
 }
+
+// Without a SIGHUP, a changed list file is re-read within
+// lists_check_interval; a broken edit keeps the contents in use, says so
+// once and is counted, and the next good edit is taken again.
+func TestListFilesReloadedOnChange(t *testing.T) {
+	blocked := filepath.Join(t.TempDir(), "blocked_recipients")
+	write := func(content string) {
+		t.Helper()
+		if err := os.WriteFile(blocked, []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("blocked@example.org\n")
+	d := startDaemon(t, fmt.Sprintf("lists_check_interval: 50ms\nacl:\n  rcpt:\n    - deny: {recipients: [\"file:%s\"]}\n    - accept: {}\n", blocked))
+	if !rcpt(t, d.sock, "blocked@example.org").StopProcessing() || rcpt(t, d.sock, "other@example.org").StopProcessing() {
+		t.Fatal("file list not applied at start")
+	}
+	// The configuration file itself is only read on SIGHUP: an edit of it
+	// must not ride along with a list change.
+	if err := os.WriteFile(d.config, []byte("acl: {rcpt: [{deny: {}}]}\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	write("# now\nother@example.org\n")
+	d.waitLog(t, "list files changed; policy rebuilt")
+	if !d.waitMetric(t, `tollgate_list_reloads_total{result="ok"} 1`) {
+		t.Error("the rebuild was not counted")
+	}
+	if rcpt(t, d.sock, "blocked@example.org").StopProcessing() || !rcpt(t, d.sock, "other@example.org").StopProcessing() {
+		t.Error("the edited file is not in use")
+	}
+	write("other@example.org\nbad@exa*mple.org\n")
+	d.waitLog(t, "the previous contents stay in use")
+	if !d.waitMetric(t, `tollgate_list_reloads_total{result="error"} 1`) {
+		t.Error("the refused rebuild was not counted")
+	}
+	if want := blocked + ":2: "; !strings.Contains(d.log.String(), want) {
+		t.Errorf("the refusal does not name %q", want)
+	}
+	if rcpt(t, d.sock, "blocked@example.org").StopProcessing() || !rcpt(t, d.sock, "other@example.org").StopProcessing() {
+		t.Error("a broken file changed the lists in use")
+	}
+	// A broken file is tried once per change, not at every check.
+	time.Sleep(300 * time.Millisecond)
+	if n := strings.Count(d.log.String(), "the previous contents stay in use"); n != 1 {
+		t.Errorf("%d error lines for one broken edit", n)
+	}
+	write("blocked@example.org\nother@example.org\n")
+	if !d.waitMetric(t, `tollgate_list_reloads_total{result="ok"} 2`) {
+		t.Fatal("the repaired file was not taken")
+	}
+	if !rcpt(t, d.sock, "blocked@example.org").StopProcessing() || !rcpt(t, d.sock, "other@example.org").StopProcessing() {
+		t.Error("the repaired file is not in use")
+	}
+	if !d.metric(t, `tollgate_config_reloads_total{result="success"} 0`) {
+		t.Error("a list rebuild counted as a configuration reload")
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"github.com/tollgate/tollgate/arc"
 	"github.com/tollgate/tollgate/bmi"
 	"github.com/tollgate/tollgate/dcc"
+	"github.com/tollgate/tollgate/dmarc"
 	"github.com/tollgate/tollgate/feature"
 	"github.com/tollgate/tollgate/srs/srsspec"
 )
@@ -16,4 +17,5 @@ var features = []feature.Spec{
 	dcc.Spec,
 	bmi.Spec,
 	arc.Spec,
+	dmarc.Spec,
 }

@@ -7,6 +7,8 @@ import (
 	"io"
 	"os"
 	"runtime/debug"
+
+	"github.com/tollgate/tollgate/internal/sigcrypto"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -68,7 +70,12 @@ func versionString() string {
 				v += " (" + s.Value[:12] + ")"
 			}
 		}
-		return "tollgate " + v + " " + bi.GoVersion
+		return "tollgate " + v + " " + bi.GoVersion + " crypto=" + cryptoName()
 	}
-	return "tollgate " + v
+	return "tollgate " + v + " crypto=" + cryptoName()
+}
+
+func cryptoName() string {
+	impl, _ := sigcrypto.Default()
+	return impl.Name()
 }

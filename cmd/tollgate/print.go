@@ -74,6 +74,7 @@ func printEffective(p *policy.Policy, stdout, stderr io.Writer) int {
 		add("monitor_header", scalar(p.Monitor.Header))
 	}
 	add("drain_timeout", scalar(durationText(p.DrainTimeout.String())))
+	add("lists_check_interval", scalar(durationText(p.ListsCheckInterval.String())))
 	limits := mapping(
 		"max_connections", strconv.Itoa(p.Limits.MaxConnections),
 		"idle_timeout", durationText(p.Limits.IdleTimeout.String()),
@@ -98,7 +99,7 @@ func printEffective(p *policy.Policy, stdout, stderr io.Writer) int {
 	dnsNode.Style = yaml.FlowStyle
 	add("dns", dnsNode)
 	topLevel := map[string]bool{"listen": true, "socket": true, "metrics_listen": true, "log": true, "on_error": true, "drain_timeout": true, "limits": true,
-		"mode": true, "monitor_header": true, "authserv_id": true, "add_authresults": true, "remove_forged_authresults": true, "dns": true}
+		"lists_check_interval": true, "mode": true, "monitor_header": true, "authserv_id": true, "add_authresults": true, "remove_forged_authresults": true, "dns": true}
 	defaulters := map[string]feature.Defaulter{}
 	for _, spec := range features {
 		if d, ok := spec.(feature.Defaulter); ok {

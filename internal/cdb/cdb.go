@@ -114,9 +114,3 @@ func (db *DB) Get(key string) ([]byte, bool) {
 	}
 	return nil, false
 }
-
-// Has reports whether key is in the database.
-func (db *DB) Has(key string) bool {
-	_, ok := db.Get(key)
-	return ok
-}

@@ -23,8 +23,8 @@ func TestReadsTinycdbFile(t *testing.T) {
 		}
 	}
 	for _, key := range []string{"", "example", "Example.org", "example.org.", "192.0.2.8", "same "} {
-		if db.Has(key) {
-			t.Errorf("Has(%q)", key)
+		if _, ok := db.Get(key); ok {
+			t.Errorf("Get(%q) found a key that is not there", key)
 		}
 	}
 }
