@@ -129,7 +129,7 @@ var knownControls = map[string]milter.Stages{
 // conditionStages are the stages where each condition (and modifier that
 // depends on the stage) means something; check refuses it elsewhere.
 var conditionStages = map[string]milter.Stages{
-	"hosts": fromConnect, "proxied": fromConnect, "proxy_hosts": fromConnect, "authenticated": fromConnect,
+	"hosts": fromConnect, "proxied": fromConnect, "proxy_hosts": fromConnect, "authenticated": fromConnect, "dnslists": fromConnect,
 	"senders": fromMail, "sender_domains": fromMail,
 	"recipients": atRcpt, "recipient_domains": atRcpt,
 	"header": atData, "message_size": atData,
@@ -412,6 +412,13 @@ func compileRule(d *decoder, lc *listCompiler, stage milter.Stage, index int, in
 		} else {
 			r.conds = append(r.conds, c)
 			p.needs.Headers, p.needs.Body = true, true
+		}
+	}
+	// Last: the conditions are ANDed in this order, and a DNS lookup is the
+	// dearest of them.
+	if b.DNSLists != nil { // [] too: a deny that lost its lists must not deny everyone
+		if c := compileDNSLists(d, stage, b.Pos.KeyLine("dnslists"), b.DNSLists); c != nil {
+			r.conds = append(r.conds, c)
 		}
 	}
 

@@ -95,6 +95,7 @@ type RuleBody struct {
 	ProxyHosts       StrList     `yaml:"proxy_hosts"`
 	Header           HeaderConds `yaml:"header"`
 	MessageSize      Str         `yaml:"message_size"`
+	DNSLists         StrList     `yaml:"dnslists"`
 
 	Message      Str         `yaml:"message"`
 	LogMessage   Str         `yaml:"log_message"`

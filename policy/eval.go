@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/tollgate/tollgate/internal/resolver"
 
@@ -29,6 +30,14 @@ type evalCtx struct {
 	limit   *logLimiter
 	vars    map[string]variable
 	fe      feature.Eval // the same, as features see it
+
+	// What the dnslists condition looks up with: the runtime's resolver
+	// (nil in tests that evaluate a bare Policy), the deadline of one
+	// list, the lookups counter.
+	ctx      context.Context
+	dns      resolver.Resolver
+	dnsWait  time.Duration
+	dnsLists *prometheus.CounterVec
 }
 
 func (e *evalCtx) feature() *feature.Eval { return &e.fe }
@@ -130,12 +139,18 @@ func (c sizeCond) match(e *evalCtx) bool {
 // takes effect ends the ACL; warn never does; require fails into a deny; the
 // end of a defined ACL denies; a stage without an ACL accepts.
 func (p *Policy) evaluate(log *slog.Logger, metrics *milter.Metrics, stage milter.Stage, s *milter.Session, t *milter.Txn, r *milter.Recipient) milter.Decision {
+	return p.evaluateWith(&evalCtx{ctx: context.Background(), log: log, metrics: metrics}, stage, s, t, r)
+}
+
+// evaluateWith is evaluate with what the runtime adds (the resolver) in e.
+func (p *Policy) evaluateWith(e *evalCtx, stage milter.Stage, s *milter.Session, t *milter.Txn, r *milter.Recipient) milter.Decision {
 	a := p.acls[stage]
 	if a == nil {
 		return milter.Decision{}
 	}
-	e := &evalCtx{stage: stage, s: s, t: t, r: r, log: log, metrics: metrics, limit: &p.unknownLog, vars: p.vars,
-		fe: feature.Eval{Stage: stage, Session: s, Txn: t, Rcpt: r}}
+	log, metrics := e.log, e.metrics
+	e.stage, e.s, e.t, e.r, e.limit, e.vars = stage, s, t, r, &p.unknownLog, p.vars
+	e.fe = feature.Eval{Stage: stage, Session: s, Txn: t, Rcpt: r}
 	for _, ru := range a.rules {
 		matched := true
 		var deferred *milter.Decision
@@ -284,6 +299,9 @@ type Runtime struct {
 	released sync.Once
 	stores   []string // keys of the Env's stores this runtime uses
 	env      *Env
+	dns      resolver.Resolver      // the dns: section's, for dnslists
+	dnsWait  time.Duration          // dns.timeout: one DNS list's deadline
+	dnsLists *prometheus.CounterVec // tollgate_dnslist_lookups_total
 }
 
 // Hold and Release count who may still use the runtime (milter.Held): the
@@ -312,6 +330,7 @@ type Env struct {
 
 	featureMetrics map[string]any // by feature: registered once per process
 	dnsMetrics     *resolver.Metrics
+	dnsLists       *prometheus.CounterVec
 
 	mu     sync.Mutex
 	stores map[string]*sharedStore // resources (SRS database stores) by their options, kept across reloads
@@ -325,7 +344,8 @@ type sharedStore struct {
 
 // NewEnv registers the core metrics on reg.
 func NewEnv(log *slog.Logger, reg prometheus.Registerer) *Env {
-	return &Env{Log: log, Metrics: milter.NewMetrics(reg), registry: reg, dnsMetrics: resolver.NewMetrics(reg)}
+	return &Env{Log: log, Metrics: milter.NewMetrics(reg), registry: reg, dnsMetrics: resolver.NewMetrics(reg),
+		dnsLists: newDNSListMetrics(reg)}
 }
 
 // Runtime builds the modules a policy configures. It fails only when a store
@@ -334,7 +354,7 @@ func (e *Env) Runtime(p *Policy) (*Runtime, error) {
 	if e.Log == nil {
 		e.Log = slog.Default()
 	}
-	rt := &Runtime{Policy: p, log: e.Log, metrics: e.Metrics, env: e}
+	rt := &Runtime{Policy: p, log: e.Log, metrics: e.Metrics, env: e, dnsLists: e.dnsLists, dnsWait: p.DNSOptions().Timeout}
 	report := func(kind string, err error) {
 		if e.Metrics != nil {
 			e.Metrics.LookupErrors.WithLabelValues(kind).Inc()
@@ -409,14 +429,15 @@ func (rt *Runtime) OnError() milter.Decision { return rt.Policy.OnError }
 
 func (rt *Runtime) Identity() *milter.IdentityConfig { return &rt.Policy.identity }
 
-func (rt *Runtime) Evaluate(_ context.Context, stage milter.Stage, s *milter.Session, t *milter.Txn, r *milter.Recipient) (milter.Decision, error) {
+func (rt *Runtime) Evaluate(ctx context.Context, stage milter.Stage, s *milter.Session, t *milter.Txn, r *milter.Recipient) (milter.Decision, error) {
+	e := &evalCtx{ctx: ctx, log: rt.log, metrics: rt.metrics, dns: rt.dns, dnsWait: rt.dnsWait, dnsLists: rt.dnsLists}
 	if stage != milter.StageRcpt {
-		return rt.Policy.evaluate(rt.log, rt.metrics, stage, s, t, r), nil
+		return rt.Policy.evaluateWith(e, stage, s, t, r), nil
 	}
 	// As in Exim, headers added while evaluating the ACL for a recipient that
 	// is then refused are dropped with it.
 	np, na := len(t.Mutations.Prepend), len(t.Mutations.Append)
-	d := rt.Policy.evaluate(rt.log, rt.metrics, stage, s, t, r)
+	d := rt.Policy.evaluateWith(e, stage, s, t, r)
 	if d.Verdict != milter.Continue && d.Verdict != milter.Accept {
 		t.Mutations.Prepend, t.Mutations.Append = t.Mutations.Prepend[:np], t.Mutations.Append[:na]
 	}

@@ -100,6 +100,11 @@ var variables = map[string]variable{
 		return strconv.Itoa(len(e.t.AcceptedRcpts()))
 	}},
 	"message_size": {atData, func(e *evalCtx) string { return strconv.FormatInt(e.t.Size(), 10) }},
+	// Set by the dnslists condition (dnslists.go).
+	"dnslist_domain":  dnsListVariable(dnslistDomainVar),
+	"dnslist_value":   dnsListVariable(dnslistValueVar),
+	"dnslist_text":    dnsListVariable(dnslistTextVar),
+	"dnslist_matched": dnsListVariable(dnslistMatchedVar),
 }
 
 func addrString(a netip.Addr) string {

@@ -301,6 +301,7 @@ func (e *Env) featureModules(p *Policy, rt *Runtime) ([]milter.Module, error) {
 	if err != nil {
 		return nil, err
 	}
+	rt.dns = dns // the dnslists condition's too
 	for _, lf := range p.features.ordered() {
 		name := lf.spec.Name()
 		e.mu.Lock()

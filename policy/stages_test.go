@@ -142,6 +142,7 @@ var conditionProbes = map[string]string{
 	"recipient_domains": `warn: {recipient_domains: [example.org]}`,
 	"header":            `warn: {header: {name: Subject, regex: hel}}`,
 	"message_size":      `warn: {message_size: "> 1"}`,
+	"dnslists":          `warn: {dnslists: [zen.example.org]}`,
 	"add_header":        `warn: {add_header: "X-Probe: 1"}`,
 	"remove_header":     `warn: {remove_header: X-Probe}`,
 	"discard":           `discard: {}`,
