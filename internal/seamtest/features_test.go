@@ -4,9 +4,10 @@ import (
 	"github.com/tollgate/tollgate/arc"
 	"github.com/tollgate/tollgate/bmi"
 	"github.com/tollgate/tollgate/dcc"
+	"github.com/tollgate/tollgate/dkim"
 	"github.com/tollgate/tollgate/feature"
 	"github.com/tollgate/tollgate/srs/srsspec"
 )
 
 // features are those cmd/tollgate is built with.
-var features = []feature.Spec{srsspec.Spec, dcc.Spec, bmi.Spec, arc.Spec}
+var features = []feature.Spec{srsspec.Spec, dcc.Spec, bmi.Spec, dkim.Spec, arc.Spec}
