@@ -4,9 +4,12 @@
 #   swaks                    the SMTP client the tests drive
 #   libio-socket-inet6-perl  swaks' IPv6 support (a Recommends we do not pull)
 #   python3-dkim python3-authres python3-dnspython
-#                            dkimpy: an independent ARC signer and verifier (arc/)
+#                            dkimpy: an independent ARC signer and verifier (arc/),
+#                            and a DKIM signer (RSA and Ed25519) for dkim/
 #   libmail-dkim-perl libnet-dns-resolver-mock-perl
 #                            Mail::DKIM: another ARC implementation, with offline DNS (arc/)
+#   opendkim                 OpenDKIM: its test mode (-t) signs the messages tollgate's
+#                            DKIM verifier must pass (dkim/)
 #   postsrsd libmail-srs-perl srs redis-server
 #                            two independent SRS implementations (srs/) and the Redis
 #                            of SRS database mode; the srs
@@ -32,7 +35,7 @@
 set -euo pipefail
 
 packages=(postfix swaks libio-socket-inet6-perl
-	python3-dkim python3-authres python3-dnspython libmail-dkim-perl libnet-dns-resolver-mock-perl
+	python3-dkim python3-authres python3-dnspython libmail-dkim-perl libnet-dns-resolver-mock-perl opendkim
 	postsrsd libmail-srs-perl srs redis-server
 	nginx libnginx-mod-mail m4
 	gcc spamassassin spamd spamc rspamd
