@@ -1,0 +1,98 @@
+//go:build e2e
+
+package main
+
+import (
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/pem"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tollgate/tollgate/internal/dnstest"
+	"github.com/tollgate/tollgate/internal/e2e"
+)
+
+// TestPostfixDKIMVerify: mail signed by dkimpy goes through a real Postfix
+// with tollgate as its milter and leaves with dkim=pass in tollgate's
+// Authentication-Results; the same message with its body changed on the
+// way leaves with dkim=fail. The key is in a loopback DNS server that the
+// daemon's dns: section points at.
+func TestPostfixDKIMVerify(t *testing.T) {
+	dkimsign := e2e.RequireProgram(t, "/usr/bin/dkimsign", "python3-dkim")
+	dir := t.TempDir()
+	key, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyFile := filepath.Join(dir, "rsa.pem")
+	os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(key)}), 0o600)
+	pub, _ := x509.MarshalPKIXPublicKey(&key.PublicKey)
+	txt := "v=DKIM1; k=rsa; p=" + base64.StdEncoding.EncodeToString(pub)
+	srv := dnstest.Start(t)
+	srv.Set("s2026._domainkey.example.org", &dnstest.Zone{TXT: [][]string{{txt[:255], txt[255:]}}})
+
+	raw, err := os.ReadFile("../../dkim/testdata/messages/folded-mime.eml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(dkimsign, "--hcanon", "relaxed", "--bcanon", "relaxed", "s2026", "example.org", keyFile)
+	cmd.Stdin = strings.NewReader(strings.ReplaceAll(string(raw), "\n", "\r\n"))
+	signedCRLF, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("dkimsign: %v", err)
+	}
+	signed := strings.ReplaceAll(string(signedCRLF), "\r\n", "\n") // swaks sends CRLF
+	tampered := strings.Replace(signed, "two  percent", "twenty percent", 1)
+	for name, msg := range map[string]string{"signed.eml": signed, "tampered.eml": tampered} {
+		os.WriteFile(filepath.Join(dir, name), []byte(msg), 0o644)
+	}
+
+	pf, d := startPostfixWithTollgate(t, `
+authserv_id: mx.tollgate.test
+dns: {server: "`+srv.Addr+`", timeout: 2s}
+dkim: {}
+acl:
+  data:
+    - warn:   {dkim: [pass], add_header: "X-DKIM-Signers: $dkim_signers"}
+    - accept: {}
+`)
+	for i, tc := range []struct {
+		file string
+		want *regexp.Regexp
+	}{
+		{"signed.eml", regexp.MustCompile(`^mx\.tollgate\.test;\s+dkim=pass header\.d=example\.org header\.s=s2026 header\.b="?[A-Za-z0-9+/]{8}"? header\.i=@example\.org$`)},
+		{"tampered.eml", regexp.MustCompile(`^mx\.tollgate\.test;\s+dkim=fail reason="body hash did not verify" header\.d=example\.org header\.s=s2026 header\.b=`)},
+	} {
+		res := pf.Swaks(t, "--from", "news@example.org", "--to", "bob@example.org", "--data", filepath.Join(dir, tc.file))
+		if res.ExitCode != 0 {
+			t.Fatalf("%s: swaks exit %d:\n%s", tc.file, res.ExitCode, res.Output)
+		}
+		msg := pf.WaitMessages(t, i+1, 30*time.Second)[i]
+		ar := msg.Header("Authentication-Results")
+		if len(ar) != 1 || !tc.want.MatchString(ar[0]) {
+			t.Errorf("%s: Authentication-Results %q, want %v\n%s", tc.file, ar, tc.want, msg.Raw)
+		}
+		signers := msg.Header("X-DKIM-Signers")
+		if tc.file == "signed.eml" && (len(signers) != 1 || signers[0] != "example.org:@example.org") {
+			t.Errorf("X-DKIM-Signers %q", signers)
+		}
+		if tc.file == "tampered.eml" && len(signers) != 0 {
+			t.Errorf("X-DKIM-Signers %q on a failing message", signers)
+		}
+	}
+	d.waitLog(t, "DKIM=fail")
+	for _, line := range []string{`tollgate_dkim_verify_total{result="pass"} 1`, `tollgate_dkim_verify_total{result="fail"} 1`} {
+		if !d.waitMetric(t, line) {
+			_, body := d.get(t, "/metrics")
+			t.Errorf("no %s in:\n%s", line, grepLines(body, "tollgate_dkim"))
+		}
+	}
+}
