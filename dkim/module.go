@@ -1,12 +1,15 @@
 package dkim
 
 import (
+	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
+	"net/textproto"
 	"strings"
 	"time"
 
@@ -202,7 +205,40 @@ func (m *Module) start(st *state) {
 	}
 	buf = append(buf, '\r', '\n')
 	st.headers = nil // the verifier has them now
+	// The signatures as go-msgauth will find them, so that its answers,
+	// which come in that order, are matched to the right ones whatever odd
+	// names or values the header section has.
+	st.sigs = signaturesIn(buf)
 	st.write(buf)
+}
+
+// signaturesIn returns the DKIM-Signature values of a header section the
+// way go-msgauth v0.7.0 reads it (its readHeader and parseHeaderField):
+// lines as net/textproto reads them, a line starting with SP or HT
+// continuing the field before, the section ending at the first empty line,
+// the name being what precedes the first colon, trimmed.
+func signaturesIn(section []byte) []string {
+	tr := textproto.NewReader(bufio.NewReader(bytes.NewReader(section)))
+	var fields []string
+	for {
+		l, err := tr.ReadLine()
+		if err != nil || l == "" {
+			break
+		}
+		if len(fields) > 0 && (l[0] == ' ' || l[0] == '\t') {
+			fields[len(fields)-1] += l + "\r\n"
+		} else {
+			fields = append(fields, l+"\r\n")
+		}
+	}
+	var sigs []string
+	for _, f := range fields {
+		k, v, _ := strings.Cut(f, ":")
+		if strings.EqualFold(strings.TrimSpace(k), "DKIM-Signature") {
+			sigs = append(sigs, strings.TrimSpace(v))
+		}
+	}
+	return sigs
 }
 
 func (st *state) write(b []byte) {
@@ -282,6 +318,14 @@ func (m *Module) EndOfMessage(ctx context.Context, t *milter.Txn) error {
 		m.start(st) // an empty body
 	}
 	v := st.wait(ctx)
+	if len(st.sigs) == 0 {
+		// What looked like a signature in the Header hook is not one where
+		// go-msgauth looks (a continuation line): nothing was verified.
+		f.Status = StatusNone
+		m.o.Metrics.Verify.WithLabelValues("none").Inc()
+		t.AddAuthResult(authres.Result{Method: "dkim", Result: "none"})
+		return nil
+	}
 	f.Signatures = m.judge(st.sigs, v)
 	f.Status = StatusNone
 	for _, s := range f.Signatures {

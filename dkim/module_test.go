@@ -343,3 +343,22 @@ func noLeaks(t *testing.T) {
 	ignore := goleak.IgnoreCurrent()
 	t.Cleanup(func() { goleak.VerifyNone(t, ignore) })
 }
+
+// TestSignaturesMatchedInGoMsgauthsOrder: a header value with a line break
+// not followed by whitespace hides a second field from the milter's view,
+// which go-msgauth reads as a field of its own: results are matched to
+// signatures as go-msgauth counts them, never shifted onto another one.
+func TestSignaturesMatchedInGoMsgauthsOrder(t *testing.T) {
+	key := rsaKey(t, 2048)
+	m := NewModule(ModuleOptions{Resolver: keyTable{"s1._domainkey.example.org": key.txt}})
+	signed := sign(t, plainMessage, signOptions(key))
+	hs, body := splitMessage(t, signed, "\r\n")
+	hidden := milter.Header{Name: "X-Note", Value: "see below\nDKIM-Signature: v=1; a=rsa-sha256; d=evil.example; s=x; h=from; bh=AAAA; b=ZXZpbA=="}
+	hs = append([]milter.Header{hidden}, hs...)
+	tx := run(t, m, hs, body, 100)
+	f := FactsOf(tx)
+	if len(f.Signatures) != 2 || f.Signatures[0].Domain != "evil.example" || f.Signatures[0].Result != "permerror" ||
+		f.Signatures[1].Domain != "example.org" || f.Signatures[1].Result != "pass" {
+		t.Errorf("signatures %+v", f.Signatures)
+	}
+}
