@@ -309,9 +309,7 @@ func (m *Module) EndOfMessage(ctx context.Context, t *milter.Txn) error {
 	f := factsFor(t)
 	f.Checked = true
 	if len(st.sigs) == 0 {
-		f.Status = StatusNone
-		m.o.Metrics.Verify.WithLabelValues("none").Inc()
-		t.AddAuthResult(authres.Result{Method: "dkim", Result: "none"})
+		m.none(t, f)
 		return nil
 	}
 	if !st.started {
@@ -321,9 +319,7 @@ func (m *Module) EndOfMessage(ctx context.Context, t *milter.Txn) error {
 	if len(st.sigs) == 0 {
 		// What looked like a signature in the Header hook is not one where
 		// go-msgauth looks (a continuation line): nothing was verified.
-		f.Status = StatusNone
-		m.o.Metrics.Verify.WithLabelValues("none").Inc()
-		t.AddAuthResult(authres.Result{Method: "dkim", Result: "none"})
+		m.none(t, f)
 		return nil
 	}
 	f.Signatures = m.judge(st.sigs, v)
@@ -343,12 +339,22 @@ func (m *Module) EndOfMessage(ctx context.Context, t *milter.Txn) error {
 		}
 		m.o.Metrics.Verify.WithLabelValues(s.Result).Inc()
 		if s.Result == "temperror" {
-			m.o.Log.Info("DKIM key lookup failed", "queue_id", t.QueueID, "module", name, "kind", "temperror", "detail", s.Detail)
+			// DNS trouble is the operator's: a Warn, which the daemon's
+			// logger lets through once a minute per kind.
+			m.o.Log.Warn("DKIM key lookup failed; the signature is temperror", "queue_id", t.QueueID, "module", name, "kind", s.Reason, "detail", s.Detail)
 		}
 		t.AddAuthResult(s.authResult())
 	}
 	t.Tag("DKIM", f.Status)
 	return nil
+}
+
+// none records a message without a signature go-msgauth would verify.
+func (m *Module) none(t *milter.Txn, f *Facts) {
+	f.Status = StatusNone
+	m.o.Metrics.Verify.WithLabelValues("none").Inc()
+	t.AddAuthResult(authres.Result{Method: "dkim", Result: "none"})
+	t.Tag("DKIM", StatusNone)
 }
 
 func appendOnce(list []string, s string) []string {
