@@ -18,7 +18,7 @@ type Signature struct {
 	AUID     string // i= as written, "" when the signature has none
 	B        string // the first 8 characters of b= (RFC 6008 header.b)
 	Result   string // the RFC 8601 result: pass, fail, policy, temperror, permerror
-	Status   string // Exim's: pass, fail, invalid, none (not verified: over max_signatures)
+	Status   string // Exim's: pass, fail, invalid
 	Reason   string // Exim's dkim_verify_reason (see README.md), "" on pass
 	Detail   string // the verifier's words, for the A-R reason
 }
@@ -26,9 +26,10 @@ type Signature struct {
 // Facts is the DKIM verification of a message. Read it with FactsOf.
 type Facts struct {
 	Checked    bool
-	Status     string // the best status among the signatures; none without one
-	Reason     string // the reason of the first signature with that status
-	Signatures []Signature
+	Status     string      // the best status among the signatures; none without one
+	Reason     string      // the reason of the first signature with that status
+	Signatures []Signature // the verified ones: the first max_signatures
+	Skipped    int         // signatures over max_signatures, not verified
 	// Signers are the d= and i= values of the passing signatures, each once,
 	// in header order ($dkim_signers).
 	Signers []string

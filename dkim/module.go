@@ -323,6 +323,7 @@ func (m *Module) EndOfMessage(ctx context.Context, t *milter.Txn) error {
 		return nil
 	}
 	f.Signatures = m.judge(st.sigs, v)
+	f.Skipped = len(st.sigs) - len(f.Signatures)
 	f.Status = StatusNone
 	for _, s := range f.Signatures {
 		if statusRank(s.Status) > statusRank(f.Status) {
@@ -344,6 +345,13 @@ func (m *Module) EndOfMessage(ctx context.Context, t *milter.Txn) error {
 			m.o.Log.Warn("DKIM key lookup failed; the signature is temperror", "queue_id", t.QueueID, "module", name, "kind", s.Reason, "detail", s.Detail)
 		}
 		t.AddAuthResult(s.authResult())
+	}
+	if f.Skipped > 0 {
+		// One result for them all: a message with a thousand signatures
+		// must not make a thousand-line Authentication-Results.
+		m.o.Metrics.Verify.WithLabelValues("policy").Add(float64(f.Skipped))
+		t.AddAuthResult(authres.Result{Method: "dkim", Result: "policy",
+			Reason: fmt.Sprintf("%d more signatures not verified (max_signatures %d)", f.Skipped, m.o.MaxSignatures)})
 	}
 	t.Tag("DKIM", f.Status)
 	return nil
@@ -378,8 +386,10 @@ func (s Signature) authResult() authres.Result {
 	return r
 }
 
-// judge turns go-msgauth's answer into one Signature per DKIM-Signature.
+// judge turns go-msgauth's answer into one Signature per DKIM-Signature it
+// was to verify: the first max_signatures.
 func (m *Module) judge(sigs []string, v verdict) []Signature {
+	sigs = sigs[:min(len(sigs), m.o.MaxSignatures)]
 	out := make([]Signature, len(sigs))
 	for i, raw := range sigs {
 		tags := signatureTags(raw)
@@ -393,8 +403,8 @@ func (m *Module) judge(sigs []string, v verdict) []Signature {
 			// section): no signature was checked.
 			s.Result, s.Status, s.Reason, s.Detail = "permerror", StatusInvalid, "signature_syntax", strings.TrimPrefix(v.err.Error(), "dkim: ")
 		case i >= len(v.vs):
-			s.Result, s.Status, s.Reason = "policy", StatusNone, "too_many_signatures"
-			s.Detail = fmt.Sprintf("not verified: more than max_signatures (%d) signatures", m.o.MaxSignatures)
+			// Cannot be: go-msgauth answers for every signature up to the cap.
+			s.Result, s.Status, s.Reason, s.Detail = "temperror", StatusInvalid, "verifier_error", "no answer from the verifier"
 		default:
 			vf := v.vs[i]
 			if vf.Domain != "" {
