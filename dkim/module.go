@@ -308,7 +308,7 @@ func (m *Module) EndOfMessage(ctx context.Context, t *milter.Txn) error {
 	st := m.state(t)
 	f := factsFor(t)
 	f.Checked = true
-	if len(st.sigs) == 0 {
+	if !st.started && len(st.sigs) == 0 {
 		m.none(t, f)
 		return nil
 	}
@@ -318,7 +318,8 @@ func (m *Module) EndOfMessage(ctx context.Context, t *milter.Txn) error {
 	v := st.wait(ctx)
 	if len(st.sigs) == 0 {
 		// What looked like a signature in the Header hook is not one where
-		// go-msgauth looks (a continuation line): nothing was verified.
+		// go-msgauth looks (after an empty line inside another field's
+		// value, where its header section ends): nothing was verified.
 		m.none(t, f)
 		return nil
 	}

@@ -368,3 +368,26 @@ func TestSignaturesMatchedInGoMsgauthsOrder(t *testing.T) {
 		t.Errorf("signatures %+v", f.Signatures)
 	}
 }
+
+// TestSignatureGoMsgauthDoesNotSee: a DKIM-Signature after a value with an
+// empty line in it, where go-msgauth's header section has ended, gives
+// dkim=none, and the verifier started for it is done with by the end of
+// message.
+func TestSignatureGoMsgauthDoesNotSee(t *testing.T) {
+	noLeaks(t)
+	m := NewModule(ModuleOptions{Resolver: keyTable{}})
+	hs := []milter.Header{{Name: "Subject", Value: "hello\n\nthere"}, {Name: "DKIM-Signature", Value: "v=1; d=example.org"}}
+	tx := &milter.Txn{Session: &milter.Session{}}
+	ctx := context.Background()
+	for _, h := range hs {
+		m.Header(ctx, tx, h)
+	}
+	m.Body(ctx, tx, []byte("body\r\n"))
+	m.EndOfMessage(ctx, tx)
+	if st := m.state(tx); !st.started || st.got == nil {
+		t.Errorf("verifier started %v, answered %v", st.started, st.got != nil)
+	}
+	if got := dkimResults(tx); len(got) != 1 || got[0] != "dkim=none" {
+		t.Errorf("results %q", got)
+	}
+}
