@@ -4,6 +4,7 @@ import (
 	"github.com/tollgate/tollgate/arc"
 	"github.com/tollgate/tollgate/bmi"
 	"github.com/tollgate/tollgate/dcc"
+	"github.com/tollgate/tollgate/dkim"
 	"github.com/tollgate/tollgate/dkimsign"
 	"github.com/tollgate/tollgate/dmarc"
 	"github.com/tollgate/tollgate/feature"
@@ -12,4 +13,4 @@ import (
 
 // testFeatures are the features cmd/tollgate is built with: the policy's
 // tests load configurations that use them.
-var testFeatures = []feature.Spec{srsspec.Spec, dcc.Spec, bmi.Spec, dkimsign.Spec, arc.Spec, dmarc.Spec}
+var testFeatures = []feature.Spec{srsspec.Spec, dcc.Spec, bmi.Spec, dkim.Spec, dkimsign.Spec, arc.Spec, dmarc.Spec}

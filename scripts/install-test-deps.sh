@@ -4,10 +4,13 @@
 #   swaks                    the SMTP client the tests drive
 #   libio-socket-inet6-perl  swaks' IPv6 support (a Recommends we do not pull)
 #   python3-dkim python3-authres python3-dnspython
-#                            dkimpy: an independent ARC signer and verifier (arc/)
+#                            dkimpy: an independent ARC signer and verifier (arc/),
+#                            and a DKIM signer (RSA and Ed25519) for dkim/
 #   libmail-dkim-perl libnet-dns-resolver-mock-perl
 #                            Mail::DKIM: another ARC implementation, with offline DNS (arc/)
 #   opendkim opendkim-tools  OpenDKIM's opendkim-testmsg verifies tollgate's DKIM signatures (dkimsign/)
+#   opendkim                 OpenDKIM: its test mode (-t) signs the messages tollgate's
+#                            DKIM verifier must pass (dkim/)
 #   postsrsd libmail-srs-perl srs redis-server
 #                            two independent SRS implementations (srs/) and the Redis
 #                            of SRS database mode; the srs

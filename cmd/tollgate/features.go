@@ -4,6 +4,7 @@ import (
 	"github.com/tollgate/tollgate/arc"
 	"github.com/tollgate/tollgate/bmi"
 	"github.com/tollgate/tollgate/dcc"
+	"github.com/tollgate/tollgate/dkim"
 	"github.com/tollgate/tollgate/dkimsign"
 	"github.com/tollgate/tollgate/dmarc"
 	"github.com/tollgate/tollgate/feature"
@@ -17,6 +18,7 @@ var features = []feature.Spec{
 	srsspec.Spec,
 	dcc.Spec,
 	bmi.Spec,
+	dkim.Spec,
 	dkimsign.Spec,
 	arc.Spec,
 	dmarc.Spec,
