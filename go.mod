@@ -3,6 +3,7 @@ module github.com/tollgate/tollgate
 go 1.26.0
 
 require (
+	blitiri.com.ar/go/spf v1.5.1
 	github.com/d--j/go-milter v0.10.2
 	github.com/miekg/dns v1.1.73
 	github.com/prometheus/client_golang v1.25.0

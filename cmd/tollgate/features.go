@@ -5,6 +5,7 @@ import (
 	"github.com/tollgate/tollgate/bmi"
 	"github.com/tollgate/tollgate/dcc"
 	"github.com/tollgate/tollgate/feature"
+	"github.com/tollgate/tollgate/spf"
 	"github.com/tollgate/tollgate/srs/srsspec"
 )
 
@@ -15,5 +16,6 @@ var features = []feature.Spec{
 	srsspec.Spec,
 	dcc.Spec,
 	bmi.Spec,
+	spf.Spec,
 	arc.Spec,
 }
