@@ -5,9 +5,10 @@ import (
 	"github.com/tollgate/tollgate/bmi"
 	"github.com/tollgate/tollgate/dcc"
 	"github.com/tollgate/tollgate/feature"
+	"github.com/tollgate/tollgate/iprev"
 	"github.com/tollgate/tollgate/spf"
 	"github.com/tollgate/tollgate/srs/srsspec"
 )
 
 // testFeatures are the features cmd/tollgate is built with.
-var testFeatures = []feature.Spec{srsspec.Spec, dcc.Spec, bmi.Spec, spf.Spec, arc.Spec}
+var testFeatures = []feature.Spec{srsspec.Spec, dcc.Spec, bmi.Spec, iprev.Spec, spf.Spec, arc.Spec}

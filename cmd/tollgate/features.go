@@ -5,6 +5,7 @@ import (
 	"github.com/tollgate/tollgate/bmi"
 	"github.com/tollgate/tollgate/dcc"
 	"github.com/tollgate/tollgate/feature"
+	"github.com/tollgate/tollgate/iprev"
 	"github.com/tollgate/tollgate/spf"
 	"github.com/tollgate/tollgate/srs/srsspec"
 )
@@ -16,6 +17,7 @@ var features = []feature.Spec{
 	srsspec.Spec,
 	dcc.Spec,
 	bmi.Spec,
+	iprev.Spec,
 	spf.Spec,
 	arc.Spec,
 }

@@ -95,6 +95,7 @@ func TestPrintFeatureDefaults(t *testing.T) {
 		"bmi":                     {"bmi:\n  backend: {rspamd: {address: 127.0.0.1:11333}}\n  rules:\n    - {id: 1, when: {score_above: 5}}\n", []string{"\n      timeout: 30s\n", "\n      max_size: 20M\n", "\n    memory: 1M\n", "\n      outcome: deliver\n", "\n  on_error: deliver\n"}},
 		"arc":                     {"authserv_id: mx.example.org\narc:\n  sign: [{domain: example.org, selector: s1, key: DIR/arc2026.key, options: [timestamps, expire]}]\n", []string{"\n      options: [timestamps, expire=+2592000]\n", "\n  min_rsa_bits: 1024\n", "\nadd_authresults: true\n", "\n  oversign: [from]\n", "\ndns: {resolv_conf: /etc/resolv.conf, timeout: 5s, failure_ttl: 5s, cache_size: 4096}\n", "\n      key: DIR/arc2026.key\n"}},
 		"spf":                     {"authserv_id: mx.example.org\nspf: {received_header: true}\n", []string{"\n  timeout: 20s\n", "\n  helo: false\n", "\n  received_header: true\n"}},
+		"iprev":                   {"authserv_id: mx.example.org\niprev: {}\n", []string{"\n  timeout: 10s\n"}},
 		"arc oversigning nothing": {"authserv_id: mx.example.org\narc: {oversign: []}\n", []string{"\n  oversign: []\n", "\n  headers: [from, sender, "}},
 	}
 	for _, spec := range features {
