@@ -36,7 +36,7 @@ packages=(postfix swaks libio-socket-inet6-perl
 	postsrsd libmail-srs-perl srs redis-server
 	nginx libnginx-mod-mail m4
 	gcc spamassassin spamd spamc rspamd
-	prometheus systemd strace file lintian man-db rsyslog tinycdb)
+	prometheus systemd strace file lintian man-db rsyslog tinycdb python3-spf)
 
 # Downloaded, never installed. Keep in step with sendmailDebs in
 # internal/e2e/sendmail.go.
