@@ -55,7 +55,7 @@ acl:
 `)
 	pf := e2e.StartPostfix(t, e2e.PostfixOptions{Milter: "inet:" + milterAddr,
 		// the client the proxy names may relay, as the instance's own loopback does
-		MainCF: map[string]string{"mynetworks": "127.0.0.0/8 [::1]/128 192.0.2.10/32"},
+		MainCF:   map[string]string{"mynetworks": "127.0.0.0/8 [::1]/128 192.0.2.10/32"},
 		Services: []e2e.PostfixService{{Name: "proxy", Options: masterCFService(t, "../../deploy/postfix/master.cf")}}})
 
 	t.Run("direct client", func(t *testing.T) {
