@@ -98,7 +98,9 @@ func (m *Module) check(ctx context.Context, s *milter.Session) *Facts {
 	o := Check(ctx, m.o.Resolver, id.ClientAddr)
 	m.o.Metrics.Results.WithLabelValues(o.Result).Inc()
 	if o.Result == ResultTempError {
-		m.o.Log.Info("iprev check failed for now", "client", addr, "problem", o.Problem)
+		// one line a minute: the daemon's logger is rate-limited by
+		// message and kind
+		m.o.Log.Warn("iprev check failed for now", "module", name, "kind", "temperror", "client", addr, "problem", o.Problem)
 	}
 	f := &Facts{Checked: true, Addr: addr, Outcome: o}
 	s.SetFact(name, f)

@@ -119,8 +119,11 @@ func (m *Module) Mail(ctx context.Context, t *milter.Txn) error {
 		f.HeloResult = helo.Result
 	}
 	t.Tag("SPF", o.Result)
-	if o.Result == ResultTempError || o.Result == ResultPermError {
-		m.o.Log.Info("SPF check not conclusive", "client", id.ClientAddr.String(), "identity", o.Identity, "domain", o.Domain, "result", o.Result, "problem", o.Problem)
+	if o.Result == ResultTempError {
+		// DNS trouble is ours to look at: one line a minute (the daemon's
+		// logger is rate-limited by message and kind); a domain's broken
+		// record is its owner's, and the summary tag and metric show it.
+		m.o.Log.Warn("SPF check failed for now", "module", name, "kind", "temperror", "domain", o.Domain, "problem", o.Problem)
 	}
 	ar := authres.Result{Method: "spf", Result: o.Result, Comment: f.HeaderComment}
 	if o.Identity == IdentityHelo {
