@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	blitiri "blitiri.com.ar/go/spf"
+	"golang.org/x/net/idna"
 )
 
 // Resolver is what SPF looks names up with: the shared resolver of the
@@ -86,6 +87,17 @@ func Check(ctx context.Context, res Resolver, req Request) Outcome {
 		return o
 	}
 	o.Domain = strings.TrimSuffix(address[at+1:], ".")
+	if !isASCII(o.Domain) {
+		// RFC 7208 §4.3: an internationalised domain is looked up as
+		// A-labels (an SMTPUTF8 sender's domain arrives as U-labels).
+		ascii, err := idna.Lookup.ToASCII(o.Domain)
+		if err != nil {
+			o.Result, o.Problem = ResultNone, "not a domain name: "+err.Error()
+			return o
+		}
+		o.Domain = ascii
+		address = address[:at+1] + ascii
+	}
 	if !req.IP.IsValid() {
 		o.Result, o.Problem = ResultNone, "no client address"
 		return o
@@ -111,6 +123,15 @@ func Check(ctx context.Context, res Resolver, req Request) Outcome {
 		o.Result, o.Problem = ResultPermError, "unknown result "+string(r)
 	}
 	return o
+}
+
+func isASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] >= 0x80 {
+			return false
+		}
+	}
+	return true
 }
 
 // domainProblem checks RFC 7208 §4.3's syntax of the domain to evaluate:

@@ -31,6 +31,7 @@ func testDNS(t *testing.T) *dnstest.Server {
 	srv.Set("broken.example", &dnstest.Zone{RRs: []string{`TXT "v=spf1 ip4:192.0.2.300 -all"`}})
 	srv.Set("dnsfail.example", &dnstest.Zone{Rcode: dns.RcodeServerFailure})
 	srv.Set("nospf.example", &dnstest.Zone{RRs: []string{`TXT "hello"`}})
+	srv.Set("xn--bcher-kva.example", &dnstest.Zone{RRs: []string{`TXT "v=spf1 ip4:192.0.2.33 -all"`}})
 	srv.Set("mail.example.net", &dnstest.Zone{RRs: []string{`TXT "v=spf1 a -all"`, "A 198.51.100.7"}})
 	return srv
 }
@@ -76,6 +77,9 @@ func TestModuleResults(t *testing.T) {
 			"spf=pass (mx.example.org: domain of postmaster@mail.example.net designates 198.51.100.7 as permitted sender) smtp.helo=mail.example.net", false},
 		{"198.51.100.8", "mail.example.net", "", "fail", "", true},
 		{"198.51.100.8", "[198.51.100.8]", "", "none", "", false},
+		// an SMTPUTF8 sender's domain is looked up as A-labels
+		{"192.0.2.33", "client.example", "jörg@bücher.example", "pass", "", false},
+		{"192.0.2.33", "client.example", "x@a\u00a0b.example", "none", "", false},
 	} {
 		tx := &milter.Txn{Session: session(tc.ip, tc.helo), Sender: tc.sender}
 		if err := m.Mail(t.Context(), tx); err != nil {
@@ -104,7 +108,7 @@ func TestModuleResults(t *testing.T) {
 			t.Errorf("%s: Received-SPF without problem=: %q", tc.sender, f.Received)
 		}
 	}
-	if got := testutil.ToFloat64(metrics.Results.WithLabelValues("pass")); got != 3 {
+	if got := testutil.ToFloat64(metrics.Results.WithLabelValues("pass")); got != 4 {
 		t.Errorf("pass counted %v times", got)
 	}
 }
