@@ -105,3 +105,41 @@ func FuzzRecord(f *testing.F) {
 		}
 	})
 }
+
+// FuzzReceivedSPF: whatever the client sends as sender and HELO, the
+// Received-SPF value and the header comment stay one line, and the comment
+// cannot be closed early by the client's bytes.
+func FuzzReceivedSPF(f *testing.F) {
+	f.Add("alice@example.org", "mail.example.org", uint8(0))
+	f.Add(`a")(\@x`, "x\r\nX-Evil: 1", uint8(1))
+	f.Add("", "[192.0.2.1]", uint8(4))
+	f.Add("\\", "(", uint8(5))
+	f.Fuzz(func(t *testing.T, sender, helo string, which uint8) {
+		result := Results[int(which)%len(Results)]
+		req := Request{IP: netip.MustParseAddr("192.0.2.1"), Helo: helo, Sender: sender, Receiver: "mx.example.org"}
+		o := Outcome{Result: result, Identity: IdentityMailFrom, Address: sender, Problem: helo}
+		got := o.ReceivedSPF(req)
+		if strings.ContainsAny(got, "\r\n") {
+			t.Fatalf("line break in %q", got)
+		}
+		// the comment: from " (" after the result to its matching ")"
+		rest, ok := strings.CutPrefix(got, result+" (")
+		if !ok {
+			t.Fatalf("%q", got)
+		}
+		depth := 1
+		for i := 0; i < len(rest) && depth > 0; i++ {
+			switch rest[i] {
+			case '\\':
+				i++
+			case '(':
+				depth++
+			case ')':
+				depth--
+				if depth == 0 && !strings.HasPrefix(rest[i:], ") client-ip=192.0.2.1;") {
+					t.Fatalf("the comment ends early: %q", got)
+				}
+			}
+		}
+	})
+}
