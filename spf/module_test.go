@@ -53,6 +53,24 @@ func session(ip, helo string) *milter.Session {
 	return s
 }
 
+// A client's PTR name counts for ptr only when it leads back to the
+// client (RFC 7208 §5.5): a reverse zone the client controls cannot claim
+// a victim's host names.
+func TestPTRNeedsForwardConfirmation(t *testing.T) {
+	srv := dnstest.Start(t)
+	srv.Set("victim.example", &dnstest.Zone{RRs: []string{`TXT "v=spf1 ptr -all"`}})
+	srv.Set("mail.victim.example", &dnstest.Zone{RRs: []string{"A 192.0.2.80"}})
+	srv.Set("80.2.0.192.in-addr.arpa", &dnstest.Zone{RRs: []string{"PTR mail.victim.example."}})
+	srv.Set("66.113.0.203.in-addr.arpa", &dnstest.Zone{RRs: []string{"PTR elsewhere.example.", "PTR mail.victim.example."}})
+	res := resolver.New(resolver.Options{Server: srv.Addr, Timeout: time.Second})
+	for ip, want := range map[string]string{"192.0.2.80": "pass", "203.0.113.66": "fail"} {
+		o := Check(t.Context(), res, Request{IP: netip.MustParseAddr(ip), Helo: "x.example", Sender: "a@victim.example"})
+		if o.Result != want {
+			t.Errorf("%s: %s (%s), want %s", ip, o.Result, o.Problem, want)
+		}
+	}
+}
+
 func TestModuleResults(t *testing.T) {
 	srv := testDNS(t)
 	m, metrics := newTestModule(t, srv, ModuleOptions{})

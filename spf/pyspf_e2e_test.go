@@ -47,6 +47,10 @@ func pyspfZones(srv *dnstest.Server) {
 	txt("loop.test", "v=spf1 include:loop.test -all")
 	srv.Set("servfail.test", &dnstest.Zone{Rcode: dns.RcodeServerFailure})
 	txt("helo.mx.test", "v=spf1 ip4:198.51.100.30 -all")
+	txt("ptr.test", "v=spf1 ptr -all")
+	srv.Set("mail.ptr.test", &dnstest.Zone{RRs: []string{"A 192.0.2.80"}})
+	srv.Set("80.2.0.192.in-addr.arpa", &dnstest.Zone{RRs: []string{"PTR mail.ptr.test."}})
+	srv.Set("81.2.0.192.in-addr.arpa", &dnstest.Zone{RRs: []string{"PTR other.test.", "PTR mail.ptr.test."}})
 }
 
 var pyspfCases = []struct{ ip, sender, helo string }{
@@ -79,6 +83,8 @@ var pyspfCases = []struct{ ip, sender, helo string }{
 	{"192.0.2.5", "a@servfail.test", "client.test"},
 	{"192.0.2.5", "a@nowhere.test", "client.test"},
 	{"198.51.100.30", "", "helo.mx.test"},
+	{"192.0.2.80", "a@ptr.test", "client.test"},
+	{"192.0.2.81", "a@ptr.test", "client.test"},
 	{"198.51.100.31", "", "helo.mx.test"},
 }
 

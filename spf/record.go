@@ -316,10 +316,12 @@ func checkMacroString(s string, exp bool) error {
 // questions the resolver cannot even send.
 type strictResolver struct {
 	Resolver
-	lookups int // questions asked, for tests and fuzzing
+	lookups    int // questions asked, for tests and fuzzing
+	ptrPending []pendingPTR
 }
 
 func (r *strictResolver) LookupTXT(ctx context.Context, name string) ([]string, error) {
+	r.ptrPending = nil
 	if err := r.ask(name); err != nil {
 		return nil, err
 	}
@@ -345,6 +347,7 @@ func (r *strictResolver) LookupTXT(ctx context.Context, name string) ([]string, 
 }
 
 func (r *strictResolver) LookupMX(ctx context.Context, name string) ([]*net.MX, error) {
+	r.ptrPending = nil
 	if err := r.ask(name); err != nil {
 		return nil, err
 	}
@@ -353,6 +356,18 @@ func (r *strictResolver) LookupMX(ctx context.Context, name string) ([]*net.MX, 
 }
 
 func (r *strictResolver) LookupIPAddr(ctx context.Context, name string) ([]net.IPAddr, error) {
+	if len(r.ptrPending) > 0 && r.ptrPending[0].name == name {
+		// the evaluator validating the PTR names we just gave it, in
+		// order: answer from the forward lookup already made, and only
+		// for a name whose addresses include the client's
+		p := r.ptrPending[0]
+		r.ptrPending = r.ptrPending[1:]
+		if !p.confirmed {
+			return nil, &net.DNSError{Err: "PTR name does not lead back to the client", Name: name, IsNotFound: true}
+		}
+		return p.addrs, nil
+	}
+	r.ptrPending = nil
 	if err := r.ask(name); err != nil {
 		return nil, err
 	}
@@ -360,10 +375,47 @@ func (r *strictResolver) LookupIPAddr(ctx context.Context, name string) ([]net.I
 	return ips, dnsError(err, name)
 }
 
+// maxPTRNames is RFC 7208 §4.6.4's cap on the names of a PTR answer that
+// are looked at.
+const maxPTRNames = 10
+
+// LookupAddr validates the client's PTR names as RFC 7208 §5.5 requires:
+// a name counts only when its addresses include the client's. The
+// evaluator (blitiri.com.ar/go/spf v1.5.1) only checks that a name has
+// some address, which would let a client whose reverse zone names
+// mail.victim.example pass victim.example's "ptr"; so the forward lookups
+// are made here, and its own validation lookups, which follow at once for
+// each name in order, get their answers from ptrPending.
 func (r *strictResolver) LookupAddr(ctx context.Context, addr string) ([]string, error) {
 	r.lookups++
+	r.ptrPending = nil
 	names, err := r.Resolver.LookupAddr(ctx, addr)
-	return names, dnsError(err, addr)
+	if err != nil {
+		return nil, dnsError(err, addr)
+	}
+	if len(names) > maxPTRNames {
+		names = names[:maxPTRNames]
+	}
+	client := net.ParseIP(addr)
+	for _, n := range names {
+		p := pendingPTR{name: n}
+		if r.ask(n) == nil {
+			if addrs, err := r.Resolver.LookupIPAddr(ctx, n); err == nil {
+				p.addrs = addrs
+				for _, a := range addrs {
+					p.confirmed = p.confirmed || a.IP.Equal(client)
+				}
+			}
+		}
+		r.ptrPending = append(r.ptrPending, p)
+	}
+	return names, nil
+}
+
+type pendingPTR struct {
+	name      string
+	addrs     []net.IPAddr
+	confirmed bool
 }
 
 func (r *strictResolver) ask(name string) error {
