@@ -1,6 +1,7 @@
 package iprev
 
 import (
+	"errors"
 	"strings"
 	"time"
 
@@ -57,6 +58,9 @@ type section struct{ timeout time.Duration }
 func (s *section) ControlError(string) error { return nil }
 
 func (s *section) Module(env *feature.ModuleEnv) (milter.Module, error) {
+	if env.DNS == nil {
+		return nil, errors.New("iprev: no DNS resolver (the top-level dns: section)")
+	}
 	return NewModule(ModuleOptions{Resolver: env.DNS, Timeout: s.timeout, Metrics: env.Metrics.(*Metrics), Log: env.Log}), nil
 }
 

@@ -1,6 +1,7 @@
 package spf
 
 import (
+	"errors"
 	"strings"
 	"time"
 
@@ -82,6 +83,9 @@ type section struct {
 func (s *section) ControlError(string) error { return nil }
 
 func (s *section) Module(env *feature.ModuleEnv) (milter.Module, error) {
+	if env.DNS == nil {
+		return nil, errors.New("spf: no DNS resolver (the top-level dns: section)")
+	}
 	return NewModule(ModuleOptions{Resolver: env.DNS, Receiver: s.authServID, Timeout: s.timeout,
 		Helo: s.helo, ReceivedHeader: s.received, Metrics: env.Metrics.(*Metrics), Log: env.Log}), nil
 }
