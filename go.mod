@@ -3,6 +3,7 @@ module github.com/tollgate/tollgate
 go 1.26.0
 
 require (
+	blitiri.com.ar/go/spf v1.5.1
 	github.com/PowerDNS/lmdb-go v1.9.3
 	github.com/d--j/go-milter v0.10.2
 	github.com/emersion/go-msgauth v0.7.0

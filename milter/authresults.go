@@ -76,11 +76,31 @@ func RemoveForgedAuthResults(t *Txn, cfg AuthResultsConfig, h Header) bool {
 // Authentication-Results header field; the milter calls it after the
 // end-of-message hooks (exported for module tests that play the milter).
 func WriteAuthResults(t *Txn, cfg AuthResultsConfig) {
-	if cfg.AuthServID == "" || len(t.authResults) == 0 {
+	if cfg.AuthServID == "" {
 		return
 	}
-	t.authResultsValue = authres.Format(cfg.AuthServID, t.AuthResults())
+	results := t.authResults
+	if r, ok := smtpAuthResult(t); ok {
+		results = append([]authres.Result{r}, results...)
+	}
+	if len(results) == 0 {
+		return
+	}
+	t.authResultsValue = authres.Format(cfg.AuthServID, authres.Sort(results))
 	if cfg.Add {
 		t.Mutations.AuthResults = append(t.Mutations.AuthResults, HeaderField{Name: "Authentication-Results", Value: t.authResultsValue})
 	}
+}
+
+// smtpAuthResult is the auth method of RFC 8601 §2.7.4: the client logged
+// in with SMTP AUTH (or a trusted XCLIENT proxy said it did), so the
+// message's results say who. It is the milter's own, not a feature's: the
+// login is an identity fact every session has. An XCLIENT LOGIN off the
+// proxy path never gets here (Identity.checkLogin drops it).
+func smtpAuthResult(t *Txn) (authres.Result, bool) {
+	if t.Session == nil || t.Session.Identity.AuthLogin == "" {
+		return authres.Result{}, false
+	}
+	return authres.Result{Method: "auth", Result: "pass",
+		Props: []authres.Prop{{Type: "smtp", Property: "auth", Value: t.Session.Identity.AuthLogin}}}, true
 }

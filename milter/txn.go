@@ -16,6 +16,31 @@ type Session struct {
 	Messages int // messages started in this session
 
 	runtime Runtime
+	facts   map[string]any
+}
+
+// Fact returns what the named feature found about this session (the
+// client's reverse DNS, its HELO's SPF), nil if nothing. A session is one
+// SMTP connection: nothing here outlives it.
+func (s *Session) Fact(feature string) any { return s.facts[feature] }
+
+// SetFact keeps a feature's findings about this session.
+func (s *Session) SetFact(feature string, v any) {
+	if s.facts == nil {
+		s.facts = make(map[string]any)
+	}
+	s.facts[feature] = v
+}
+
+// KeepSessionFacts returns the facts feature keeps about s, made and kept
+// on first use: what a feature that checks once per connection writes to.
+func KeepSessionFacts[F any](s *Session, feature string) *F {
+	f, ok := s.Fact(feature).(*F)
+	if !ok {
+		f = new(F)
+		s.SetFact(feature, f)
+	}
+	return f
 }
 
 // Runtime returns the configuration this session started with.

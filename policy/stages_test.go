@@ -34,7 +34,7 @@ func matrixHeader(t *testing.T) string {
 	}
 	return "srs: {domain: fwd.example.org, secrets: [s3cret]}\n" +
 		"dcc: {address: 127.0.0.1:1}\n" +
-		"authserv_id: mx.example.org\ndmarc: {}\ndkim: {}\narc: {sign: [{domain: example.org, selector: s1, key: " + keyFile + "}]}\n" +
+		"authserv_id: mx.example.org\ndmarc: {}\nspf: {}\niprev: {}\ndkim: {}\narc: {sign: [{domain: example.org, selector: s1, key: " + keyFile + "}]}\n" +
 		"dkim_sign: {keys: [{domain: example.org, selector: s1, key: " + keyFile + "}]}\n" +
 		"bmi: {backend: {spamd: {address: 127.0.0.1:1}}, rules: [{id: 1, when: {score_above: 5}, outcome: drop}]}\n"
 }

@@ -45,7 +45,7 @@ packages=(postfix swaks libio-socket-inet6-perl
 	postsrsd libmail-srs-perl srs redis-server
 	nginx libnginx-mod-mail m4
 	gcc libc6-dev libssl3 spamassassin spamd spamc rspamd
-	prometheus systemd strace file lintian man-db rsyslog tinycdb lmdb-utils opendmarc)
+	prometheus systemd strace file lintian man-db rsyslog tinycdb lmdb-utils opendmarc python3-spf)
 
 # Downloaded, never installed. Keep in step with sendmailDebs in
 # internal/e2e/sendmail.go.

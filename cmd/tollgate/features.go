@@ -8,6 +8,8 @@ import (
 	"github.com/tollgate/tollgate/dkimsign"
 	"github.com/tollgate/tollgate/dmarc"
 	"github.com/tollgate/tollgate/feature"
+	"github.com/tollgate/tollgate/iprev"
+	"github.com/tollgate/tollgate/spf"
 	"github.com/tollgate/tollgate/srs/srsspec"
 )
 
@@ -18,6 +20,8 @@ var features = []feature.Spec{
 	srsspec.Spec,
 	dcc.Spec,
 	bmi.Spec,
+	iprev.Spec,
+	spf.Spec,
 	dkim.Spec,
 	dkimsign.Spec,
 	arc.Spec,

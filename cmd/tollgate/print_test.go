@@ -106,6 +106,8 @@ func TestPrintFeatureDefaults(t *testing.T) {
 		"dkim_sign": {"dkim_sign:\n  keys: [{domain: example.org, selector: s1, key: DIR/arc2026.key}]\n", []string{"\n  canonicalization: relaxed/relaxed\n",
 			"\n  timestamps: true\n", "\n  headers: [From, Sender, Reply-To, ", "\n      key: DIR/arc2026.key\n"}},
 		"dkim":                    {"authserv_id: mx.example.org\ndkim: {max_signatures: 3}\n", []string{"\n  max_signatures: 3\n", "\n  timeout: 10s\n", "\n  min_rsa_bits: 1024\n"}},
+		"spf":                     {"authserv_id: mx.example.org\nspf: {received_header: true}\n", []string{"\n  timeout: 20s\n", "\n  helo: false\n", "\n  received_header: true\n"}},
+		"iprev":                   {"authserv_id: mx.example.org\niprev: {}\n", []string{"\n  timeout: 10s\n"}},
 		"arc oversigning nothing": {"authserv_id: mx.example.org\narc: {oversign: []}\n", []string{"\n  oversign: []\n", "\n  headers: [from, sender, "}},
 	}
 	for _, spec := range features {

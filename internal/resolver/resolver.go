@@ -176,15 +176,51 @@ func New(opts Options) *Cached {
 func (r *Cached) Close() error { return nil }
 
 // LookupTXT returns one string per record, the character-strings of a
-// record concatenated (RFC 7208 §3.3, RFC 6376 §3.6.2.2).
+// record concatenated (RFC 7208 §3.3, RFC 6376 §3.6.2.2), as the bytes
+// the server sent (as net.Resolver returns them).
 func (r *Cached) LookupTXT(ctx context.Context, name string) ([]string, error) {
 	rrs, err := r.lookup(ctx, name, dns.TypeTXT)
 	var out []string
 	for _, rr := range rrs {
-		out = append(out, strings.Join(rr.(*dns.TXT).Txt, ""))
+		var b strings.Builder
+		for _, s := range rr.(*dns.TXT).Txt {
+			b.WriteString(txtBytes(s))
+		}
+		out = append(out, b.String())
 	}
 	return out, err
 }
+
+// txtBytes undoes miekg/dns's presentation format of a character-string
+// (\" and \\ for quote and backslash, \DDD for bytes outside printable
+// ASCII): an SPF record with a control character or a non-ASCII byte must
+// reach its parser as that byte, to be refused as RFC 7208 §3.1 says, not
+// as four harmless characters.
+func txtBytes(s string) string {
+	if !strings.Contains(s, `\`) {
+		return s
+	}
+	b := make([]byte, 0, len(s))
+	for i := 0; i < len(s); i++ {
+		if s[i] != '\\' || i+1 >= len(s) {
+			b = append(b, s[i])
+			continue
+		}
+		if i+3 < len(s) && isDigit(s[i+1]) && isDigit(s[i+2]) && isDigit(s[i+3]) {
+			n := int(s[i+1]-'0')*100 + int(s[i+2]-'0')*10 + int(s[i+3]-'0')
+			if n <= 255 {
+				b = append(b, byte(n))
+				i += 3
+				continue
+			}
+		}
+		b = append(b, s[i+1])
+		i++
+	}
+	return string(b)
+}
+
+func isDigit(c byte) bool { return c >= '0' && c <= '9' }
 
 // LookupMX returns the MX records sorted by preference.
 func (r *Cached) LookupMX(ctx context.Context, name string) ([]*net.MX, error) {
@@ -368,6 +404,12 @@ func (r *Cached) query(ctx context.Context, server, name string, qtype uint16) (
 	}
 	// follow a CNAME chain inside the answer section
 	owner := fqdn
+	if len(resp.Question) == 1 && strings.EqualFold(txtBytes(resp.Question[0].Name), fqdn) {
+		// the name as miekg/dns writes the answers' names: a name with
+		// a space or other odd byte (an SPF macro of a local part) comes
+		// back escaped
+		owner = resp.Question[0].Name
+	}
 	for range 8 {
 		next := ""
 		for _, rr := range resp.Answer {

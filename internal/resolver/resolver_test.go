@@ -56,6 +56,22 @@ func TestResolver(t *testing.T) {
 			t.Fatalf("%q %v", got, err)
 		}
 	})
+	t.Run("TXT strings come back as the bytes sent", func(t *testing.T) {
+		// miekg/dns writes \DDD, \" and \\ for these; a parser must see the bytes
+		srv.Set("bytes.example", &dnstest.Zone{TTL: 60, TXT: [][]string{{"v=spf1 \x80a:x \r\"q\" \\\\ \\065", "\xef\xbb\xbf"}}})
+		got, err := r.LookupTXT(ctx, "bytes.example")
+		if want := "v=spf1 \x80a:x \r\"q\" \\ A\xef\xbb\xbf"; err != nil || len(got) != 1 || got[0] != want {
+			t.Fatalf("%q %v, want %q", got, err, want)
+		}
+	})
+	t.Run("a name with a space is answered", func(t *testing.T) {
+		// SPF macros put a sender's local part into names
+		srv.Set(`a\ \ b%20c.example`, &dnstest.Zone{TTL: 60, RRs: []string{"A 192.0.2.9"}})
+		got, err := r.LookupIP(ctx, "ip4", "a  b%20c.example")
+		if err != nil || len(got) != 1 || !got[0].Equal(net.ParseIP("192.0.2.9")) {
+			t.Fatalf("%v %v", got, err)
+		}
+	})
 	t.Run("NXDOMAIN is permanent and cached for the SOA minimum", func(t *testing.T) {
 		z := srv.Set("gone.example", &dnstest.Zone{Rcode: dns.RcodeNameError, SOATTL: 30})
 		_, err := r.LookupTXT(ctx, "gone.example")

@@ -8,8 +8,10 @@ import (
 	"github.com/tollgate/tollgate/dkimsign"
 	"github.com/tollgate/tollgate/dmarc"
 	"github.com/tollgate/tollgate/feature"
+	"github.com/tollgate/tollgate/iprev"
+	"github.com/tollgate/tollgate/spf"
 	"github.com/tollgate/tollgate/srs/srsspec"
 )
 
 // features are those cmd/tollgate is built with.
-var features = []feature.Spec{srsspec.Spec, dcc.Spec, bmi.Spec, dkim.Spec, dkimsign.Spec, arc.Spec, dmarc.Spec}
+var features = []feature.Spec{srsspec.Spec, dcc.Spec, bmi.Spec, iprev.Spec, spf.Spec, dkim.Spec, dkimsign.Spec, arc.Spec, dmarc.Spec}

@@ -1,0 +1,163 @@
+package spf
+
+import (
+	"errors"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/tollgate/tollgate/feature"
+	"github.com/tollgate/tollgate/milter"
+)
+
+// Config is the spf: section.
+type Config struct {
+	Pos feature.Pos `yaml:"-"`
+	// Timeout bounds one message's checks, DNS included.
+	Timeout *feature.Duration `yaml:"timeout"`
+	// Helo also checks the HELO identity (RFC 7208 §2.3) of every session
+	// that sends mail, for $spf_helo_result and the spf_helo condition.
+	// The null sender is always checked by its HELO, whatever this says.
+	Helo *bool `yaml:"helo"`
+	// ReceivedHeader adds a Received-SPF header field (RFC 7208 §9.1) at
+	// the top of every message checked.
+	ReceivedHeader bool `yaml:"received_header"`
+}
+
+// DefaultTimeout bounds the checks of one message when timeout is not set.
+const DefaultTimeout = 20 * time.Second
+
+// Spec is SPF as the configuration and the policy see it.
+var Spec feature.Spec = spec{}
+
+type spec struct{}
+
+func (spec) Name() string   { return name }
+func (spec) NewConfig() any { return &Config{} }
+
+// Order: no constraint; DMARC names spf in its After.
+func (spec) Order() feature.Order { return feature.Order{} }
+
+func (spec) NewMetrics(reg prometheus.Registerer) any { return NewMetrics(reg) }
+
+func (spec) Compile(cfg any, env *feature.CompileEnv) feature.Section {
+	in := cfg.(*Config)
+	s := &section{authServID: env.AuthServID, timeout: DefaultTimeout, received: in.ReceivedHeader}
+	if env.AuthServID == "" {
+		env.Report.Errorf(in.Pos.Line, "spf needs authserv_id (top level): the name of this ADMD in Authentication-Results and Received-SPF (e.g. authserv_id: mx.example.org)")
+	}
+	if in.Timeout != nil {
+		if *in.Timeout == 0 {
+			env.Report.Errorf(in.Pos.KeyLine("timeout"), "spf.timeout: must be more than 0 (e.g. 20s)")
+		}
+		s.timeout = time.Duration(*in.Timeout)
+	}
+	if in.Helo != nil {
+		s.helo = *in.Helo
+	}
+	return s
+}
+
+// Effective fills in the defaults for tollgate check --print.
+func (spec) Effective(cfg any) any {
+	c := *cfg.(*Config)
+	if c.Timeout == nil || *c.Timeout == 0 {
+		t := feature.Duration(DefaultTimeout)
+		c.Timeout = &t
+	}
+	if c.Helo == nil {
+		f := false
+		c.Helo = &f
+	}
+	return &c
+}
+
+type section struct {
+	authServID string
+	timeout    time.Duration
+	helo       bool
+	received   bool
+}
+
+func (s *section) ControlError(string) error { return nil }
+
+func (s *section) Module(env *feature.ModuleEnv) (milter.Module, error) {
+	if env.DNS == nil {
+		return nil, errors.New("spf: no DNS resolver (the top-level dns: section)")
+	}
+	return NewModule(ModuleOptions{Resolver: env.DNS, Receiver: s.authServID, Timeout: s.timeout,
+		Helo: s.helo, ReceivedHeader: s.received, Metrics: env.Metrics.(*Metrics), Log: env.Log}), nil
+}
+
+var fromMail = milter.StagesFrom(milter.StageMail)
+
+func (spec) Vocabulary() feature.Vocabulary {
+	v := func(f func(*Facts) string) func(e *feature.Eval) string {
+		return func(e *feature.Eval) string { return f(FactsOf(e.Txn)) }
+	}
+	return feature.Vocabulary{
+		Conditions: []feature.Condition{
+			{Key: "spf", Stages: fromMail, Example: "[fail, softfail]",
+				NewValue: func() any { return new(feature.StrList) },
+				Compile: func(value any, _ int, _ feature.Section, r feature.Reporter) feature.Test {
+					return compileCond("spf", value, r, func(f *Facts) string { return f.Result })
+				}},
+			{Key: "spf_helo", Stages: fromMail, Example: "[fail]",
+				NewValue: func() any { return new(feature.StrList) },
+				Compile: func(value any, _ int, _ feature.Section, r feature.Reporter) feature.Test {
+					return compileCond("spf_helo", value, r, func(f *Facts) string { return f.HeloResult })
+				}},
+		},
+		Variables: []feature.Variable{
+			{Name: "spf_result", Stages: fromMail, Value: v(func(f *Facts) string { return f.Result })},
+			{Name: "spf_header_comment", Stages: fromMail, Value: v(func(f *Facts) string { return f.HeaderComment })},
+			{Name: "spf_smtp_comment", Stages: fromMail, Value: v(func(f *Facts) string { return f.SMTPComment })},
+			// The value of Received-SPF: the policy's add_header names the
+			// field itself ("Received-SPF: $spf_received"), where Exim's
+			// variable carries the name too.
+			{Name: "spf_received", Stages: fromMail, Value: v(func(f *Facts) string { return f.Received })},
+			{Name: "spf_used_domain", Stages: fromMail, Value: v(func(f *Facts) string { return f.Domain })},
+			{Name: "spf_helo_result", Stages: fromMail, Value: v(func(f *Facts) string { return f.HeloResult })},
+		},
+	}
+}
+
+// cond is Exim's spf = <list>: true when the result is listed; items take
+// "!" and, as in an Exim list, the first item that matches decides.
+type cond struct {
+	result func(*Facts) string
+	items  []string
+	negate []bool
+}
+
+func compileCond(key string, value any, r feature.Reporter, result func(*Facts) string) feature.Test {
+	c := cond{result: result}
+	for _, it := range *value.(*feature.StrList) {
+		v, neg := strings.CutPrefix(strings.ToLower(strings.TrimSpace(it.Value)), "!")
+		known := false
+		for _, res := range Results {
+			known = known || v == res
+		}
+		if !known {
+			r.Errorf(it.Line, "%s: %q is not one of %s (with ! to negate)", key, it.Value, strings.Join(Results, ", "))
+		}
+		c.items, c.negate = append(c.items, v), append(c.negate, neg)
+	}
+	return c
+}
+
+func (c cond) Match(e *feature.Eval) (bool, *milter.Decision) {
+	got := c.result(FactsOf(e.Txn))
+	if got == "" {
+		// not checked (no client address, or the proxy itself): no item
+		// matches, and a negated list does not claim it either
+		return false, nil
+	}
+	for i, it := range c.items {
+		if it == got {
+			return !c.negate[i], nil
+		}
+	}
+	return len(c.negate) > 0 && c.negate[len(c.negate)-1], nil
+}
