@@ -41,9 +41,15 @@ func TestPostfixDMARC(t *testing.T) {
 	dns := dnstest.Start(t)
 	dns.Set("_dmarc.rej.example", &dnstest.Zone{RRs: []string{`TXT "v=DMARC1; p=reject"`}})
 	dns.Set("_dmarc.none.example", &dnstest.Zone{RRs: []string{`TXT "v=DMARC1; p=none; sp=reject"`}})
+	dns.Set("_dmarc.pass.example", &dnstest.Zone{RRs: []string{`TXT "v=DMARC1; p=reject"`}})
+	// the envelope senders' SPF: the test's Postfix relays from 127.0.0.1
+	dns.Set("sender.example", &dnstest.Zone{RRs: []string{`TXT "v=spf1 ip4:127.0.0.1 -all"`}})
+	dns.Set("pass.example", &dnstest.Zone{RRs: []string{`TXT "v=spf1 ip4:127.0.0.1 -all"`}})
 	config := readmeDMARCExample(t)
-	if !strings.Contains(config, `"127.0.0.1:53"`) {
-		t.Fatalf("the README example no longer names 127.0.0.1:53:\n%s", config)
+	for _, want := range []string{`"127.0.0.1:53"`, "\nspf: {}\n", "\ndkim: {}\n", "\ndmarc: {}\n"} {
+		if !strings.Contains(config, want) {
+			t.Fatalf("the README's first DMARC example no longer has %q:\n%s", want, config)
+		}
 	}
 	pf, d := startPostfixWithTollgate(t, strings.Replace(config, `"127.0.0.1:53"`, `"`+dns.Addr+`"`, 1))
 
@@ -57,13 +63,39 @@ func TestPostfixDMARC(t *testing.T) {
 	if res.ExitCode != 0 {
 		t.Fatalf("swaks exit %d:\n%s", res.ExitCode, res.Output)
 	}
-	msg := pf.WaitMessages(t, 1, 30*time.Second)[0]
-	want := "mx.example.org; dmarc=fail (p=none sp=reject dis=none) header.from=none.example policy.dmarc=none"
-	if ar := msg.Header("Authentication-Results"); len(ar) != 1 || strings.Join(strings.Fields(ar[0]), " ") != want {
-		t.Errorf("Authentication-Results %q, want %q", ar, want)
+	// aligned SPF passes DMARC, p=reject or not
+	res = pf.Swaks(t, "--from", "bounce@pass.example", "--to", "bob@example.org", "--header", "From: Dave <dave@pass.example>",
+		"--header", "Subject: aligned")
+	if res.ExitCode != 0 {
+		t.Fatalf("swaks exit %d:\n%s", res.ExitCode, res.Output)
+	}
+	// one Authentication-Results with every method, in method order
+	want := map[string][]string{
+		"monitored": {"mx.example.org; spf=pass (", " smtp.mailfrom=bounce@sender.example; dkim=none; ",
+			"; dmarc=fail (p=none sp=reject dis=none) header.from=none.example policy.dmarc=none"},
+		"aligned": {"mx.example.org; spf=pass (", " smtp.mailfrom=bounce@pass.example; dkim=none; ",
+			"; dmarc=pass (p=reject dis=none) header.from=pass.example"},
+	}
+	for _, msg := range pf.WaitMessages(t, 2, 30*time.Second) {
+		subject := strings.TrimSpace(strings.Join(msg.Header("Subject"), ""))
+		ar := msg.Header("Authentication-Results")
+		if len(ar) != 1 {
+			t.Errorf("%s: Authentication-Results %q, want one", subject, ar)
+			continue
+		}
+		value := strings.Join(strings.Fields(ar[0]), " ")
+		for _, part := range want[subject] {
+			if !strings.Contains(value, part) {
+				t.Errorf("%s: Authentication-Results %q has no %q", subject, value, part)
+			}
+		}
+		if !strings.HasPrefix(value, want[subject][0]) {
+			t.Errorf("%s: Authentication-Results %q does not start %q", subject, value, want[subject][0])
+		}
 	}
 	d.waitLog(t, "DMARC=reject")
-	for _, line := range []string{`tollgate_dmarc_results_total{status="reject"} 1`, `tollgate_dmarc_results_total{status="none"} 1`} {
+	for _, line := range []string{`tollgate_dmarc_results_total{status="reject"} 1`, `tollgate_dmarc_results_total{status="none"} 1`,
+		`tollgate_dmarc_results_total{status="accept"} 1`, `tollgate_spf_results_total{result="pass"} 3`} {
 		if !d.waitMetric(t, line) {
 			t.Errorf("no %s", line)
 		}
