@@ -3,6 +3,8 @@ package arc
 import (
 	"bytes"
 
+	"github.com/tollgate/tollgate/internal/keyfile"
+
 	"context"
 	"fmt"
 	"strings"
@@ -78,7 +80,11 @@ func formatMessage(hs []Header, body []byte) string {
 
 // ParsePrivateKey parses the formats LoadKeyFile accepts.
 func ParsePrivateKey(data []byte) (sigcrypto.Signer, error) {
-	k, err := sigcrypto.ParsePrivateKey(data)
+	parsed, err := keyfile.Parse(data)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrKey, err)
+	}
+	k, err := sigcrypto.NewSigner(parsed)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrKey, err)
 	}

@@ -1,12 +1,6 @@
 package deploy_test
 
-import (
-	"github.com/tollgate/tollgate/arc"
-	"github.com/tollgate/tollgate/bmi"
-	"github.com/tollgate/tollgate/dcc"
-	"github.com/tollgate/tollgate/feature"
-	"github.com/tollgate/tollgate/srs/srsspec"
-)
+import builtin "github.com/tollgate/tollgate/internal/features"
 
-// features are those cmd/tollgate is built with, for loading the examples.
-var features = []feature.Spec{srsspec.Spec, dcc.Spec, bmi.Spec, arc.Spec}
+// features are those cmd/tollgate is built with.
+var features = builtin.All

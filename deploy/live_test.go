@@ -22,6 +22,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tollgate/tollgate/internal/dnstest"
+
 	gomilter "github.com/d--j/go-milter"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -65,7 +67,10 @@ func liveDaemon(t testing.TB) *liveResult {
 	t.Helper()
 	bin := tollgateBinary(t)
 	strace := e2e.RequireProgram(t, "strace", "strace")
-	live.once.Do(func() { live.res, live.err = runLive(bin, strace) })
+	// Answers NXDOMAIN to every name: SPF, iprev, DKIM, DMARC and the DNS
+	// list count their outcomes without a timeout per message.
+	dns := dnstest.Start(t)
+	live.once.Do(func() { live.res, live.err = runLive(bin, strace, dns.Addr) })
 	if live.err != nil {
 		t.Fatal(live.err)
 	}
@@ -83,6 +88,12 @@ authserv_id: mx.example.org
 dns: {server: "%[3]s", timeout: 1s}
 arc:
   sign: [{domain: example.org, selector: live, key: %[1]s/arc.key}]
+spf: {helo: true}
+iprev: {}
+dkim: {}
+dmarc: {}
+dkim_sign:
+  keys: [{domain: example.org, selector: live, key: %[1]s/arc.key}]
 srs:
   domain: fwd.example.org
   secrets_file: %[1]s/srs.secrets
@@ -98,13 +109,14 @@ bmi:
     - {id: 5, when: {is_spam: true}, outcome: alternate, alt_location: "header:X-Spam-Folder: Junk"}
 acl:
   rcpt:
-    - accept: {name: forward, recipients: ["*@forward.example.org"], control: [srs_forward, arc_sign, bmi_run]}
+    - warn:   {name: listed, dnslists: [zen.example.org], log_message: "listed at $dnslist_domain"}
+    - accept: {name: forward, recipients: ["*@forward.example.org"], control: [srs_forward, dkim_sign, arc_sign, bmi_run]}
     - accept: {}
   data:
     - accept: {name: stamp, add_header: "X-Live: 1"}
 `
 
-func runLive(bin, strace string) (res *liveResult, err error) {
+func runLive(bin, strace, dnsAddr string) (res *liveResult, err error) {
 	dir, err := os.MkdirTemp("", "tollgate-live-") // short: unix socket paths
 	if err != nil {
 		return nil, err
@@ -142,7 +154,7 @@ func runLive(bin, strace string) (res *liveResult, err error) {
 	db := fmt.Sprintf("  database: {use: long, redis: {address: %q, timeout: 1s}}\n  socketmap: {listen: \"unix:%s/srs.sock\"}", redis.Addr().String(), dir)
 	write := func(name, database string) (string, error) {
 		p := filepath.Join(dir, name)
-		cfg := fmt.Sprintf(liveConfig, dir, os.Getgid(), "127.0.0.1:9", database, dccd.DCCAddress(), spamd.Addr())
+		cfg := fmt.Sprintf(liveConfig, dir, os.Getgid(), dnsAddr, database, dccd.DCCAddress(), spamd.Addr())
 		return p, os.WriteFile(p, []byte(cfg), 0o644)
 	}
 	config, err := write("tollgate.yaml", db)

@@ -232,15 +232,6 @@ func IsDMARCRecord(txt string) bool {
 	return strings.TrimSpace(v) == "DMARC1"
 }
 
-// ParseRecord parses a DMARC record as the evaluation does (go-msgauth's
-// parser): the fuzzed entry point.
-func ParseRecord(txt string) (*msgauth.Record, error) {
-	if !IsDMARCRecord(txt) {
-		return nil, errors.New("dmarc: not a DMARC record")
-	}
-	return msgauth.Parse(txt)
-}
-
 // OrganizationalDomain is the domain's registered domain under the public
 // suffix list (RFC 7489 §3.2), or the domain itself when it has none (it is
 // a public suffix, or not a valid name).

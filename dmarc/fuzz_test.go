@@ -2,8 +2,11 @@ package dmarc
 
 import (
 	"context"
+	"errors"
 	"strings"
 	"testing"
+
+	msgauth "github.com/emersion/go-msgauth/dmarc"
 
 	"github.com/tollgate/tollgate/internal/authres"
 )
@@ -98,4 +101,13 @@ func FuzzFromDomain(f *testing.F) {
 			t.Fatalf("status %s with domain %q reason %q", status, d, reason)
 		}
 	})
+}
+
+// ParseRecord parses a DMARC record as the evaluation's lookup does
+// (IsDMARCRecord, then go-msgauth's parser): the fuzzed entry point.
+func ParseRecord(txt string) (*msgauth.Record, error) {
+	if !IsDMARCRecord(txt) {
+		return nil, errors.New("dmarc: not a DMARC record")
+	}
+	return msgauth.Parse(txt)
 }

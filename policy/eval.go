@@ -135,14 +135,10 @@ func (c sizeCond) match(e *evalCtx) bool {
 	return size == c.n
 }
 
-// Evaluate runs a stage's ACL with Exim's semantics: the first rule whose verb
-// takes effect ends the ACL; warn never does; require fails into a deny; the
-// end of a defined ACL denies; a stage without an ACL accepts.
-func (p *Policy) evaluate(log *slog.Logger, metrics *milter.Metrics, stage milter.Stage, s *milter.Session, t *milter.Txn, r *milter.Recipient) milter.Decision {
-	return p.evaluateWith(&evalCtx{ctx: context.Background(), log: log, metrics: metrics}, stage, s, t, r)
-}
-
-// evaluateWith is evaluate with what the runtime adds (the resolver) in e.
+// evaluateWith runs a stage's ACL with Exim's semantics: the first rule
+// whose verb takes effect ends the ACL; warn never does; require fails into a
+// deny; the end of a defined ACL denies; a stage without an ACL accepts. e
+// carries what the runtime adds (the resolver).
 func (p *Policy) evaluateWith(e *evalCtx, stage milter.Stage, s *milter.Session, t *milter.Txn, r *milter.Recipient) milter.Decision {
 	a := p.acls[stage]
 	if a == nil {

@@ -5,6 +5,8 @@ import (
 	"io"
 	"os"
 
+	"github.com/tollgate/tollgate/arc"
+
 	"github.com/tollgate/tollgate/internal/keyfile"
 )
 
@@ -12,13 +14,24 @@ import (
 // dkim keygen": they write the same key format (internal/keyfile).
 type keygenKind struct {
 	cmd, what, typeHelp, configHint string
+	// generate makes the key (PEM) and its DNS record value; ARC's also
+	// loads it into the crypto library the daemon signs with.
+	generate func(kind string, bits int) (pemBytes []byte, txt string, err error)
 }
 
 var (
 	arcKeygen = keygenKind{"arc", "an ARC", "the key `TYPE`: rsa or ed25519 (few verifiers check ed25519 ARC yet)",
-		"arc: {sign: [{domain: %s, selector: %s, key: %s}]}"}
+		"arc: {sign: [{domain: %s, selector: %s, key: %s}]}",
+		func(kind string, bits int) ([]byte, string, error) {
+			_, pemBytes, txt, err := arc.GenerateKey(kind, bits)
+			return pemBytes, txt, err
+		}}
 	dkimKeygen = keygenKind{"dkim", "a DKIM", "the key `TYPE`: rsa or ed25519 (an ed25519 key signs beside an rsa one)",
-		"dkim_sign: {keys: [{domain: %s, selector: %s, key: %s}]}"}
+		"dkim_sign: {keys: [{domain: %s, selector: %s, key: %s}]}",
+		func(kind string, bits int) ([]byte, string, error) {
+			_, pemBytes, txt, err := keyfile.Generate(kind, bits)
+			return pemBytes, txt, err
+		}}
 )
 
 // cmdARC is "tollgate arc keygen": a signing key and the DNS record to publish.
@@ -59,7 +72,7 @@ func cmdKeygen(k keygenKind, args []string, stdout, stderr io.Writer) int {
 	if path == "" {
 		path = *selector + "." + *domain + ".key"
 	}
-	_, pemBytes, txt, err := keyfile.Generate(*kind, *bits)
+	pemBytes, txt, err := k.generate(*kind, *bits)
 	if err != nil {
 		fmt.Fprintln(stderr, name+":", err)
 		return 1
@@ -76,6 +89,6 @@ func cmdKeygen(k keygenKind, args []string, stdout, stderr io.Writer) int {
 	}
 	fmt.Fprintf(stderr, "wrote %s (mode 0600); publish this record, then add to the configuration:\n", path)
 	fmt.Fprintf(stderr, "  "+k.configHint+"\n", *domain, *selector, path)
-	fmt.Fprintln(stdout, keyfile.ZoneTXT(*selector+"._domainkey."+*domain+".", txt))
+	fmt.Fprintln(stdout, arc.ZoneTXT(*selector+"._domainkey."+*domain+".", txt))
 	return 0
 }

@@ -1,29 +1,7 @@
 package main
 
-import (
-	"github.com/tollgate/tollgate/arc"
-	"github.com/tollgate/tollgate/bmi"
-	"github.com/tollgate/tollgate/dcc"
-	"github.com/tollgate/tollgate/dkim"
-	"github.com/tollgate/tollgate/dkimsign"
-	"github.com/tollgate/tollgate/dmarc"
-	"github.com/tollgate/tollgate/feature"
-	"github.com/tollgate/tollgate/iprev"
-	"github.com/tollgate/tollgate/spf"
-	"github.com/tollgate/tollgate/srs/srsspec"
-)
+import builtin "github.com/tollgate/tollgate/internal/features"
 
-// features are the features this build of tollgate has, in the order they
-// are listed in configuration errors; the modules run in the order their
-// specs declare. Adding a feature is its package and one line here.
-var features = []feature.Spec{
-	srsspec.Spec,
-	dcc.Spec,
-	bmi.Spec,
-	iprev.Spec,
-	spf.Spec,
-	dkim.Spec,
-	dkimsign.Spec,
-	arc.Spec,
-	dmarc.Spec,
-}
+// features are the features this build of tollgate has (internal/features,
+// the one list the tests load configurations with too).
+var features = builtin.All

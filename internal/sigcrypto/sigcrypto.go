@@ -5,12 +5,8 @@ import (
 	"crypto/ed25519"
 	"crypto/rsa"
 	"crypto/sha256"
-	"crypto/x509"
-	"encoding/base64"
-	"encoding/pem"
 	"errors"
 	"fmt"
-	"strings"
 	"sync"
 )
 
@@ -119,48 +115,11 @@ func defaultImpl() *Impl {
 	return i
 }
 
-// ParsePrivateKey parses a signing key with the Default implementation:
-// PEM PKCS#1 ("RSA PRIVATE KEY") or PKCS#8 ("PRIVATE KEY", RSA or
-// Ed25519), or a bare base64 Ed25519 seed as RFC 8463 and dkimpy's
-// dknewkey write it.
-func ParsePrivateKey(data []byte) (Signer, error) { return defaultImpl().ParsePrivateKey(data) }
-
 // NewSigner makes a Signer of the Default implementation from a Go key.
 func NewSigner(k crypto.Signer) (Signer, error) { return defaultImpl().NewSigner(k) }
 
 // NewPublicKey makes a verification key of the Default implementation.
 func NewPublicKey(pub crypto.PublicKey) (PublicKey, error) { return defaultImpl().NewPublicKey(pub) }
-
-// ParsePrivateKey parses a signing key (see the package function) into
-// this implementation's key object.
-func (i *Impl) ParsePrivateKey(data []byte) (Signer, error) {
-	block, _ := pem.Decode(data)
-	if block == nil {
-		seed, err := base64.StdEncoding.DecodeString(strings.TrimSpace(string(data)))
-		if err != nil || len(seed) != ed25519.SeedSize {
-			return nil, errors.New("sigcrypto: neither PEM nor a base64 ed25519 seed")
-		}
-		return i.NewSigner(ed25519.NewKeyFromSeed(seed))
-	}
-	var key any
-	var err error
-	switch block.Type {
-	case "RSA PRIVATE KEY":
-		key, err = x509.ParsePKCS1PrivateKey(block.Bytes)
-	case "PRIVATE KEY":
-		key, err = x509.ParsePKCS8PrivateKey(block.Bytes)
-	default:
-		return nil, fmt.Errorf("sigcrypto: unsupported PEM block %q", block.Type)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("sigcrypto: %w", err)
-	}
-	s, ok := key.(crypto.Signer)
-	if !ok {
-		return nil, fmt.Errorf("sigcrypto: unsupported key type %T", key)
-	}
-	return i.NewSigner(s)
-}
 
 // NewSigner makes this implementation's Signer from a Go key
 // (*rsa.PrivateKey of MinRSABits or more, or ed25519.PrivateKey). The new

@@ -86,7 +86,7 @@ func TestParsePrivateKey(t *testing.T) {
 	}{
 		"512-bit rsa":     {small, "too small"},
 		"certificate pem": {[]byte("-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"), "unsupported PEM block"},
-		"broken der":      {[]byte("-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n"), "sigcrypto:"},
+		"broken der":      {[]byte("-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n"), "asn1"},
 		"short seed":      {[]byte(base64.StdEncoding.EncodeToString([]byte("short"))), "neither PEM"},
 		"empty":           {nil, "neither PEM"},
 	} {
