@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tollgate/tollgate/internal/dnstest"
+
 	"github.com/miekg/dns"
 	"go.yaml.in/yaml/v3"
 
@@ -214,11 +216,7 @@ func serveZones(t *testing.T, zones map[string]*suiteZone) string {
 		}
 		_ = w.WriteMsg(m)
 	})
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", pc.LocalAddr().String())
+	pc, ln, err := dnstest.ListenBoth("127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -57,13 +57,8 @@ func Start(t testing.TB) *Server { return StartOn(t, "127.0.0.1:0") }
 func StartOn(t testing.TB, addr string) *Server {
 	t.Helper()
 	s := &Server{zones: map[string]*Zone{}}
-	pc, err := net.ListenPacket("udp", addr)
+	pc, ln, err := ListenBoth(addr)
 	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", pc.LocalAddr().String())
-	if err != nil {
-		pc.Close()
 		t.Fatal(err)
 	}
 	s.Addr = pc.LocalAddr().String()
@@ -77,6 +72,30 @@ func StartOn(t testing.TB, addr string) *Server {
 		_ = tcp.Shutdown()
 	})
 	return s
+}
+
+// ListenBoth listens on UDP and TCP on the same port (for DNS servers of
+// tests that answer in their own way). With port 0 the UDP
+// port the kernel picks may be taken on TCP by another test running at the
+// same time: then it tries another.
+func ListenBoth(addr string) (net.PacketConn, net.Listener, error) {
+	var lastErr error
+	for range 20 {
+		pc, err := net.ListenPacket("udp", addr)
+		if err != nil {
+			return nil, nil, err
+		}
+		ln, err := net.Listen("tcp", pc.LocalAddr().String())
+		if err == nil {
+			return pc, ln, nil
+		}
+		pc.Close()
+		lastErr = err
+		if _, port, _ := net.SplitHostPort(addr); port != "0" {
+			break
+		}
+	}
+	return nil, nil, lastErr
 }
 
 // Set makes the server answer for name as z says, and returns z.
