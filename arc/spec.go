@@ -101,8 +101,10 @@ var (
 
 func (spec) Vocabulary() feature.Vocabulary {
 	return feature.Vocabulary{
-		Conditions: []feature.Condition{{Key: "arc", Stages: atData, Example: "[pass, none]",
-			NewValue: func() any { return new(feature.StrList) }, Compile: compileCond}},
+		// verify = arc/<list>: true when the chain's state is listed.
+		Conditions: []feature.Condition{feature.StateCondition{Key: "arc", Stages: atData, Example: "[pass, none]",
+			Words: []string{string(StatePass), string(StateFail), string(StateNone)}, Expected: "pass, fail or none",
+			State: func(e *feature.Eval) (string, bool) { return FactsOf(e.Txn).State, true }}.Condition()},
 		Variables: []feature.Variable{
 			{Name: "arc_state", Stages: atData, Value: func(e *feature.Eval) string { return FactsOf(e.Txn).State }},
 			{Name: "arc_state_reason", Stages: atData, Value: func(e *feature.Eval) string { return FactsOf(e.Txn).Reason }},
@@ -112,37 +114,6 @@ func (spec) Vocabulary() feature.Vocabulary {
 		// Seal the message with ARC once accepted.
 		Controls: []feature.Control{{Name: ControlSign, Stages: fromMail}},
 	}
-}
-
-// cond is verify = arc/<list>: true when the chain's state is listed; items
-// take "!" as in Exim lists.
-type cond struct {
-	items  []string
-	negate []bool
-}
-
-func compileCond(value any, _ int, _ feature.Section, r feature.Reporter) feature.Test {
-	var c cond
-	for _, it := range *value.(*feature.StrList) {
-		v, neg := strings.CutPrefix(it.Value, "!")
-		switch State(v) {
-		case StatePass, StateFail, StateNone:
-		default:
-			r.Errorf(it.Line, "arc: %q is not pass, fail or none (with ! to negate)", it.Value)
-		}
-		c.items, c.negate = append(c.items, v), append(c.negate, neg)
-	}
-	return c
-}
-
-func (c cond) Match(e *feature.Eval) (bool, *milter.Decision) {
-	state := FactsOf(e.Txn).State
-	for i, it := range c.items {
-		if it == state {
-			return !c.negate[i], nil
-		}
-	}
-	return len(c.negate) > 0 && c.negate[len(c.negate)-1], nil
 }
 
 func compile(d feature.Reporter, in *Config, authServID string) *section {

@@ -2,7 +2,6 @@ package iprev
 
 import (
 	"errors"
-	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -66,47 +65,17 @@ func (s *section) Module(env *feature.ModuleEnv) (milter.Module, error) {
 
 func (spec) Vocabulary() feature.Vocabulary {
 	return feature.Vocabulary{
-		Conditions: []feature.Condition{{Key: "iprev", Stages: milter.AllStages, Example: "[fail, permerror]",
-			NewValue: func() any { return new(feature.StrList) }, Compile: compileCond}},
+		// iprev: <list>: true when the result is listed; a client not
+		// checked is matched by no list, negated or not.
+		Conditions: []feature.Condition{feature.StateCondition{Key: "iprev", Stages: milter.AllStages,
+			Example: "[fail, permerror]", Words: Results, Fold: true,
+			State: func(e *feature.Eval) (string, bool) {
+				r := FactsOf(e.Session).Result
+				return r, r != ""
+			}}.Condition()},
 		Variables: []feature.Variable{
 			{Name: "iprev_result", Stages: milter.AllStages, Value: func(e *feature.Eval) string { return FactsOf(e.Session).Result }},
 			{Name: "iprev_name", Stages: milter.AllStages, Value: func(e *feature.Eval) string { return FactsOf(e.Session).Name }},
 		},
 	}
-}
-
-// cond is iprev: <list>: true when the result is listed; items take "!"
-// and the first item that matches decides, as in an Exim list.
-type cond struct {
-	items  []string
-	negate []bool
-}
-
-func compileCond(value any, _ int, _ feature.Section, r feature.Reporter) feature.Test {
-	var c cond
-	for _, it := range *value.(*feature.StrList) {
-		v, neg := strings.CutPrefix(strings.ToLower(strings.TrimSpace(it.Value)), "!")
-		known := false
-		for _, res := range Results {
-			known = known || v == res
-		}
-		if !known {
-			r.Errorf(it.Line, "iprev: %q is not one of %s (with ! to negate)", it.Value, strings.Join(Results, ", "))
-		}
-		c.items, c.negate = append(c.items, v), append(c.negate, neg)
-	}
-	return c
-}
-
-func (c cond) Match(e *feature.Eval) (bool, *milter.Decision) {
-	got := FactsOf(e.Session).Result
-	if got == "" {
-		return false, nil // not checked: no item, negated or not, claims it
-	}
-	for i, it := range c.items {
-		if it == got {
-			return !c.negate[i], nil
-		}
-	}
-	return len(c.negate) > 0 && c.negate[len(c.negate)-1], nil
 }
