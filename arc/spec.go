@@ -63,7 +63,7 @@ func (spec) Order() feature.Order { return feature.Order{Last: true} }
 func (spec) NewMetrics(reg prometheus.Registerer) any { return NewMetrics(reg) }
 
 func (spec) Compile(cfg any, env *feature.CompileEnv) feature.Section {
-	return compile(env.Report, cfg.(*Config), env.AuthServID)
+	return compile(env, cfg.(*Config))
 }
 
 // section is the compiled arc: section.
@@ -116,8 +116,9 @@ func (spec) Vocabulary() feature.Vocabulary {
 	}
 }
 
-func compile(d feature.Reporter, in *Config, authServID string) *section {
-	p := &section{authServID: authServID, remoteIP: in.RemoteIP, timeout: DefaultTimeout}
+func compile(env *feature.CompileEnv, in *Config) *section {
+	d := env.Report
+	p := &section{authServID: env.AuthServID, remoteIP: in.RemoteIP, timeout: DefaultTimeout}
 	// These moved to the top level when every method came to share one
 	// Authentication-Results and one resolver.
 	moved := func(line int, key, to string) {
@@ -135,8 +136,8 @@ func compile(d feature.Reporter, in *Config, authServID string) *section {
 	if in.DNS.Pos.Line != 0 {
 		moved(in.Pos.KeyLine("dns"), "dns", "dns: {server: ..., timeout: ..., failure_ttl: ...}")
 	}
-	if authServID == "" && in.AuthServID.Value == "" {
-		d.Errorf(in.Pos.Line, "arc needs authserv_id (top level): the name of this ADMD in Authentication-Results (e.g. authserv_id: mx.example.org)")
+	if in.AuthServID.Value == "" { // else the moved error above says where it goes
+		env.RequireAuthServID(in.Pos.Line, name)
 	}
 	if in.MinRSABits != nil {
 		if *in.MinRSABits < 512 {
@@ -207,10 +208,7 @@ func (spec) Effective(cfg any) any {
 		bits := DefaultMinRSABits
 		c.MinRSABits = &bits
 	}
-	if c.Timeout == nil || *c.Timeout == 0 {
-		t := feature.Duration(DefaultTimeout)
-		c.Timeout = &t
-	}
+	c.Timeout = feature.EffectiveTimeout(c.Timeout, DefaultTimeout)
 	if len(c.Headers) == 0 {
 		c.Headers = feature.Strs(DefaultSignHeaders...)
 	}

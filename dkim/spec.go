@@ -54,9 +54,7 @@ func compile(env *feature.CompileEnv, in *Config) *section {
 	d := env.Report
 	s := &section{o: ModuleOptions{Timeout: DefaultTimeout, MaxSignatures: DefaultMaxSignatures, MinRSABits: DefaultMinRSABits},
 		domains: env.Domains}
-	if env.AuthServID == "" {
-		d.Errorf(in.Pos.Line, "dkim needs authserv_id (top level): the name of this ADMD in Authentication-Results (e.g. authserv_id: mx.example.org)")
-	}
+	env.RequireAuthServID(in.Pos.Line, name)
 	if in.MaxSignatures != nil {
 		if n := *in.MaxSignatures; n < 1 || n > 100 {
 			d.Errorf(in.Pos.KeyLine("max_signatures"), "dkim.max_signatures: %d is not between 1 and 100", n)

@@ -54,9 +54,7 @@ func (s *section) Module(env *feature.ModuleEnv) (milter.Module, error) {
 func (spec) Compile(cfg any, env *feature.CompileEnv) feature.Section {
 	in := cfg.(*Config)
 	s := &section{timeout: DefaultTimeout}
-	if env.AuthServID == "" {
-		env.Report.Errorf(in.Pos.Line, "dmarc needs authserv_id (top level): the name of this ADMD in Authentication-Results (e.g. authserv_id: mx.example.org)")
-	}
+	env.RequireAuthServID(in.Pos.Line, name)
 	if in.Timeout != nil {
 		if *in.Timeout <= 0 {
 			env.Report.Errorf(in.Pos.KeyLine("timeout"), "dmarc.timeout: must be more than 0")

@@ -29,26 +29,14 @@ func (spec) NewMetrics(reg prometheus.Registerer) any { return NewMetrics(reg) }
 
 func (spec) Compile(cfg any, env *feature.CompileEnv) feature.Section {
 	in := cfg.(*Config)
-	s := &section{timeout: DefaultTimeout}
-	if env.AuthServID == "" {
-		env.Report.Errorf(in.Pos.Line, "iprev needs authserv_id (top level): the name of this ADMD in Authentication-Results (e.g. authserv_id: mx.example.org)")
-	}
-	if in.Timeout != nil {
-		if *in.Timeout == 0 {
-			env.Report.Errorf(in.Pos.KeyLine("timeout"), "iprev.timeout: must be more than 0 (e.g. 10s)")
-		}
-		s.timeout = time.Duration(*in.Timeout)
-	}
-	return s
+	env.RequireAuthServID(in.Pos.Line, name)
+	return &section{timeout: feature.Timeout(env.Report, in.Pos, name, in.Timeout, DefaultTimeout)}
 }
 
 // Effective fills in the defaults for tollgate check --print.
 func (spec) Effective(cfg any) any {
 	c := *cfg.(*Config)
-	if c.Timeout == nil || *c.Timeout == 0 {
-		t := feature.Duration(DefaultTimeout)
-		c.Timeout = &t
-	}
+	c.Timeout = feature.EffectiveTimeout(c.Timeout, DefaultTimeout)
 	return &c
 }
 

@@ -42,16 +42,9 @@ func (spec) NewMetrics(reg prometheus.Registerer) any { return NewMetrics(reg) }
 
 func (spec) Compile(cfg any, env *feature.CompileEnv) feature.Section {
 	in := cfg.(*Config)
-	s := &section{authServID: env.AuthServID, timeout: DefaultTimeout, received: in.ReceivedHeader}
-	if env.AuthServID == "" {
-		env.Report.Errorf(in.Pos.Line, "spf needs authserv_id (top level): the name of this ADMD in Authentication-Results and Received-SPF (e.g. authserv_id: mx.example.org)")
-	}
-	if in.Timeout != nil {
-		if *in.Timeout == 0 {
-			env.Report.Errorf(in.Pos.KeyLine("timeout"), "spf.timeout: must be more than 0 (e.g. 20s)")
-		}
-		s.timeout = time.Duration(*in.Timeout)
-	}
+	env.RequireAuthServID(in.Pos.Line, name, "Received-SPF")
+	s := &section{authServID: env.AuthServID, received: in.ReceivedHeader,
+		timeout: feature.Timeout(env.Report, in.Pos, name, in.Timeout, DefaultTimeout)}
 	if in.Helo != nil {
 		s.helo = *in.Helo
 	}
@@ -61,10 +54,7 @@ func (spec) Compile(cfg any, env *feature.CompileEnv) feature.Section {
 // Effective fills in the defaults for tollgate check --print.
 func (spec) Effective(cfg any) any {
 	c := *cfg.(*Config)
-	if c.Timeout == nil || *c.Timeout == 0 {
-		t := feature.Duration(DefaultTimeout)
-		c.Timeout = &t
-	}
+	c.Timeout = feature.EffectiveTimeout(c.Timeout, DefaultTimeout)
 	if c.Helo == nil {
 		f := false
 		c.Helo = &f
