@@ -9,6 +9,8 @@ import (
 
 	blitiri "blitiri.com.ar/go/spf"
 	"golang.org/x/net/idna"
+
+	"github.com/tollgate/tollgate/internal/authres"
 )
 
 // Resolver is what SPF looks names up with: the shared resolver of the
@@ -225,12 +227,12 @@ func (o Outcome) ReceivedSPF(req Request) string {
 	b.WriteString(o.Result)
 	b.WriteString(" (" + commentSafe(o.HeaderComment(req.Receiver, req.IP)) + ")")
 	b.WriteString(" client-ip=" + req.IP.Unmap().String() + ";")
-	b.WriteString(" envelope-from=" + quoted(req.Sender) + ";")
+	b.WriteString(" envelope-from=" + authres.Quote(req.Sender) + ";")
 	if req.Helo != "" {
 		b.WriteString(" helo=" + dotAtomOrQuoted(req.Helo) + ";")
 	}
 	if o.Problem != "" && (o.Result == ResultTempError || o.Result == ResultPermError) {
-		b.WriteString(" problem=" + quoted(o.Problem) + ";")
+		b.WriteString(" problem=" + authres.Quote(o.Problem) + ";")
 	}
 	if req.Receiver != "" {
 		b.WriteString(" receiver=" + dotAtomOrQuoted(req.Receiver) + ";")
@@ -257,33 +259,11 @@ func commentSafe(s string) string {
 	return b.String()
 }
 
-func quoted(s string) string {
-	var b strings.Builder
-	b.WriteByte('"')
-	for i := 0; i < len(s) && b.Len() < 300; i++ {
-		switch c := s[i]; {
-		case c == '"' || c == '\\':
-			b.WriteByte('\\')
-			b.WriteByte(c)
-		case c < ' ' || c == 0x7f:
-			b.WriteByte(' ')
-		default:
-			b.WriteByte(c)
-		}
-	}
-	b.WriteByte('"')
-	return b.String()
-}
-
+// dotAtomOrQuoted writes a Received-SPF key-value-pair's value (RFC 7208
+// §9.1): a dot-atom as it is, anything else quoted.
 func dotAtomOrQuoted(s string) string {
-	if s == "" || s[0] == '.' || s[len(s)-1] == '.' || strings.Contains(s, "..") {
-		return quoted(s)
+	if authres.IsDotAtom(s) {
+		return s
 	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if c <= ' ' || c >= 0x7f || strings.IndexByte(`()<>[]:;@\,"`, c) >= 0 {
-			return quoted(s)
-		}
-	}
-	return s
+	return authres.Quote(s)
 }
