@@ -225,7 +225,9 @@ func (o Outcome) SMTPComment() string {
 func (o Outcome) ReceivedSPF(req Request) string {
 	var b strings.Builder
 	b.WriteString(o.Result)
-	b.WriteString(" (" + commentSafe(o.HeaderComment(req.Receiver, req.IP)) + ")")
+	// the sender and HELO in the comment are the client's bytes; 400, not
+	// Authentication-Results' 200, leaves room for a long sender
+	b.WriteString(" (" + authres.CommentSafeN(o.HeaderComment(req.Receiver, req.IP), 400) + ")")
 	b.WriteString(" client-ip=" + req.IP.Unmap().String() + ";")
 	b.WriteString(" envelope-from=" + authres.Quote(req.Sender) + ";")
 	if req.Helo != "" {
@@ -238,24 +240,6 @@ func (o Outcome) ReceivedSPF(req Request) string {
 		b.WriteString(" receiver=" + dotAtomOrQuoted(req.Receiver) + ";")
 	}
 	b.WriteString(" identity=" + o.Identity + ";")
-	return b.String()
-}
-
-// commentSafe escapes what would end or nest the comment, and drops
-// control characters: the sender and HELO are the client's bytes.
-func commentSafe(s string) string {
-	var b strings.Builder
-	for i := 0; i < len(s) && b.Len() < 400; i++ {
-		switch c := s[i]; {
-		case c == '(' || c == ')' || c == '\\':
-			b.WriteByte('\\')
-			b.WriteByte(c)
-		case c < ' ' || c == 0x7f:
-			b.WriteByte(' ')
-		default:
-			b.WriteByte(c)
-		}
-	}
 	return b.String()
 }
 

@@ -149,9 +149,14 @@ func Quote(s string) string {
 
 // CommentSafe makes s fit in an RFC 5322 comment on one line, at most 200
 // bytes.
-func CommentSafe(s string) string {
+func CommentSafe(s string) string { return CommentSafeN(s, 200) }
+
+// CommentSafeN is CommentSafe for a comment of up to about n bytes (an
+// escape may take it one byte over): it escapes what would end or nest the
+// comment and turns control characters into spaces.
+func CommentSafeN(s string, n int) string {
 	var b strings.Builder
-	for i := 0; i < len(s) && b.Len() < 200; i++ {
+	for i := 0; i < len(s) && b.Len() < n; i++ {
 		switch c := s[i]; {
 		case c == '(' || c == ')' || c == '\\':
 			b.WriteByte('\\')

@@ -47,3 +47,16 @@ func TestQuotedString(t *testing.T) {
 		}
 	}
 }
+
+func TestCommentSafeN(t *testing.T) {
+	if got, want := CommentSafeN("a (b) \\c\r\nd", 100), `a \(b\) \\c  d`; got != want {
+		t.Errorf("CommentSafeN = %q, want %q", got, want)
+	}
+	long := strings.Repeat("x", 1000)
+	if n := len(CommentSafeN(long, 400)); n != 400 {
+		t.Errorf("CommentSafeN(1000 bytes, 400): %d bytes", n)
+	}
+	if n := len(CommentSafe(long)); n != 200 {
+		t.Errorf("CommentSafe(1000 bytes): %d bytes", n)
+	}
+}
