@@ -63,7 +63,7 @@ func (spec) Order() feature.Order { return feature.Order{Last: true} }
 func (spec) NewMetrics(reg prometheus.Registerer) any { return NewMetrics(reg) }
 
 func (spec) Compile(cfg any, env *feature.CompileEnv) feature.Section {
-	return compile(env.Report, cfg.(*Config), env.AuthServID)
+	return compile(env, cfg.(*Config))
 }
 
 // section is the compiled arc: section.
@@ -101,8 +101,10 @@ var (
 
 func (spec) Vocabulary() feature.Vocabulary {
 	return feature.Vocabulary{
-		Conditions: []feature.Condition{{Key: "arc", Stages: atData, Example: "[pass, none]",
-			NewValue: func() any { return new(feature.StrList) }, Compile: compileCond}},
+		// verify = arc/<list>: true when the chain's state is listed.
+		Conditions: []feature.Condition{feature.StateCondition{Key: "arc", Stages: atData, Example: "[pass, none]",
+			Words: []string{string(StatePass), string(StateFail), string(StateNone)}, Expected: "pass, fail or none",
+			State: func(e *feature.Eval) (string, bool) { return FactsOf(e.Txn).State, true }}.Condition()},
 		Variables: []feature.Variable{
 			{Name: "arc_state", Stages: atData, Value: func(e *feature.Eval) string { return FactsOf(e.Txn).State }},
 			{Name: "arc_state_reason", Stages: atData, Value: func(e *feature.Eval) string { return FactsOf(e.Txn).Reason }},
@@ -114,39 +116,9 @@ func (spec) Vocabulary() feature.Vocabulary {
 	}
 }
 
-// cond is verify = arc/<list>: true when the chain's state is listed; items
-// take "!" as in Exim lists.
-type cond struct {
-	items  []string
-	negate []bool
-}
-
-func compileCond(value any, _ int, _ feature.Section, r feature.Reporter) feature.Test {
-	var c cond
-	for _, it := range *value.(*feature.StrList) {
-		v, neg := strings.CutPrefix(it.Value, "!")
-		switch State(v) {
-		case StatePass, StateFail, StateNone:
-		default:
-			r.Errorf(it.Line, "arc: %q is not pass, fail or none (with ! to negate)", it.Value)
-		}
-		c.items, c.negate = append(c.items, v), append(c.negate, neg)
-	}
-	return c
-}
-
-func (c cond) Match(e *feature.Eval) (bool, *milter.Decision) {
-	state := FactsOf(e.Txn).State
-	for i, it := range c.items {
-		if it == state {
-			return !c.negate[i], nil
-		}
-	}
-	return len(c.negate) > 0 && c.negate[len(c.negate)-1], nil
-}
-
-func compile(d feature.Reporter, in *Config, authServID string) *section {
-	p := &section{authServID: authServID, remoteIP: in.RemoteIP, timeout: DefaultTimeout}
+func compile(env *feature.CompileEnv, in *Config) *section {
+	d := env.Report
+	p := &section{authServID: env.AuthServID, remoteIP: in.RemoteIP, timeout: DefaultTimeout}
 	// These moved to the top level when every method came to share one
 	// Authentication-Results and one resolver.
 	moved := func(line int, key, to string) {
@@ -164,8 +136,8 @@ func compile(d feature.Reporter, in *Config, authServID string) *section {
 	if in.DNS.Pos.Line != 0 {
 		moved(in.Pos.KeyLine("dns"), "dns", "dns: {server: ..., timeout: ..., failure_ttl: ...}")
 	}
-	if authServID == "" && in.AuthServID.Value == "" {
-		d.Errorf(in.Pos.Line, "arc needs authserv_id (top level): the name of this ADMD in Authentication-Results (e.g. authserv_id: mx.example.org)")
+	if in.AuthServID.Value == "" { // else the moved error above says where it goes
+		env.RequireAuthServID(in.Pos.Line, name)
 	}
 	if in.MinRSABits != nil {
 		if *in.MinRSABits < 512 {
@@ -236,10 +208,7 @@ func (spec) Effective(cfg any) any {
 		bits := DefaultMinRSABits
 		c.MinRSABits = &bits
 	}
-	if c.Timeout == nil || *c.Timeout == 0 {
-		t := feature.Duration(DefaultTimeout)
-		c.Timeout = &t
-	}
+	c.Timeout = feature.EffectiveTimeout(c.Timeout, DefaultTimeout)
 	if len(c.Headers) == 0 {
 		c.Headers = feature.Strs(DefaultSignHeaders...)
 	}

@@ -54,9 +54,7 @@ func compile(env *feature.CompileEnv, in *Config) *section {
 	d := env.Report
 	s := &section{o: ModuleOptions{Timeout: DefaultTimeout, MaxSignatures: DefaultMaxSignatures, MinRSABits: DefaultMinRSABits},
 		domains: env.Domains}
-	if env.AuthServID == "" {
-		d.Errorf(in.Pos.Line, "dkim needs authserv_id (top level): the name of this ADMD in Authentication-Results (e.g. authserv_id: mx.example.org)")
-	}
+	env.RequireAuthServID(in.Pos.Line, name)
 	if in.MaxSignatures != nil {
 		if n := *in.MaxSignatures; n < 1 || n > 100 {
 			d.Errorf(in.Pos.KeyLine("max_signatures"), "dkim.max_signatures: %d is not between 1 and 100", n)
@@ -101,8 +99,12 @@ var atData = milter.StageSet(milter.StageData)
 func (spec) Vocabulary() feature.Vocabulary {
 	return feature.Vocabulary{
 		Conditions: []feature.Condition{
-			{Key: "dkim", Stages: atData, Example: "[pass, '!none']",
-				NewValue: func() any { return new(feature.StrList) }, Compile: compileStatusCond},
+			// dkim: [pass, fail, invalid, none]: true when the message's
+			// status (the best among its signatures) is listed.
+			feature.StateCondition{Key: "dkim", Stages: atData, Example: "[pass, '!none']",
+				Words:    []string{StatusPass, StatusFail, StatusInvalid, StatusNone},
+				Expected: "pass, fail, invalid or none",
+				State:    func(e *feature.Eval) (string, bool) { return FactsOf(e.Txn).Status, true }}.Condition(),
 			{Key: "dkim_signers", Stages: atData, Example: "[example.org, '*.example.net']",
 				NewValue: func() any { return new(feature.StrList) }, Compile: compileSignersCond},
 		},
@@ -114,38 +116,6 @@ func (spec) Vocabulary() feature.Vocabulary {
 			{Name: "dkim_selector", Stages: atData, Value: func(e *feature.Eval) string { return FactsOf(e.Txn).Selector }},
 		},
 	}
-}
-
-// statusCond is dkim: [pass, fail, invalid, none]: true when the message's
-// status (the best among its signatures) is listed; items take "!" as in
-// Exim lists, the first listed item that matches decides.
-type statusCond struct {
-	items  []string
-	negate []bool
-}
-
-func compileStatusCond(value any, _ int, _ feature.Section, r feature.Reporter) feature.Test {
-	var c statusCond
-	for _, it := range *value.(*feature.StrList) {
-		v, neg := strings.CutPrefix(it.Value, "!")
-		switch v {
-		case StatusPass, StatusFail, StatusInvalid, StatusNone:
-		default:
-			r.Errorf(it.Line, "dkim: %q is not pass, fail, invalid or none (with ! to negate)", it.Value)
-		}
-		c.items, c.negate = append(c.items, v), append(c.negate, neg)
-	}
-	return c
-}
-
-func (c statusCond) Match(e *feature.Eval) (bool, *milter.Decision) {
-	status := FactsOf(e.Txn).Status
-	for i, it := range c.items {
-		if it == status {
-			return !c.negate[i], nil
-		}
-	}
-	return len(c.negate) > 0 && c.negate[len(c.negate)-1], nil
 }
 
 // signersCond is dkim_signers: [domain list]: true when the d= domain of a

@@ -274,21 +274,11 @@ func token(s string, i int) (string, int) {
 // next space or comment (addresses keep their "@", tokens their "=").
 func value(s string, i int) (string, int, error) {
 	if i < len(s) && s[i] == '"' {
-		var b strings.Builder
-		for i++; i < len(s); i++ {
-			switch s[i] {
-			case '\\':
-				i++
-				if i < len(s) {
-					b.WriteByte(s[i])
-				}
-			case '"':
-				return b.String(), i + 1, nil
-			default:
-				b.WriteByte(s[i])
-			}
+		v, next, err := authres.QuotedString(s, i)
+		if err != nil {
+			return "", 0, errARCSyntax
 		}
-		return "", 0, errARCSyntax
+		return v, next, nil
 	}
 	start := i
 	for i < len(s) && s[i] > ' ' && s[i] != '(' && s[i] != ';' && s[i] != 0x7f {

@@ -54,9 +54,7 @@ func (s *section) Module(env *feature.ModuleEnv) (milter.Module, error) {
 func (spec) Compile(cfg any, env *feature.CompileEnv) feature.Section {
 	in := cfg.(*Config)
 	s := &section{timeout: DefaultTimeout}
-	if env.AuthServID == "" {
-		env.Report.Errorf(in.Pos.Line, "dmarc needs authserv_id (top level): the name of this ADMD in Authentication-Results (e.g. authserv_id: mx.example.org)")
-	}
+	env.RequireAuthServID(in.Pos.Line, name)
 	if in.Timeout != nil {
 		if *in.Timeout <= 0 {
 			env.Report.Errorf(in.Pos.KeyLine("timeout"), "dmarc.timeout: must be more than 0")
@@ -101,8 +99,14 @@ var atData = milter.StageSet(milter.StageData)
 
 func (spec) Vocabulary() feature.Vocabulary {
 	return feature.Vocabulary{
-		Conditions: []feature.Condition{{Key: "dmarc", Stages: atData, Example: "[reject, quarantine]",
-			NewValue: func() any { return new(feature.StrList) }, Compile: compileCond}},
+		// Exim's dmarc_status = <list>: true when the status is listed; a
+		// message not checked is matched by no list, negated or not.
+		Conditions: []feature.Condition{feature.StateCondition{Key: "dmarc", Stages: atData,
+			Example: "[reject, quarantine]", Words: statusWords(),
+			State: func(e *feature.Eval) (string, bool) {
+				f := FactsOf(e.Txn)
+				return f.Status, f.Checked
+			}}.Condition()},
 		Variables: []feature.Variable{
 			{Name: "dmarc_status", Stages: atData, Value: func(e *feature.Eval) string { return FactsOf(e.Txn).Status }},
 			{Name: "dmarc_status_text", Stages: atData, Value: func(e *feature.Eval) string { return FactsOf(e.Txn).StatusText }},
@@ -113,38 +117,11 @@ func (spec) Vocabulary() feature.Vocabulary {
 	}
 }
 
-// cond is Exim's dmarc_status = <list>: true when the status is listed;
-// items take "!" as in Exim lists.
-type cond struct {
-	items  []string
-	negate []bool
-}
-
-func compileCond(value any, _ int, _ feature.Section, r feature.Reporter) feature.Test {
-	var c cond
-	for _, it := range *value.(*feature.StrList) {
-		v, neg := strings.CutPrefix(it.Value, "!")
-		known := false
-		for _, s := range Statuses {
-			known = known || string(s) == v
-		}
-		if !known {
-			r.Errorf(it.Line, "dmarc: %q is not one of accept, reject, quarantine, none, norecord, nofrom, temperror, error (with ! to negate)", it.Value)
-		}
-		c.items, c.negate = append(c.items, v), append(c.negate, neg)
+// statusWords are the Statuses, the words of the dmarc condition.
+func statusWords() []string {
+	words := make([]string, len(Statuses))
+	for i, s := range Statuses {
+		words[i] = string(s)
 	}
-	return c
-}
-
-func (c cond) Match(e *feature.Eval) (bool, *milter.Decision) {
-	f := FactsOf(e.Txn)
-	if !f.Checked {
-		return false, nil
-	}
-	for i, it := range c.items {
-		if it == f.Status {
-			return !c.negate[i], nil
-		}
-	}
-	return len(c.negate) > 0 && c.negate[len(c.negate)-1], nil
+	return words
 }

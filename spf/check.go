@@ -9,6 +9,8 @@ import (
 
 	blitiri "blitiri.com.ar/go/spf"
 	"golang.org/x/net/idna"
+
+	"github.com/tollgate/tollgate/internal/authres"
 )
 
 // Resolver is what SPF looks names up with: the shared resolver of the
@@ -223,14 +225,16 @@ func (o Outcome) SMTPComment() string {
 func (o Outcome) ReceivedSPF(req Request) string {
 	var b strings.Builder
 	b.WriteString(o.Result)
-	b.WriteString(" (" + commentSafe(o.HeaderComment(req.Receiver, req.IP)) + ")")
+	// the sender and HELO in the comment are the client's bytes; 400, not
+	// Authentication-Results' 200, leaves room for a long sender
+	b.WriteString(" (" + authres.CommentSafeN(o.HeaderComment(req.Receiver, req.IP), 400) + ")")
 	b.WriteString(" client-ip=" + req.IP.Unmap().String() + ";")
-	b.WriteString(" envelope-from=" + quoted(req.Sender) + ";")
+	b.WriteString(" envelope-from=" + authres.Quote(req.Sender) + ";")
 	if req.Helo != "" {
 		b.WriteString(" helo=" + dotAtomOrQuoted(req.Helo) + ";")
 	}
 	if o.Problem != "" && (o.Result == ResultTempError || o.Result == ResultPermError) {
-		b.WriteString(" problem=" + quoted(o.Problem) + ";")
+		b.WriteString(" problem=" + authres.Quote(o.Problem) + ";")
 	}
 	if req.Receiver != "" {
 		b.WriteString(" receiver=" + dotAtomOrQuoted(req.Receiver) + ";")
@@ -239,51 +243,11 @@ func (o Outcome) ReceivedSPF(req Request) string {
 	return b.String()
 }
 
-// commentSafe escapes what would end or nest the comment, and drops
-// control characters: the sender and HELO are the client's bytes.
-func commentSafe(s string) string {
-	var b strings.Builder
-	for i := 0; i < len(s) && b.Len() < 400; i++ {
-		switch c := s[i]; {
-		case c == '(' || c == ')' || c == '\\':
-			b.WriteByte('\\')
-			b.WriteByte(c)
-		case c < ' ' || c == 0x7f:
-			b.WriteByte(' ')
-		default:
-			b.WriteByte(c)
-		}
-	}
-	return b.String()
-}
-
-func quoted(s string) string {
-	var b strings.Builder
-	b.WriteByte('"')
-	for i := 0; i < len(s) && b.Len() < 300; i++ {
-		switch c := s[i]; {
-		case c == '"' || c == '\\':
-			b.WriteByte('\\')
-			b.WriteByte(c)
-		case c < ' ' || c == 0x7f:
-			b.WriteByte(' ')
-		default:
-			b.WriteByte(c)
-		}
-	}
-	b.WriteByte('"')
-	return b.String()
-}
-
+// dotAtomOrQuoted writes a Received-SPF key-value-pair's value (RFC 7208
+// §9.1): a dot-atom as it is, anything else quoted.
 func dotAtomOrQuoted(s string) string {
-	if s == "" || s[0] == '.' || s[len(s)-1] == '.' || strings.Contains(s, "..") {
-		return quoted(s)
+	if authres.IsDotAtom(s) {
+		return s
 	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if c <= ' ' || c >= 0x7f || strings.IndexByte(`()<>[]:;@\,"`, c) >= 0 {
-			return quoted(s)
-		}
-	}
-	return s
+	return authres.Quote(s)
 }

@@ -2,7 +2,6 @@ package spf
 
 import (
 	"errors"
-	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -43,16 +42,9 @@ func (spec) NewMetrics(reg prometheus.Registerer) any { return NewMetrics(reg) }
 
 func (spec) Compile(cfg any, env *feature.CompileEnv) feature.Section {
 	in := cfg.(*Config)
-	s := &section{authServID: env.AuthServID, timeout: DefaultTimeout, received: in.ReceivedHeader}
-	if env.AuthServID == "" {
-		env.Report.Errorf(in.Pos.Line, "spf needs authserv_id (top level): the name of this ADMD in Authentication-Results and Received-SPF (e.g. authserv_id: mx.example.org)")
-	}
-	if in.Timeout != nil {
-		if *in.Timeout == 0 {
-			env.Report.Errorf(in.Pos.KeyLine("timeout"), "spf.timeout: must be more than 0 (e.g. 20s)")
-		}
-		s.timeout = time.Duration(*in.Timeout)
-	}
+	env.RequireAuthServID(in.Pos.Line, name, "Received-SPF")
+	s := &section{authServID: env.AuthServID, received: in.ReceivedHeader,
+		timeout: feature.Timeout(env.Report, in.Pos, name, in.Timeout, DefaultTimeout)}
 	if in.Helo != nil {
 		s.helo = *in.Helo
 	}
@@ -62,10 +54,7 @@ func (spec) Compile(cfg any, env *feature.CompileEnv) feature.Section {
 // Effective fills in the defaults for tollgate check --print.
 func (spec) Effective(cfg any) any {
 	c := *cfg.(*Config)
-	if c.Timeout == nil || *c.Timeout == 0 {
-		t := feature.Duration(DefaultTimeout)
-		c.Timeout = &t
-	}
+	c.Timeout = feature.EffectiveTimeout(c.Timeout, DefaultTimeout)
 	if c.Helo == nil {
 		f := false
 		c.Helo = &f
@@ -98,16 +87,8 @@ func (spec) Vocabulary() feature.Vocabulary {
 	}
 	return feature.Vocabulary{
 		Conditions: []feature.Condition{
-			{Key: "spf", Stages: fromMail, Example: "[fail, softfail]",
-				NewValue: func() any { return new(feature.StrList) },
-				Compile: func(value any, _ int, _ feature.Section, r feature.Reporter) feature.Test {
-					return compileCond("spf", value, r, func(f *Facts) string { return f.Result })
-				}},
-			{Key: "spf_helo", Stages: fromMail, Example: "[fail]",
-				NewValue: func() any { return new(feature.StrList) },
-				Compile: func(value any, _ int, _ feature.Section, r feature.Reporter) feature.Test {
-					return compileCond("spf_helo", value, r, func(f *Facts) string { return f.HeloResult })
-				}},
+			resultCond("spf", "[fail, softfail]", func(f *Facts) string { return f.Result }),
+			resultCond("spf_helo", "[fail]", func(f *Facts) string { return f.HeloResult }),
 		},
 		Variables: []feature.Variable{
 			{Name: "spf_result", Stages: fromMail, Value: v(func(f *Facts) string { return f.Result })},
@@ -123,41 +104,13 @@ func (spec) Vocabulary() feature.Vocabulary {
 	}
 }
 
-// cond is Exim's spf = <list>: true when the result is listed; items take
-// "!" and, as in an Exim list, the first item that matches decides.
-type cond struct {
-	result func(*Facts) string
-	items  []string
-	negate []bool
-}
-
-func compileCond(key string, value any, r feature.Reporter, result func(*Facts) string) feature.Test {
-	c := cond{result: result}
-	for _, it := range *value.(*feature.StrList) {
-		v, neg := strings.CutPrefix(strings.ToLower(strings.TrimSpace(it.Value)), "!")
-		known := false
-		for _, res := range Results {
-			known = known || v == res
-		}
-		if !known {
-			r.Errorf(it.Line, "%s: %q is not one of %s (with ! to negate)", key, it.Value, strings.Join(Results, ", "))
-		}
-		c.items, c.negate = append(c.items, v), append(c.negate, neg)
-	}
-	return c
-}
-
-func (c cond) Match(e *feature.Eval) (bool, *milter.Decision) {
-	got := c.result(FactsOf(e.Txn))
-	if got == "" {
-		// not checked (no client address, or the proxy itself): no item
-		// matches, and a negated list does not claim it either
-		return false, nil
-	}
-	for i, it := range c.items {
-		if it == got {
-			return !c.negate[i], nil
-		}
-	}
-	return len(c.negate) > 0 && c.negate[len(c.negate)-1], nil
+// resultCond is Exim's spf = <list>: true when the result is listed. A
+// result not checked (no client address, or the proxy itself) is matched by
+// no list, negated or not.
+func resultCond(key, example string, result func(*Facts) string) feature.Condition {
+	return feature.StateCondition{Key: key, Stages: fromMail, Example: example, Words: Results, Fold: true,
+		State: func(e *feature.Eval) (string, bool) {
+			r := result(FactsOf(e.Txn))
+			return r, r != ""
+		}}.Condition()
 }

@@ -80,7 +80,7 @@ func FormatResult(r Result) string {
 		b.WriteString(" (" + CommentSafe(r.Comment) + ")")
 	}
 	if r.Reason != "" {
-		b.WriteString(" reason=" + quote(r.Reason))
+		b.WriteString(" reason=" + Quote(r.Reason))
 	}
 	for _, p := range r.Props {
 		if p.Value == "" {
@@ -96,23 +96,25 @@ func FormatResult(r Result) string {
 // quoted-string.
 func pvalue(v string) string {
 	if local, domain, ok := strings.Cut(v, "@"); ok {
-		if (local == "" || isDotAtom(local)) && isDotAtom(domain) {
+		if (local == "" || IsDotAtom(local)) && IsDotAtom(domain) {
 			return v
 		}
-		return quote(v)
+		return Quote(v)
 	}
 	if _, err := netip.ParseAddr(v); err == nil {
 		return v // smtp.remote-ip=2001:db8::1, as every implementation writes it
 	}
 	for i := 0; i < len(v); i++ {
 		if !IsTokenChar(v[i]) || v[i] == '@' || v[i] == '=' {
-			return quote(v)
+			return Quote(v)
 		}
 	}
 	return v
 }
 
-func isDotAtom(s string) bool {
+// IsDotAtom reports whether s is an RFC 5322 dot-atom, which a header
+// field may carry unquoted.
+func IsDotAtom(s string) bool {
 	if s == "" || s[0] == '.' || s[len(s)-1] == '.' || strings.Contains(s, "..") {
 		return false
 	}
@@ -125,7 +127,9 @@ func isDotAtom(s string) bool {
 	return true
 }
 
-func quote(s string) string {
+// Quote writes s as an RFC 5322 quoted-string on one line: control
+// characters become spaces, and it stops at 300 bytes.
+func Quote(s string) string {
 	var b strings.Builder
 	b.WriteByte('"')
 	for i := 0; i < len(s) && b.Len() < 300; i++ {
@@ -145,9 +149,14 @@ func quote(s string) string {
 
 // CommentSafe makes s fit in an RFC 5322 comment on one line, at most 200
 // bytes.
-func CommentSafe(s string) string {
+func CommentSafe(s string) string { return CommentSafeN(s, 200) }
+
+// CommentSafeN is CommentSafe for a comment of up to about n bytes (an
+// escape may take it one byte over): it escapes what would end or nest the
+// comment and turns control characters into spaces.
+func CommentSafeN(s string, n int) string {
 	var b strings.Builder
-	for i := 0; i < len(s) && b.Len() < 200; i++ {
+	for i := 0; i < len(s) && b.Len() < n; i++ {
 		switch c := s[i]; {
 		case c == '(' || c == ')' || c == '\\':
 			b.WriteByte('\\')

@@ -31,7 +31,7 @@ func Split(value string) (id, rest string, err error) {
 		return "", "", fmt.Errorf("%w: empty", ErrSyntax)
 	}
 	if value[i] == '"' {
-		id, i, err = quotedString(value, i)
+		id, i, err = QuotedString(value, i)
 		if err != nil {
 			return "", "", err
 		}
@@ -103,7 +103,9 @@ func SkipCFWS(s string, i int) (int, error) {
 	return min(i, len(s)), nil
 }
 
-func quotedString(s string, i int) (string, int, error) {
+// QuotedString reads the quoted-string that starts at s[i] (a '"'),
+// returning its content unescaped and the index after its closing quote.
+func QuotedString(s string, i int) (string, int, error) {
 	var b strings.Builder
 	for i++; i < len(s); i++ {
 		switch s[i] {
