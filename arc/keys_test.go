@@ -82,24 +82,6 @@ func goRSAKey(t *testing.T, name string) *rsa.PrivateKey {
 	return k
 }
 
-// a 512-bit RSA key, made with openssl genrsa 512
-const rsa512PEM = `-----BEGIN RSA PRIVATE KEY-----
-MIIBOgIBAAJBALS+iXZ/rAMPgCUtxKg35gAQA6hjV0lYB4ey8ZsB8v7ciiNIZQLt
-/VgUsOfMgGLh51euGouJAvGEAWIsNO556akCAwEAAQJBAJXgCYzBgZloGRK7SP9U
-mtwia2YOOisPW+8ia0Xl7+F1CTEfJaZR7LfNSdAv66bGPSuWFMXIVpi//OGDa/HQ
-YIECIQDoGJ06lQVYmir+DHbDNFE4fYXNQLnLTRKUN0ggq5yfnQIhAMdb/jssfPXy
-XLVReM5yut9iCYxvfcuXhgOaNqkrx8J9AiBPIyVpNiqufVKvcPyFrq8K/fHDfJBd
-O5hcJUVYrmsnGQIgZOBt0m9+g80xkCY7pOt1F9e50TARTVXM4EHGau/WUtkCIG0G
-aeDI6+6M96pqphTY0cXn3KzkxN4wowuJHqbkEFJo
------END RSA PRIVATE KEY-----
-`
-
-func TestSmallRSAKeyRefused(t *testing.T) {
-	if _, err := ParsePrivateKey([]byte(rsa512PEM)); !errors.Is(err, ErrKey) {
-		t.Fatalf("512-bit key accepted: %v", err)
-	}
-}
-
 func TestGenerateKey(t *testing.T) {
 	for _, c := range []struct {
 		kind string
