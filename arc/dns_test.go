@@ -12,23 +12,6 @@ import (
 	"github.com/miekg/dns"
 )
 
-type fakeClock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *fakeClock) Add(d time.Duration) {
-	c.mu.Lock()
-	c.now = c.now.Add(d)
-	c.mu.Unlock()
-}
-
 // TestVerifyThroughDNS runs a whole verification against the loopback
 // server: several TXT records at the key name, one of them the key.
 func TestVerifyThroughDNS(t *testing.T) {
@@ -65,7 +48,7 @@ func TestVerifyHangingResolver(t *testing.T) {
 	hs, body := parseMessage(plainMessage)
 	m := mustSealHop(t, keys, hs, body, testKey(keys, "hop1"), t0, nil)
 	z := srv.Set("sel._domainkey.hop1.example", &dnstest.Zone{Silent: true})
-	clock := &fakeClock{now: t0}
+	clock := dnstest.NewClock(t0)
 	res := resolver.New(resolver.Options{Server: srv.Addr, Timeout: 200 * time.Millisecond, Now: clock.Now})
 	const sessions = 32
 	batch := func() {

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/tollgate/tollgate/internal/authres"
+	"github.com/tollgate/tollgate/internal/dkimsig"
 	"github.com/tollgate/tollgate/internal/sigcrypto"
 )
 
@@ -149,12 +150,12 @@ func (v *Verifier) Seal(opts SealOptions, headers []Header, authResults []string
 	// verifier saw them as CRLF, and so must the cross-check and the AMS.
 	normalized := make([]Header, len(headers))
 	for i, h := range headers {
-		normalized[i] = Header{Name: h.Name, Value: fixLF(h.Value)}
+		normalized[i] = Header{Name: h.Name, Value: dkimsig.FixLF(h.Value)}
 	}
 	headers = normalized
 	ars := make([]string, len(authResults))
 	for i, a := range authResults {
-		ars[i] = fixLF(a)
+		ars[i] = dkimsig.FixLF(a)
 	}
 	authResults = ars
 	r := v.result
@@ -197,25 +198,25 @@ func (v *Verifier) Seal(opts SealOptions, headers []Header, authResults []string
 	all = append(all, Header{"ARC-Authentication-Results", " " + aar})
 	all = append(all, headers...)
 	names := signedNames(all, opts)
-	ams := []kv{
-		{"i", strconv.Itoa(inst)}, {"a", alg}, {"c", "relaxed/relaxed"},
-		{"d", opts.Key.Domain}, {"s", opts.Key.Selector},
+	ams := []dkimsig.Tag{
+		{Name: "i", Value: strconv.Itoa(inst)}, {Name: "a", Value: alg}, {Name: "c", Value: "relaxed/relaxed"},
+		{Name: "d", Value: opts.Key.Domain}, {Name: "s", Value: opts.Key.Selector},
 	}
 	if !opts.NoTimestamps || opts.standardize {
-		ams = append(ams, kv{"t", strconv.FormatInt(ts, 10)})
+		ams = append(ams, dkimsig.Tag{Name: "t", Value: strconv.FormatInt(ts, 10)})
 	}
 	if rel, x, _ := ParseExpire(opts.Expire); x > 0 {
 		if rel {
 			x += ts
 		}
-		ams = append(ams, kv{"x", strconv.FormatInt(x, 10)})
+		ams = append(ams, dkimsig.Tag{Name: "x", Value: strconv.FormatInt(x, 10)})
 	}
-	ams = append(ams, kv{"h", strings.Join(names, ":")},
-		kv{"bh", base64.StdEncoding.EncodeToString(v.sealBody.sum)})
+	ams = append(ams, dkimsig.Tag{Name: "h", Value: strings.Join(names, ":")},
+		dkimsig.Tag{Name: "bh", Value: base64.StdEncoding.EncodeToString(v.sealBody.Sum)})
 	hv := &Verifier{headers: all}
 	buf := make([]byte, 0, 2048)
 	for _, i := range hv.selectHeaders(names, 0, -1) {
-		buf = appendHeader(buf, canonRelaxed, all[i].Name, all[i].Value)
+		buf = dkimsig.AppendHeader(buf, dkimsig.Relaxed, all[i].Name, all[i].Value)
 	}
 	amsValue, err := signTags("ARC-Message-Signature", ams, buf, opts, alg)
 	if err != nil {
@@ -225,13 +226,16 @@ func (v *Verifier) Seal(opts SealOptions, headers []Header, authResults []string
 	// ARC-Seal over the prior sets (none when failing), then ours
 	buf = buf[:0]
 	for _, h := range prior {
-		buf = appendHeader(buf, canonRelaxed, h.Name, h.Value)
+		buf = dkimsig.AppendHeader(buf, dkimsig.Relaxed, h.Name, h.Value)
 	}
-	buf = appendHeader(buf, canonRelaxed, "ARC-Authentication-Results", " "+aar)
-	buf = appendHeader(buf, canonRelaxed, "ARC-Message-Signature", " "+amsValue)
-	as := []kv{{"i", strconv.Itoa(inst)}, {"a", alg}, {"cv", cv}, {"d", opts.Key.Domain}, {"s", opts.Key.Selector}}
+	buf = dkimsig.AppendHeader(buf, dkimsig.Relaxed, "ARC-Authentication-Results", " "+aar)
+	buf = dkimsig.AppendHeader(buf, dkimsig.Relaxed, "ARC-Message-Signature", " "+amsValue)
+	as := []dkimsig.Tag{
+		{Name: "i", Value: strconv.Itoa(inst)}, {Name: "a", Value: alg}, {Name: "cv", Value: cv},
+		{Name: "d", Value: opts.Key.Domain}, {Name: "s", Value: opts.Key.Selector},
+	}
 	if !opts.NoTimestamps || opts.standardize {
-		as = append(as, kv{"t", strconv.FormatInt(ts, 10)})
+		as = append(as, dkimsig.Tag{Name: "t", Value: strconv.FormatInt(ts, 10)})
 	}
 	asValue, err := signTags("ARC-Seal", as, buf, opts, alg)
 	if err != nil {
@@ -384,104 +388,48 @@ func signedNames(all []Header, opts SealOptions) []string {
 	return names
 }
 
-type kv struct{ k, v string }
-
 // signTags renders the tags with an empty b=, signs signed (the
 // canonical headers before this one) plus this header, and returns the
 // value with b= filled in.
-func signTags(name string, tags []kv, signed []byte, opts SealOptions, alg string) (string, error) {
+func signTags(name string, tags []dkimsig.Tag, signed []byte, opts SealOptions, alg string) (string, error) {
 	if opts.standardize {
 		for i := range tags {
-			if tags[i].k != "bh" {
-				tags[i].v = strings.ToLower(tags[i].v)
+			if tags[i].Name != "bh" {
+				tags[i].Value = strings.ToLower(tags[i].Value)
 			}
 		}
-		tags = append(tags, kv{"b", ""})
-		sort.Slice(tags, func(i, j int) bool { return tags[i].k < tags[j].k })
+		tags = append(tags, dkimsig.Tag{Name: "b"})
+		sort.Slice(tags, func(i, j int) bool { return tags[i].Name < tags[j].Name })
 	} else {
-		tags = append(tags, kv{"b", ""})
+		tags = append(tags, dkimsig.Tag{Name: "b"})
 	}
 	unsigned := renderTags(name, tags, opts.standardize)
-	signed = appendRelaxedHeader(signed, name, " "+unsigned)
+	signed = dkimsig.AppendRelaxedHeader(signed, name, " "+unsigned)
 	digest := sha256.Sum256(signed)
 	sig, err := opts.Key.Signer.Sign(digest[:])
 	if err != nil {
 		return "", fmt.Errorf("arc: signing: %w", err)
 	}
 	for i := range tags {
-		if tags[i].k == "b" {
-			tags[i].v = base64.StdEncoding.EncodeToString(sig)
+		if tags[i].Name == "b" {
+			tags[i].Value = base64.StdEncoding.EncodeToString(sig)
 		}
 	}
 	return renderTags(name, tags, opts.standardize), nil
 }
 
-// renderTags lays tags out as "k=v; k=v", folded with CRLF TAB before a tag
-// that would pass column 78; h= folds at its colons and b= starts a line
-// of its own and is cut into pieces that fit, so that the text before
-// b= is the same whether b= is empty or not.
-func renderTags(name string, tags []kv, flat bool) string {
-	var b strings.Builder
-	if flat {
-		for i, t := range tags {
-			if i > 0 {
-				b.WriteString("; ")
-			}
-			b.WriteString(t.k + "=" + t.v)
-		}
-		return b.String()
+// renderTags is dkimsig.Render, or with flat (the suite's standardized
+// form) one line with no folds.
+func renderTags(name string, tags []dkimsig.Tag, flat bool) string {
+	if !flat {
+		return dkimsig.Render(name, tags)
 	}
-	const width = 78
-	col := len(name) + 2
+	var b strings.Builder
 	for i, t := range tags {
-		last := i == len(tags)-1
-		item := t.k + "=" + t.v
-		if !last {
-			item += ";"
+		if i > 0 {
+			b.WriteString("; ")
 		}
-		switch {
-		case i == 0:
-		case t.k == "b" || col+1+len(item) > width:
-			b.WriteString("\r\n\t")
-			col = 8
-		default:
-			b.WriteByte(' ')
-			col++
-		}
-		switch t.k {
-		case "b":
-			// 68 then 70 characters a line: 78 columns with the tab
-			b.WriteString("b=")
-			v, n := t.v, 68
-			for len(v) > n {
-				b.WriteString(v[:n] + "\r\n\t")
-				v, n = v[n:], 70
-			}
-			b.WriteString(v)
-			if !last {
-				b.WriteByte(';')
-			}
-		case "h":
-			b.WriteString("h=")
-			col += 2
-			parts := strings.Split(t.v, ":")
-			for j, p := range parts {
-				if j < len(parts)-1 {
-					p += ":"
-				} else if !last {
-					p += ";"
-				}
-				if col+len(p) > width && j > 0 {
-					b.WriteString("\r\n\t")
-					col = 8
-				}
-				b.WriteString(p)
-				col += len(p)
-			}
-		default:
-			b.WriteString(item)
-			col += len(item)
-		}
+		b.WriteString(t.Name + "=" + t.Value)
 	}
 	return b.String()
 }

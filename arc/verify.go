@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/tollgate/tollgate/internal/authres"
+	"github.com/tollgate/tollgate/internal/dkimsig"
 )
 
 // MaxInstances is the largest ARC chain RFC 8617 §5.2 allows.
@@ -132,9 +133,9 @@ type arcSet struct {
 	aar, ams, as []*arcHdr
 
 	// AMS body hash parameters, read at end of headers
-	hcanon, bcanon canon
+	hcanon, bcanon dkimsig.Canon
 	limit          int64
-	body           *bodyHash
+	body           *dkimsig.BodyHash
 	prepErr        string
 }
 
@@ -151,8 +152,8 @@ type Verifier struct {
 	hdrInst  []int     // per header: its ARC instance, 0 if none
 	sets     []arcSet  // index 0 is instance 1; nil when N is out of range
 	n        int
-	canons   [2]*bodyCanon
-	sealBody *bodyHash
+	canons   [2]*dkimsig.BodyCanon
+	sealBody *dkimsig.BodyHash
 
 	result *Result
 	keys   map[string]keyResult
@@ -189,20 +190,9 @@ func (v *Verifier) Header(h Header) {
 		return
 	}
 	if strings.IndexByte(h.Value, '\n') >= 0 {
-		h.Value = fixLF(h.Value)
+		h.Value = dkimsig.FixLF(h.Value)
 	}
 	v.headers = append(v.headers, h)
-}
-
-func fixLF(s string) string {
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\n' && (i == 0 || s[i-1] != '\r') {
-			b.WriteByte('\r')
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
 }
 
 func arcKindOf(name string) (arcKind, bool) {
@@ -281,23 +271,23 @@ func (v *Verifier) EndOfHeaders() {
 		}
 	}
 	if !v.opts.VerifyOnly {
-		v.sealBody = v.bodySink(canonRelaxed, -1)
+		v.sealBody = v.bodySink(dkimsig.Relaxed, -1)
 	}
 }
 
-func (v *Verifier) bodySink(c canon, limit int64) *bodyHash {
+func (v *Verifier) bodySink(c dkimsig.Canon, limit int64) *dkimsig.BodyHash {
 	bc := v.canons[c]
 	if bc == nil {
-		bc = &bodyCanon{relaxed: c == canonRelaxed}
+		bc = &dkimsig.BodyCanon{Relaxed: c == dkimsig.Relaxed}
 		v.canons[c] = bc
 	}
-	for _, s := range bc.sinks {
-		if s.limit == limit {
+	for _, s := range bc.Sinks {
+		if s.Limit == limit {
 			return s
 		}
 	}
-	s := &bodyHash{h: newBodyHash(), limit: limit}
-	bc.sinks = append(bc.sinks, s)
+	s := &dkimsig.BodyHash{Hash: newBodyHash(), Limit: limit}
+	bc.Sinks = append(bc.Sinks, s)
 	return s
 }
 
@@ -305,10 +295,10 @@ func (v *Verifier) bodySink(c canon, limit int64) *bodyHash {
 // wants; problems are kept for Result.
 func (v *Verifier) prepareAMS(s *arcSet) {
 	t := s.ams[0].tags
-	s.hcanon, s.bcanon, s.limit = canonSimple, canonSimple, -1
+	s.hcanon, s.bcanon, s.limit = dkimsig.Simple, dkimsig.Simple, -1
 	if c, ok := t.get("c"); ok {
 		var good bool
-		if s.hcanon, s.bcanon, good = parseCanon(c); !good {
+		if s.hcanon, s.bcanon, good = dkimsig.ParseCanon(c); !good {
 			s.prepErr = fmt.Sprintf("bad c=%s", c)
 			return
 		}
@@ -334,7 +324,7 @@ func (v *Verifier) Body(chunk []byte) {
 	}
 	for _, c := range v.canons {
 		if c != nil {
-			c.write(chunk)
+			c.Write(chunk)
 		}
 	}
 }
@@ -346,7 +336,7 @@ func (v *Verifier) finishBody() {
 	v.bodyDone = true
 	for _, c := range v.canons {
 		if c != nil {
-			c.close()
+			c.Close()
 		}
 	}
 }
@@ -577,16 +567,16 @@ func (v *Verifier) verifyAMS(ctx context.Context, inst int) *failure {
 	if err != nil {
 		return failf("%s malformed: bad b=", p)
 	}
-	if s.limit >= 0 && s.body.n < s.limit {
+	if s.limit >= 0 && s.body.N < s.limit {
 		return failf("%s l= exceeds the body", p)
 	}
-	if !bytes.Equal(bh, s.body.sum) {
+	if !bytes.Equal(bh, s.body.Sum) {
 		return failf("%s body hash mismatch", p)
 	}
 
 	buf := make([]byte, 0, 2048)
 	for _, i := range v.selectHeaders(names, inst, h.idx) {
-		buf = appendHeader(buf, s.hcanon, v.headers[i].Name, v.headers[i].Value)
+		buf = dkimsig.AppendHeader(buf, s.hcanon, v.headers[i].Name, v.headers[i].Value)
 	}
 	buf = appendSigHeader(buf, s.hcanon, v.headers[h.idx], t.find("b"))
 	digest := sha256.Sum256(buf)
@@ -604,13 +594,13 @@ func (v *Verifier) verifyAMS(ctx context.Context, inst int) *failure {
 // appendSigHeader appends the signature header being verified or made,
 // its b= value and the whitespace around it deleted, without the CRLF
 // (RFC 6376 §3.7).
-func appendSigHeader(dst []byte, c canon, h Header, b *tag) []byte {
+func appendSigHeader(dst []byte, c dkimsig.Canon, h Header, b *tag) []byte {
 	value := h.Value
 	if b != nil {
 		value = value[:b.rawStart] + value[b.rawEnd:]
 	}
-	if c == canonRelaxed {
-		return appendRelaxedHeader(dst, h.Name, value)
+	if c == dkimsig.Relaxed {
+		return dkimsig.AppendRelaxedHeader(dst, h.Name, value)
 	}
 	dst = append(dst, h.Name...)
 	dst = append(dst, ':')
@@ -677,10 +667,10 @@ func (v *Verifier) verifyAS(ctx context.Context, inst, from int) *failure {
 		for _, a := range []*arcHdr{set.aar[0], set.ams[0], set.as[0]} {
 			hd := v.headers[a.idx]
 			if i == inst-1 && a.kind == kindAS {
-				buf = appendSigHeader(buf, canonRelaxed, hd, t.find("b"))
+				buf = appendSigHeader(buf, dkimsig.Relaxed, hd, t.find("b"))
 				continue
 			}
-			buf = appendHeader(buf, canonRelaxed, hd.Name, hd.Value)
+			buf = dkimsig.AppendHeader(buf, dkimsig.Relaxed, hd.Name, hd.Value)
 		}
 	}
 	digest := sha256.Sum256(buf)

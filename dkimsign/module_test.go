@@ -10,6 +10,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/tollgate/tollgate/internal/dkimsig"
 	"github.com/tollgate/tollgate/internal/sigcrypto"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -73,7 +74,7 @@ func hop(t *testing.T, mods []milter.Module, headers []milter.Header, body strin
 		b.WriteString(f.Name + ": " + f.Value + "\r\n")
 	}
 	for _, h := range tx.Mutations.FinalHeaders(headers, false) {
-		b.WriteString(h.Name + ":" + fixLF(h.Value) + "\r\n")
+		b.WriteString(h.Name + ":" + dkimsig.FixLF(h.Value) + "\r\n")
 	}
 	return b.String() + "\r\n" + body, tx
 }

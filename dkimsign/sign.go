@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/tollgate/tollgate/internal/dkimsig"
 	"github.com/tollgate/tollgate/internal/sigcrypto"
 )
 
@@ -202,16 +203,19 @@ func Sign(keys []Key, headers []Header, bodyHash []byte, o Options) ([]string, e
 		if err != nil {
 			return nil, err
 		}
-		tags := []kv{{"v", "1"}, {"a", alg}, {"c", hc + "/" + bc}, {"d", k.Domain}, {"s", k.Selector}}
+		tags := []dkimsig.Tag{
+			{Name: "v", Value: "1"}, {Name: "a", Value: alg}, {Name: "c", Value: hc + "/" + bc},
+			{Name: "d", Value: k.Domain}, {Name: "s", Value: k.Selector},
+		}
 		if !o.NoTimestamp {
-			tags = append(tags, kv{"t", strconv.FormatInt(ts, 10)})
+			tags = append(tags, dkimsig.Tag{Name: "t", Value: strconv.FormatInt(ts, 10)})
 		}
 		if o.Expire > 0 {
-			tags = append(tags, kv{"x", strconv.FormatInt(ts+int64(o.Expire/time.Second), 10)})
+			tags = append(tags, dkimsig.Tag{Name: "x", Value: strconv.FormatInt(ts+int64(o.Expire/time.Second), 10)})
 		}
-		tags = append(tags, kv{"h", strings.Join(names, ":")},
-			kv{"bh", base64.StdEncoding.EncodeToString(bodyHash)}, kv{"b", ""})
-		data := appendHeaderNoCRLF(append([]byte(nil), signed...), hc, "DKIM-Signature", " "+renderTags(tags))
+		tags = append(tags, dkimsig.Tag{Name: "h", Value: strings.Join(names, ":")},
+			dkimsig.Tag{Name: "bh", Value: base64.StdEncoding.EncodeToString(bodyHash)}, dkimsig.Tag{Name: "b"})
+		data := appendHeaderNoCRLF(append([]byte(nil), signed...), hc, "DKIM-Signature", " "+dkimsig.Render("DKIM-Signature", tags))
 		digest := sha256.Sum256(data)
 		// RSASSA-PKCS1-v1_5 over the digest, or (RFC 8463 §3) Ed25519 over
 		// the SHA-256 hash as its message: sigcrypto does either
@@ -219,71 +223,8 @@ func Sign(keys []Key, headers []Header, bodyHash []byte, o Options) ([]string, e
 		if err != nil {
 			return nil, fmt.Errorf("dkimsign: signing with %s/%s: %w", k.Domain, k.Selector, err)
 		}
-		tags[len(tags)-1].v = base64.StdEncoding.EncodeToString(sig)
-		out = append(out, renderTags(tags))
+		tags[len(tags)-1].Value = base64.StdEncoding.EncodeToString(sig)
+		out = append(out, dkimsig.Render("DKIM-Signature", tags))
 	}
 	return out, nil
-}
-
-type kv struct{ k, v string }
-
-// renderTags lays tags out as "k=v; k=v", folded with CRLF TAB before a tag
-// that would pass column 78; h= folds at its colons and b= starts a line
-// of its own and is cut into pieces that fit, so that the text before b=
-// is the same whether b= is empty or not (the signature is computed over
-// the empty form, and with simple header canonicalization the folds count).
-func renderTags(tags []kv) string {
-	const width = 78
-	var b strings.Builder
-	col := len("DKIM-Signature: ")
-	for i, t := range tags {
-		last := i == len(tags)-1
-		item := t.k + "=" + t.v
-		if !last {
-			item += ";"
-		}
-		switch {
-		case i == 0:
-		case t.k == "b" || col+1+len(item) > width:
-			b.WriteString("\r\n\t")
-			col = 8
-		default:
-			b.WriteByte(' ')
-			col++
-		}
-		switch t.k {
-		case "b":
-			b.WriteString("b=")
-			v, n := t.v, 68
-			for len(v) > n {
-				b.WriteString(v[:n] + "\r\n\t")
-				v, n = v[n:], 70
-			}
-			b.WriteString(v)
-			if !last {
-				b.WriteByte(';')
-			}
-		case "h":
-			b.WriteString("h=")
-			col += 2
-			parts := strings.Split(t.v, ":")
-			for j, p := range parts {
-				if j < len(parts)-1 {
-					p += ":"
-				} else if !last {
-					p += ";"
-				}
-				if col+len(p) > width && j > 0 {
-					b.WriteString("\r\n\t")
-					col = 8
-				}
-				b.WriteString(p)
-				col += len(p)
-			}
-		default:
-			b.WriteString(item)
-			col += len(item)
-		}
-	}
-	return b.String()
 }

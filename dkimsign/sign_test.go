@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tollgate/tollgate/internal/dkimsig"
 	"github.com/tollgate/tollgate/internal/sigcrypto"
 
 	"github.com/emersion/go-msgauth/dkim"
@@ -143,7 +144,7 @@ func render(sigs []string, hs []Header, body string) string {
 		b.WriteString("DKIM-Signature: " + s + "\r\n")
 	}
 	for _, h := range hs {
-		b.WriteString(h.Name + ":" + fixLF(h.Value) + "\r\n")
+		b.WriteString(h.Name + ":" + dkimsig.FixLF(h.Value) + "\r\n")
 	}
 	return b.String() + "\r\n" + body
 }

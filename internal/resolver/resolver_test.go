@@ -7,7 +7,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -25,27 +24,10 @@ func isTemporary(err error) bool {
 	return errors.As(err, &de) && (de.IsTemporary || de.IsTimeout)
 }
 
-type fakeClock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *fakeClock) Add(d time.Duration) {
-	c.mu.Lock()
-	c.now = c.now.Add(d)
-	c.mu.Unlock()
-}
-
 func TestResolver(t *testing.T) {
 	srv := dnstest.Start(t)
 	srv.UDPSize = 512 // the truncation case below
-	clock := &fakeClock{now: t0}
+	clock := dnstest.NewClock(t0)
 	r := New(Options{Server: srv.Addr, Timeout: 300 * time.Millisecond, Now: clock.Now})
 	ctx := context.Background()
 

@@ -1,4 +1,4 @@
-package arc
+package dkimsig
 
 import (
 	"bytes"
@@ -8,60 +8,78 @@ import (
 	"strings"
 )
 
-type canon uint8
+// Canon is a canonicalization algorithm (RFC 6376 §3.4).
+type Canon uint8
 
+// The two algorithms: Simple is the zero value, the default of c=.
 const (
-	canonSimple canon = iota
-	canonRelaxed
+	Simple Canon = iota
+	Relaxed
 )
 
-func (c canon) String() string {
-	if c == canonRelaxed {
+func (c Canon) String() string {
+	if c == Relaxed {
 		return "relaxed"
 	}
 	return "simple"
 }
 
-// parseCanon parses a c= value "header[/body]" (RFC 6376 §3.5); a missing
+// ParseCanon parses a c= value "header[/body]" (RFC 6376 §3.5); a missing
 // body part means simple.
-func parseCanon(v string) (hdr, body canon, ok bool) {
+func ParseCanon(v string) (hdr, body Canon, ok bool) {
 	h, b, slash := strings.Cut(v, "/")
 	var okH, okB bool
 	hdr, okH = canonByName(h)
-	body, okB = canonSimple, true
+	body, okB = Simple, true
 	if slash {
 		body, okB = canonByName(b)
 	}
 	return hdr, body, okH && okB
 }
 
-func canonByName(s string) (canon, bool) {
+func canonByName(s string) (Canon, bool) {
 	switch s {
 	case "simple":
-		return canonSimple, true
+		return Simple, true
 	case "relaxed":
-		return canonRelaxed, true
+		return Relaxed, true
 	}
 	return 0, false
 }
 
-// appendHeader appends the canonical form of one header field including
+// FixLF turns the bare LF of folded values (Postfix hands them to milters
+// so) into the CRLF they are on the wire.
+func FixLF(v string) string {
+	if strings.IndexByte(v, '\n') < 0 {
+		return v
+	}
+	var b strings.Builder
+	for i := 0; i < len(v); i++ {
+		if v[i] == '\n' && (i == 0 || v[i-1] != '\r') {
+			b.WriteByte('\r')
+		}
+		b.WriteByte(v[i])
+	}
+	return b.String()
+}
+
+// AppendHeader appends the canonical form of one header field including
 // its CRLF. value is the raw text after the colon.
-func appendHeader(dst []byte, c canon, name, value string) []byte {
-	if c == canonSimple {
+func AppendHeader(dst []byte, c Canon, name, value string) []byte {
+	if c == Simple {
 		dst = append(dst, name...)
 		dst = append(dst, ':')
 		dst = append(dst, value...)
 		return append(dst, '\r', '\n')
 	}
-	return append(appendRelaxedHeader(dst, name, value), '\r', '\n')
+	return append(AppendRelaxedHeader(dst, name, value), '\r', '\n')
 }
 
-// appendRelaxedHeader appends RFC 6376 §3.4.2 relaxed "name:value" without
+// AppendRelaxedHeader appends RFC 6376 §3.4.2 relaxed "name:value" without
 // the CRLF: name lower-cased and stripped of trailing WSP, CRLF pairs
 // deleted (unfolding), WSP runs reduced to one SP, WSP at both ends of
 // the value removed.
-func appendRelaxedHeader(dst []byte, name, value string) []byte {
+func AppendRelaxedHeader(dst []byte, name, value string) []byte {
 	name = strings.TrimRight(name, " \t")
 	for i := 0; i < len(name); i++ {
 		c := name[i]
@@ -93,27 +111,27 @@ func appendRelaxedHeader(dst []byte, name, value string) []byte {
 	return dst
 }
 
-// bodyHash is one body hash being computed, possibly cut at an l= limit.
-type bodyHash struct {
-	h     hash.Hash
-	limit int64 // -1 for the whole body
-	n     int64 // canonical length seen so far, past the limit too
-	sum   []byte
+// BodyHash is one body hash being computed, possibly cut at an l= limit.
+type BodyHash struct {
+	Hash  hash.Hash
+	Limit int64  // -1 for the whole body
+	N     int64  // canonical length seen so far, past the limit too
+	Sum   []byte // the digest, once the BodyCanon feeding it is closed
 }
 
-func (b *bodyHash) write(p []byte) {
-	if b.limit >= 0 {
-		room := b.limit - b.n
+func (b *BodyHash) write(p []byte) {
+	if b.Limit >= 0 {
+		room := b.Limit - b.N
 		if room < int64(len(p)) {
 			if room > 0 {
-				b.h.Write(p[:room])
+				b.Hash.Write(p[:room])
 			}
-			b.n += int64(len(p))
+			b.N += int64(len(p))
 			return
 		}
 	}
-	b.h.Write(p)
-	b.n += int64(len(p))
+	b.Hash.Write(p)
+	b.N += int64(len(p))
 }
 
 var (
@@ -122,7 +140,7 @@ var (
 	crByte = []byte{'\r'}
 )
 
-// bodyCanon canonicalizes a body streamed in arbitrary chunks (RFC 6376
+// BodyCanon canonicalizes a body streamed in arbitrary chunks (RFC 6376
 // §3.4.3 and §3.4.4) and feeds every sink. Only CRLF ends a line; a lone
 // CR or LF is an ordinary byte, as in dkimpy and Mail::DKIM.
 //
@@ -131,9 +149,9 @@ var (
 // changes (tabs, WSP runs, trailing WSP, empty lines) is written
 // separately. Empty lines are counted, not written, until a non-empty line
 // follows, because trailing ones are dropped.
-type bodyCanon struct {
-	relaxed bool
-	sinks   []*bodyHash
+type BodyCanon struct {
+	Relaxed bool
+	Sinks   []*BodyHash
 
 	emptyLines  int  // CRLFs of empty lines not yet written
 	lineContent bool // the current line has written content
@@ -149,7 +167,7 @@ type bodyCanon struct {
 
 const stageSize = 4096
 
-func (c *bodyCanon) emit(p []byte) {
+func (c *BodyCanon) emit(p []byte) {
 	if len(p) <= 128 {
 		if len(c.stage)+len(p) > stageSize {
 			c.flush()
@@ -161,23 +179,23 @@ func (c *bodyCanon) emit(p []byte) {
 		return
 	}
 	c.flush()
-	for _, s := range c.sinks {
+	for _, s := range c.Sinks {
 		s.write(p)
 	}
 }
 
-func (c *bodyCanon) flush() {
+func (c *BodyCanon) flush() {
 	if len(c.stage) == 0 {
 		return
 	}
-	for _, s := range c.sinks {
+	for _, s := range c.Sinks {
 		s.write(c.stage)
 	}
 	c.stage = c.stage[:0]
 }
 
 // pending writes the held-back empty lines and WSP before new content.
-func (c *bodyCanon) pending() {
+func (c *BodyCanon) pending() {
 	for c.emptyLines > 0 {
 		n := c.emptyLines
 		if n > len(crlfs)/2 {
@@ -193,7 +211,7 @@ func (c *bodyCanon) pending() {
 }
 
 // eol handles one CRLF that is not part of an identity span.
-func (c *bodyCanon) eol() {
+func (c *BodyCanon) eol() {
 	c.wsp = false
 	if c.lineContent {
 		c.emit(crlfs[:2])
@@ -203,7 +221,8 @@ func (c *bodyCanon) eol() {
 	c.emptyLines++
 }
 
-func (c *bodyCanon) write(p []byte) {
+// Write feeds the next chunk of the body, cut anywhere.
+func (c *BodyCanon) Write(p []byte) {
 	if c.done || len(p) == 0 {
 		return
 	}
@@ -219,14 +238,14 @@ func (c *bodyCanon) write(p []byte) {
 			c.lineContent, c.any = true, true
 		}
 	}
-	if c.relaxed {
+	if c.Relaxed {
 		c.writeRelaxed(p, i)
 	} else {
 		c.writeSimple(p, i)
 	}
 }
 
-func (c *bodyCanon) writeSimple(p []byte, i int) {
+func (c *BodyCanon) writeSimple(p []byte, i int) {
 	n := len(p)
 	start := -1 // start of the identity span, -1 if none
 	for i < n {
@@ -289,7 +308,7 @@ var regular = func() (t [256]bool) {
 	return
 }()
 
-func (c *bodyCanon) writeRelaxed(p []byte, i int) {
+func (c *BodyCanon) writeRelaxed(p []byte, i int) {
 	n := len(p)
 	start := -1
 	for i < n {
@@ -357,9 +376,10 @@ func (c *bodyCanon) writeRelaxed(p []byte, i int) {
 	}
 }
 
-// close ends the body: a last line without CRLF gets one, trailing empty
-// lines are dropped, and an empty simple body becomes a single CRLF.
-func (c *bodyCanon) close() {
+// Close ends the body: a last line without CRLF gets one, trailing empty
+// lines are dropped, and an empty simple body becomes a single CRLF. Every
+// sink's Sum is set; later writes are ignored.
+func (c *BodyCanon) Close() {
 	if c.done {
 		return
 	}
@@ -379,13 +399,13 @@ func (c *bodyCanon) close() {
 	if c.lineContent {
 		c.emit(crlfs[:2])
 	}
-	if !c.any && !c.relaxed {
+	if !c.any && !c.Relaxed {
 		c.emit(crlfs[:2])
 	}
 	c.flush()
 	c.done = true
-	for _, s := range c.sinks {
-		s.sum = s.h.Sum(nil)
+	for _, s := range c.Sinks {
+		s.Sum = s.Hash.Sum(nil)
 	}
 }
 

@@ -1,10 +1,11 @@
-package arc
+package dkimsig
 
 import (
 	"bytes"
 	"crypto/sha256"
 	"math/rand"
 	"regexp"
+	"strings"
 	"testing"
 )
 
@@ -42,17 +43,17 @@ func refBody(body []byte, relaxed bool) []byte {
 // the canonical bytes (captured through a recording hash).
 func streamBody(body []byte, relaxed bool, chunks []int) []byte {
 	rec := &recorder{}
-	c := &bodyCanon{relaxed: relaxed, sinks: []*bodyHash{{h: rec, limit: -1}}}
+	c := &BodyCanon{Relaxed: relaxed, Sinks: []*BodyHash{{Hash: rec, Limit: -1}}}
 	for len(body) > 0 {
 		n := len(body)
 		if len(chunks) > 0 {
 			n = min(chunks[0], n)
 			chunks = chunks[1:]
 		}
-		c.write(body[:n])
+		c.Write(body[:n])
 		body = body[n:]
 	}
-	c.close()
+	c.Close()
 	return rec.Bytes()
 }
 
@@ -79,6 +80,9 @@ func TestBodyCanonTable(t *testing.T) {
 		{"   \r\n", "   \r\n", ""},
 		{"a\rb\nc", "a\rb\nc\r\n", "a\rb\nc\r\n"},
 		{"a \r", "a \r\r\n", "a \r\r\n"},
+		// WSP on a last line without CRLF stays, as dkimpy keeps it
+		{"  ", "  \r\n", " \r\n"},
+		{"a\r\n \t", "a\r\n \t\r\n", "a\r\n \r\n"},
 		{"\r\n\r\nx\r\n", "\r\n\r\nx\r\n", "\r\n\r\nx\r\n"},
 	}
 	for _, c := range cases {
@@ -140,13 +144,13 @@ func FuzzBodyCanon(f *testing.F) {
 }
 
 func TestBodyHashLimit(t *testing.T) {
-	bh := &bodyHash{h: sha256.New(), limit: 5}
-	c := &bodyCanon{relaxed: true, sinks: []*bodyHash{bh}}
-	c.write([]byte("hello  world\r\n"))
-	c.close()
+	bh := &BodyHash{Hash: sha256.New(), Limit: 5}
+	c := &BodyCanon{Relaxed: true, Sinks: []*BodyHash{bh}}
+	c.Write([]byte("hello  world\r\n"))
+	c.Close()
 	want := sha256.Sum256([]byte("hello"))
-	if !bytes.Equal(bh.sum, want[:]) || bh.n != int64(len("hello world\r\n")) {
-		t.Fatalf("limited hash wrong: n=%d", bh.n)
+	if !bytes.Equal(bh.Sum, want[:]) || bh.N != int64(len("hello world\r\n")) {
+		t.Fatalf("limited hash wrong: n=%d", bh.N)
 	}
 }
 
@@ -159,11 +163,45 @@ func TestRelaxedHeader(t *testing.T) {
 		{"X", "a\rb", "x:a\rb"},
 	}
 	for _, c := range cases {
-		if got := string(appendRelaxedHeader(nil, c.name, c.value)); got != c.want {
+		if got := string(AppendRelaxedHeader(nil, c.name, c.value)); got != c.want {
 			t.Errorf("relaxed(%q, %q) = %q, want %q", c.name, c.value, got, c.want)
 		}
 	}
-	if got := string(appendHeader(nil, canonSimple, "Subject", " a  b")); got != "Subject: a  b\r\n" {
+	if got := string(AppendHeader(nil, Simple, "Subject", " a  b")); got != "Subject: a  b\r\n" {
 		t.Errorf("simple = %q", got)
 	}
+}
+
+func FuzzHeaderCanon(f *testing.F) {
+	for _, s := range []string{" Hello   world  ", "\tHello\r\n\tworld\r\n ", "a\rb\nc", "", "\r\n \r\n"} {
+		f.Add("Subject", s)
+	}
+	f.Fuzz(func(t *testing.T, name, value string) {
+		// as Verifier.Header stores it: a bare LF is a line end
+		value = FixLF(value)
+		out := AppendRelaxedHeader(nil, name, value)
+		n, v, ok := bytes.Cut(out, []byte(":"))
+		if !ok && !strings.Contains(name, ":") {
+			t.Fatalf("no colon in %q", out)
+		}
+		if strings.Contains(name, ":") {
+			return
+		}
+		if bytes.ContainsAny(v, "\t") || bytes.Contains(v, []byte("  ")) ||
+			bytes.HasPrefix(v, []byte(" ")) || bytes.HasSuffix(v, []byte(" ")) || bytes.Contains(v, []byte("\r\n")) {
+			t.Fatalf("relaxed value %q", v)
+		}
+		if bytes.ContainsAny(n, "ABCDEFGHIJKLMNOPQRSTUVWXYZ") {
+			t.Fatalf("name %q", n)
+		}
+		// canonicalizing twice changes nothing
+		again := AppendRelaxedHeader(nil, string(n), " "+string(v))
+		if !bytes.Equal(again, out) {
+			t.Fatalf("not idempotent: %q -> %q", out, again)
+		}
+		simple := AppendHeader(nil, Simple, name, value)
+		if string(simple) != name+":"+value+"\r\n" {
+			t.Fatalf("simple %q", simple)
+		}
+	})
 }
