@@ -327,8 +327,15 @@ type identityModule struct{ seen *[]Session }
 
 func (identityModule) Name() string { return "identity" }
 func (m identityModule) Mail(_ context.Context, t *Txn) error {
-	*m.seen = append(*m.seen, Session{ID: t.Session.ID, Identity: t.Session.Identity, Vars: clone(t.Session.Vars)})
+	seen := Session{ID: t.Session.ID, Identity: t.Session.Identity, Vars: clone(t.Session.Vars)}
+	// a session fact (iprev's result, SPF's HELO verdict live there) as
+	// the previous SMTP session left it, if it did
+	if v, ok := t.Session.Fact("identity").(string); ok {
+		seen.SetFact("identity", v)
+	}
+	*m.seen = append(*m.seen, seen)
 	t.Session.Vars["acl_c_seen"] = "yes"
+	t.Session.SetFact("identity", "iprev=pass for "+t.Session.Identity.ClientAddr.String())
 	return nil
 }
 
@@ -376,8 +383,8 @@ func TestQuitNewConnectionStartsAfresh(t *testing.T) {
 		t.Fatalf("first session: %+v", a.Identity)
 	}
 	if b.ID == a.ID || b.Identity.AuthLogin != "" || b.Identity.AuthMechanism != "" || b.Identity.Helo != "outside.example.com" || b.Identity.ClientAddr.String() != "198.51.100.7" ||
-		b.Identity.ClientName == "trusted.example.net" || len(b.Vars) != 0 {
-		t.Errorf("second session kept the first's state: id %d/%d %+v vars %v", a.ID, b.ID, b.Identity, b.Vars)
+		b.Identity.ClientName == "trusted.example.net" || len(b.Vars) != 0 || b.Fact("identity") != nil {
+		t.Errorf("second session kept the first's state: id %d/%d %+v vars %v fact %v", a.ID, b.ID, b.Identity, b.Vars, b.Fact("identity"))
 	}
 	if got := testutil.ToFloat64(ts.metrics.Sessions); got != 2 {
 		t.Errorf("sessions_total = %v, want 2", got)
