@@ -155,31 +155,7 @@ func TestCDBItemsInEveryListKind(t *testing.T) {
 		t.Fatal(err)
 	}
 	dir := t.TempDir()
-	inFile := writeFile(t, dir, "with-cdb", "!198.51.100.1\ncdb:"+db+"\n")
-	runMatchCases(t, "hosts", "", []matchCase{{
-		list:    "[\"cdb:" + db + "\"]",
-		match:   []string{"192.0.2.7", "::ffff:192.0.2.7", "2001:db8::25", "2001:0db8:0::25"},
-		noMatch: []string{"192.0.2.8", "2001:db8::26", ""},
-	}, {
-		list:    "[file:" + inFile + "]",
-		match:   []string{"192.0.2.7"},
-		noMatch: []string{"198.51.100.1"},
-	}})
-	runMatchCases(t, "domains", "", []matchCase{{
-		list:    "[\"!cdb:" + db + "\", \"*\"]",
-		match:   []string{"example.net", "sub.example.org"},
-		noMatch: []string{"example.org", "Example.ORG.", "relay.example.net"},
-	}})
-	runMatchCases(t, "addresses", "", []matchCase{{
-		list:    "[\"cdb:" + db + "\"]",
-		match:   []string{"alice@example.com", "Alice@Example.com"},
-		noMatch: []string{"bob@example.com", "", "alice@example.com."},
-	}})
-	runMatchCases(t, "patterns", "", []matchCase{{
-		list:    "[\"cdb:" + db + "\"]",
-		match:   []string{"bob", "BOB"},
-		noMatch: []string{"alice", ""},
-	}})
+	databaseItemsInEveryListKind(t, "cdb", db, nil)
 	notCDB := writeFile(t, dir, "not.cdb", "example.org\n")
 	runListErrorCases(t, "domains", []listErrorCase{
 		{"missing", "list: [\"cdb:" + dir + "/none.cdb\"]\n", []string{
@@ -192,6 +168,40 @@ func TestCDBItemsInEveryListKind(t *testing.T) {
 			"t.yaml:1: cdb:lists.cdb: the path must be absolute (the daemon's working directory is not the configuration's)",
 		}},
 	})
+}
+
+// databaseItemsInEveryListKind runs the match cases every key-lookup
+// database item (cdb:, lmdb:) must pass, over testdata's lists.txt loaded
+// into db: host lists by exact IP (also inside a file: list), domain lists
+// (negated), address and pattern lists; extraDomains are domains the kind
+// must match besides.
+func databaseItemsInEveryListKind(t *testing.T, kind, db string, extraDomains []string) {
+	t.Helper()
+	inFile := writeFile(t, t.TempDir(), "with-"+kind, "!198.51.100.1\n"+kind+":"+db+"\n")
+	runMatchCases(t, "hosts", "", []matchCase{{
+		list:    "[\"" + kind + ":" + db + "\"]",
+		match:   []string{"192.0.2.7", "::ffff:192.0.2.7", "2001:db8::25", "2001:0db8:0::25"},
+		noMatch: []string{"192.0.2.8", "2001:db8::26", ""},
+	}, {
+		list:    "[file:" + inFile + "]",
+		match:   []string{"192.0.2.7"},
+		noMatch: []string{"198.51.100.1"},
+	}})
+	runMatchCases(t, "domains", "", []matchCase{{
+		list:    "[\"!" + kind + ":" + db + "\", \"*\"]",
+		match:   append([]string{"example.net", "sub.example.org"}, extraDomains...),
+		noMatch: []string{"example.org", "Example.ORG.", "relay.example.net"},
+	}})
+	runMatchCases(t, "addresses", "", []matchCase{{
+		list:    "[\"" + kind + ":" + db + "\"]",
+		match:   []string{"alice@example.com", "Alice@Example.com"},
+		noMatch: []string{"bob@example.com", "", "alice@example.com."},
+	}})
+	runMatchCases(t, "patterns", "", []matchCase{{
+		list:    "[\"" + kind + ":" + db + "\"]",
+		match:   []string{"bob", "BOB"},
+		noMatch: []string{"alice", ""},
+	}})
 }
 
 // A 100,000-line file list of exact domains holds a few megabytes (the

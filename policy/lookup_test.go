@@ -32,31 +32,7 @@ func testMDB(t testing.TB) string {
 func TestLMDBItemsInEveryListKind(t *testing.T) {
 	db := testMDB(t)
 	dir := t.TempDir()
-	inFile := writeFile(t, dir, "with-lmdb", "!198.51.100.1\nlmdb:"+db+"\n")
-	runMatchCases(t, "hosts", "", []matchCase{{
-		list:    "[\"lmdb:" + db + "\"]",
-		match:   []string{"192.0.2.7", "::ffff:192.0.2.7", "2001:db8::25", "2001:0db8:0::25"},
-		noMatch: []string{"192.0.2.8", "2001:db8::26", ""},
-	}, {
-		list:    "[file:" + inFile + "]",
-		match:   []string{"192.0.2.7"},
-		noMatch: []string{"198.51.100.1"},
-	}})
-	runMatchCases(t, "domains", "", []matchCase{{
-		list:    "[\"!lmdb:" + db + "\", \"*\"]",
-		match:   []string{"example.net", "sub.example.org", "mixed.case.example"},
-		noMatch: []string{"example.org", "Example.ORG.", "relay.example.net"},
-	}})
-	runMatchCases(t, "addresses", "", []matchCase{{
-		list:    "[\"lmdb:" + db + "\"]",
-		match:   []string{"alice@example.com", "Alice@Example.com"},
-		noMatch: []string{"bob@example.com", "", "alice@example.com."},
-	}})
-	runMatchCases(t, "patterns", "", []matchCase{{
-		list:    "[\"lmdb:" + db + "\"]",
-		match:   []string{"bob", "BOB"},
-		noMatch: []string{"alice", ""},
-	}})
+	databaseItemsInEveryListKind(t, "lmdb", db, []string{"mixed.case.example"})
 	notLMDB := writeFile(t, dir, "not.mdb", strings.Repeat("example.org\n", 1000))
 	runListErrorCases(t, "domains", []listErrorCase{
 		{"missing", "list: [\"lmdb:" + dir + "/none.mdb\"]\n", []string{

@@ -107,37 +107,43 @@ for svc in spamd spamassassin rspamd prometheus; do
 	service "$svc" stop >/dev/null 2>&1 || true
 done
 
-# One .deb per package in the cache; the tests need no apt at run time. A
-# fresh machine's package lists may be empty: update them once if apt knows
-# no candidate.
-sendmail_stale=()
-for p in "${sendmail_debs[@]}"; do
-	if ! compgen -G "$sendmail_cache/${p}_*.deb" >/dev/null; then
-		sendmail_stale+=("$p")
-	fi
-done
-if [ "${#sendmail_stale[@]}" -gt 0 ]; then
+# download_debs CACHE PKG...: one .deb per package in CACHE, downloaded
+# and never installed (the tests unpack them privately); the tests need no
+# apt at run time. A fresh machine's package lists may be empty: update them
+# once if apt knows no candidate.
+download_debs() {
+	local cache=$1
+	shift
+	local stale=() p log tmp
+	for p in "$@"; do
+		if ! compgen -G "$cache/${p}_*.deb" >/dev/null; then
+			stale+=("$p")
+		fi
+	done
+	[ "${#stale[@]}" -gt 0 ] || return 0
 	log=$(mktemp)
 	tmp=$(mktemp -d)
 	cleanup+=("$log" "$tmp")
-	if ! apt-cache policy sendmail-bin 2>/dev/null | grep -q 'Candidate: [0-9]'; then
+	if ! apt-cache policy "$1" 2>/dev/null | grep -q 'Candidate: [0-9]'; then
 		apt-get update >"$log" 2>&1 || { cat "$log" >&2; echo "install-test-deps: apt-get update failed" >&2; exit 1; }
 	fi
 	# apt-get download writes into the working directory; as root it warns
 	# that the download is unsandboxed unless _apt can write there.
 	chmod 755 "$tmp"
 	chown _apt "$tmp" 2>/dev/null || true
-	if ! (cd "$tmp" && apt-get download "${sendmail_debs[@]}") >"$log" 2>&1; then
+	if ! (cd "$tmp" && apt-get download "$@") >"$log" 2>&1; then
 		cat "$log" >&2
-		echo "install-test-deps: downloading ${sendmail_debs[*]} failed" >&2
+		echo "install-test-deps: downloading $* failed" >&2
 		exit 1
 	fi
-	mkdir -p "$sendmail_cache"
-	rm -f "$sendmail_cache"/*.deb
-	mv "$tmp"/*.deb "$sendmail_cache"/
-	chmod 644 "$sendmail_cache"/*.deb
-	did+=("downloaded ${sendmail_debs[*]} into $sendmail_cache")
-fi
+	mkdir -p "$cache"
+	rm -f "$cache"/*.deb
+	mv "$tmp"/*.deb "$cache"/
+	chmod 644 "$cache"/*.deb
+	did+=("downloaded $* into $cache")
+}
+
+download_debs "$sendmail_cache" "${sendmail_debs[@]}"
 
 # Exim 4.96 (srs/: its native SRS scheme), downloaded and never installed
 # (exim4-daemon-heavy conflicts with postfix): the e2e tests unpack the debs
@@ -146,32 +152,7 @@ fi
 # with eximDebs in srs/exim_e2e_test.go.
 exim_debs=(exim4-daemon-heavy exim4-base exim4-config libmariadb3 libidn12 libspf2-2 mariadb-common)
 exim_cache=/var/cache/tollgate-tests/exim
-exim_stale=()
-for p in "${exim_debs[@]}"; do
-	if ! compgen -G "$exim_cache/${p}_*.deb" >/dev/null; then
-		exim_stale+=("$p")
-	fi
-done
-if [ "${#exim_stale[@]}" -gt 0 ]; then
-	log=$(mktemp)
-	tmp=$(mktemp -d)
-	cleanup+=("$log" "$tmp")
-	if ! apt-cache policy exim4-daemon-heavy 2>/dev/null | grep -q 'Candidate: [0-9]'; then
-		apt-get update >"$log" 2>&1 || { cat "$log" >&2; echo "install-test-deps: apt-get update failed" >&2; exit 1; }
-	fi
-	chmod 755 "$tmp"
-	chown _apt "$tmp" 2>/dev/null || true
-	if ! (cd "$tmp" && apt-get download "${exim_debs[@]}") >"$log" 2>&1; then
-		cat "$log" >&2
-		echo "install-test-deps: downloading ${exim_debs[*]} failed" >&2
-		exit 1
-	fi
-	mkdir -p "$exim_cache"
-	rm -f "$exim_cache"/*.deb
-	mv "$tmp"/*.deb "$exim_cache"/
-	chmod 644 "$exim_cache"/*.deb
-	did+=("downloaded ${exim_debs[*]} into $exim_cache")
-fi
+download_debs "$exim_cache" "${exim_debs[@]}"
 if ! getent passwd Debian-exim >/dev/null; then
 	useradd --system --user-group --no-create-home --home-dir /var/spool/exim4 --shell /usr/sbin/nologin Debian-exim
 	did+=("added the system user Debian-exim")
