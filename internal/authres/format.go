@@ -14,6 +14,7 @@ package authres
 
 import (
 	"net/netip"
+	"slices"
 	"strings"
 )
 
@@ -38,19 +39,14 @@ var methodOrder = map[string]int{"auth": 1, "iprev": 2, "spf": 3, "dkim": 4, "dm
 // Sort orders results by method (auth, iprev, spf, dkim, dmarc, arc, then
 // any other), keeping the order of one method's results.
 func Sort(rs []Result) []Result {
-	out := make([]Result, len(rs))
-	copy(out, rs)
 	rank := func(m string) int {
 		if r, ok := methodOrder[m]; ok {
 			return r
 		}
 		return len(methodOrder) + 1
 	}
-	for i := 1; i < len(out); i++ { // insertion sort: stable, and a handful of results
-		for j := i; j > 0 && rank(out[j].Method) < rank(out[j-1].Method); j-- {
-			out[j], out[j-1] = out[j-1], out[j]
-		}
-	}
+	out := slices.Clone(rs)
+	slices.SortStableFunc(out, func(a, b Result) int { return rank(a.Method) - rank(b.Method) })
 	return out
 }
 
