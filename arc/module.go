@@ -97,7 +97,6 @@ func (m *Module) Needs() milter.Needs {
 
 type state struct {
 	v   *Verifier
-	eoh bool
 	res *Result
 }
 
@@ -105,7 +104,8 @@ func (m *Module) state(t *milter.Txn) *state {
 	if st, ok := t.State("arc").(*state); ok {
 		return st
 	}
-	st := &state{v: NewVerifier(VerifyOptions{Resolver: m.o.Resolver, Keys: m.keys, MinRSABits: m.o.MinRSABits, VerifyOnly: len(m.o.Seal) == 0 || m.o.NoSealRule})}
+	st := &state{v: NewVerifier(VerifyOptions{Resolver: m.o.Resolver, Keys: m.keys, MinRSABits: m.o.MinRSABits,
+		VerifyOnly: len(m.o.Seal) == 0 || m.o.NoSealRule, Bodies: t.BodyHashes()})}
 	t.SetState("arc", st)
 	return st
 }
@@ -120,13 +120,10 @@ func (m *Module) Header(_ context.Context, t *milter.Txn, h milter.Header) error
 	return nil
 }
 
-func (m *Module) Body(_ context.Context, t *milter.Txn, chunk []byte) error {
-	st := m.state(t)
-	if !st.eoh {
-		st.v.EndOfHeaders()
-		st.eoh = true
-	}
-	st.v.Body(chunk)
+// EndOfHeaders reads the chain and asks for the body hashes its AMSs and
+// the seal need; the milter computes them, shared with DKIM.
+func (m *Module) EndOfHeaders(_ context.Context, t *milter.Txn) error {
+	m.state(t).v.EndOfHeaders()
 	return nil
 }
 
@@ -134,10 +131,6 @@ func (m *Module) Body(_ context.Context, t *milter.Txn, chunk []byte) error {
 // trouble, is a fail with a reason: never a module failure, never a deferral.
 func (m *Module) EndOfMessage(ctx context.Context, t *milter.Txn) error {
 	st := m.state(t)
-	if !st.eoh {
-		st.v.EndOfHeaders()
-		st.eoh = true
-	}
 	ctx, cancel := context.WithTimeout(ctx, m.o.Timeout)
 	defer cancel()
 	start := time.Now()

@@ -9,6 +9,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/tollgate/tollgate/internal/miltertest"
 	"github.com/tollgate/tollgate/milter"
 )
 
@@ -35,7 +36,7 @@ func milterHop(t *testing.T, m *Module, headers []milter.Header, body string, si
 		milter.RemoveForgedAuthResults(tx, arCfg, h)
 		m.Header(ctx, tx, h)
 	}
-	m.Body(ctx, tx, []byte(body))
+	miltertest.Body(ctx, tx, []milter.Module{m}, []byte(body))
 	m.EndOfMessage(ctx, tx)
 	milter.WriteAuthResults(tx, arCfg)
 	if err := m.Finalize(ctx, tx, milter.Decision{Verdict: milter.Accept}); err != nil {

@@ -3,6 +3,7 @@ package arc
 import (
 	"bytes"
 	"context"
+	"crypto"
 	"crypto/sha256"
 	"errors"
 	"fmt"
@@ -101,6 +102,10 @@ type VerifyOptions struct {
 	// VerifyOnly skips the relaxed body hash that Seal needs; Seal then
 	// returns ErrNotPrepared.
 	VerifyOnly bool
+	// Bodies, if set, is the message's shared body hashing (the milter's):
+	// the Verifier asks it for its hashes and its owner feeds and closes
+	// it. Without it the Verifier hashes what Body is given itself.
+	Bodies *dkimsig.BodyHashes
 }
 
 var (
@@ -152,7 +157,8 @@ type Verifier struct {
 	hdrInst  []int     // per header: its ARC instance, 0 if none
 	sets     []arcSet  // index 0 is instance 1; nil when N is out of range
 	n        int
-	canons   [2]*dkimsig.BodyCanon
+	bodies   *dkimsig.BodyHashes
+	feeds    bool // the Verifier feeds bodies itself (not shared)
 	sealBody *dkimsig.BodyHash
 
 	result *Result
@@ -180,7 +186,11 @@ func NewVerifier(opts VerifyOptions) *Verifier {
 	if opts.MaxClockSkew <= 0 {
 		opts.MaxClockSkew = time.Hour
 	}
-	return &Verifier{opts: opts}
+	v := &Verifier{opts: opts, bodies: opts.Bodies}
+	if v.bodies == nil {
+		v.bodies, v.feeds = new(dkimsig.BodyHashes), true
+	}
+	return v
 }
 
 // Header adds the next header field. Bare LF in a value is taken as CRLF,
@@ -207,9 +217,6 @@ func arcKindOf(name string) (arcKind, bool) {
 	}
 	return 0, false
 }
-
-// newBodyHash makes the hash of a body hash; a test counts what it is fed.
-var newBodyHash = sha256.New
 
 // EndOfHeaders parses the chain and sets up the body hashes: one
 // canonicalization pass per body canonicalization in use, feeding one
@@ -275,19 +282,13 @@ func (v *Verifier) EndOfHeaders() {
 	}
 }
 
+// bodySink is nil only when asked after the body started, which the
+// milter's EndOfHeaders hook rules out.
 func (v *Verifier) bodySink(c dkimsig.Canon, limit int64) *dkimsig.BodyHash {
-	bc := v.canons[c]
-	if bc == nil {
-		bc = &dkimsig.BodyCanon{Relaxed: c == dkimsig.Relaxed}
-		v.canons[c] = bc
+	s, err := v.bodies.Need(c, crypto.SHA256, limit)
+	if err != nil {
+		return nil
 	}
-	for _, s := range bc.Sinks {
-		if s.Limit == limit {
-			return s
-		}
-	}
-	s := &dkimsig.BodyHash{Hash: newBodyHash(), Limit: limit}
-	bc.Sinks = append(bc.Sinks, s)
 	return s
 }
 
@@ -311,7 +312,9 @@ func (v *Verifier) prepareAMS(s *arcSet) {
 		}
 		s.limit = n
 	}
-	s.body = v.bodySink(s.bcanon, s.limit)
+	if s.body = v.bodySink(s.bcanon, s.limit); s.body == nil {
+		s.prepErr = "body hash asked for too late"
+	}
 }
 
 // Body adds the next body chunk (CRLF line endings, any chunk size).
@@ -319,14 +322,10 @@ func (v *Verifier) Body(chunk []byte) {
 	if !v.eoh {
 		v.EndOfHeaders()
 	}
-	if v.bodyDone {
+	if v.bodyDone || !v.feeds {
 		return
 	}
-	for _, c := range v.canons {
-		if c != nil {
-			c.Write(chunk)
-		}
-	}
+	v.bodies.Write(chunk)
 }
 
 func (v *Verifier) finishBody() {
@@ -334,11 +333,7 @@ func (v *Verifier) finishBody() {
 		return
 	}
 	v.bodyDone = true
-	for _, c := range v.canons {
-		if c != nil {
-			c.Close()
-		}
-	}
+	v.bodies.Close() // a shared one is closed already: nothing happens
 }
 
 type failure struct {

@@ -1,8 +1,6 @@
 package dkimsign
 
 import (
-	"crypto/sha256"
-
 	"github.com/tollgate/tollgate/internal/dkimsig"
 )
 
@@ -12,30 +10,12 @@ const (
 	canonRelaxed = "relaxed"
 )
 
-// bodyHasher canonicalises a body as it streams in, in chunks cut anywhere,
-// and hashes it with SHA-256: dkimsig's canonicalization, the one ARC
-// seals with, feeding one whole-body hash.
-type bodyHasher struct {
-	canon dkimsig.BodyCanon
-	hash  dkimsig.BodyHash
-}
-
-func newBodyHasher(canon string) *bodyHasher {
-	b := &bodyHasher{hash: dkimsig.BodyHash{Hash: sha256.New(), Limit: -1}}
-	b.canon = dkimsig.BodyCanon{Relaxed: canon == canonRelaxed, Sinks: []*dkimsig.BodyHash{&b.hash}}
-	return b
-}
-
-func (b *bodyHasher) Write(p []byte) (int, error) {
-	b.canon.Write(p)
-	return len(p), nil
-}
-
-// Sum ends the body and returns its hash: a last line without CRLF gets
-// one, trailing empty lines go, and an empty simple body is one CRLF.
-func (b *bodyHasher) Sum() []byte {
-	b.canon.Close()
-	return b.hash.Sum
+// bodyCanon is the dkimsig canonicalization named c (default relaxed).
+func bodyCanon(c string) dkimsig.Canon {
+	if canonOr(c) == canonSimple {
+		return dkimsig.Simple
+	}
+	return dkimsig.Relaxed
 }
 
 // appendHeader appends one header field canonicalised, with its CRLF.

@@ -9,7 +9,9 @@
 // knows the final header fields (Authentication-Results, the policy's
 // added and removed fields, other modules' changes are settled only after
 // the data ACL), and go-msgauth cannot take a body hash computed earlier.
-// So the body is canonicalised and hashed as it streams in (bodyHasher),
+// So the body is canonicalised and hashed as it streams in (the milter's
+// shared body hashes, Txn.BodyHash: one pass per canonicalization and
+// message, shared with DKIM and ARC verification and the ARC seal),
 // nothing of it is kept, and the DKIM-Signature is assembled at Finalize
 // from the final header fields and that hash. go-msgauth's verifier checks
 // the result in the tests, beside dkimpy, OpenDKIM and Mail::DKIM.

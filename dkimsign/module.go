@@ -2,12 +2,16 @@ package dkimsign
 
 import (
 	"context"
+	"crypto"
+	"errors"
+	"fmt"
 	"log/slog"
 	"net/mail"
 	"strings"
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/tollgate/tollgate/internal/dkimsig"
 	"github.com/tollgate/tollgate/milter"
 )
 
@@ -39,8 +43,8 @@ type ModuleOptions struct {
 	Log        *slog.Logger
 }
 
-// Module hashes the body of every message a rule may mark as it streams,
-// and signs the accepted messages marked dkim_sign.
+// Module has the body of every message a rule may mark hashed as it
+// streams, and signs the accepted messages marked dkim_sign.
 type Module struct{ o ModuleOptions }
 
 func NewModule(o ModuleOptions) *Module {
@@ -61,20 +65,18 @@ func (m *Module) Needs() milter.Needs {
 	return milter.Needs{Headers: true, Body: true, Actions: milter.ActAddHeader}
 }
 
-func (m *Module) hasher(t *milter.Txn) *bodyHasher {
-	if h, ok := t.State(name).(*bodyHasher); ok {
-		return h
-	}
-	h := newBodyHasher(canonOr(m.o.Sign.BodyCanon))
-	t.SetState(name, h)
-	return h
-}
-
-func (m *Module) Body(_ context.Context, t *milter.Txn, chunk []byte) error {
+// EndOfHeaders asks for the body hash a signature needs: the milter
+// computes it as the body streams, once for every module that needs the
+// same canonicalization (DKIM and ARC verification, the ARC seal).
+func (m *Module) EndOfHeaders(_ context.Context, t *milter.Txn) error {
 	if m.o.NoSignRule || len(m.o.Keys) == 0 {
 		return nil
 	}
-	_, _ = m.hasher(t).Write(chunk)
+	h, err := t.BodyHash(bodyCanon(m.o.Sign.BodyCanon), crypto.SHA256, -1)
+	if err != nil {
+		return fmt.Errorf("dkimsign: %w", err)
+	}
+	t.SetState(name, h)
 	return nil
 }
 
@@ -98,7 +100,12 @@ func (m *Module) Finalize(_ context.Context, t *milter.Txn, d milter.Decision) e
 		m.o.Log.Warn("no DKIM key for the signing domain; not signed", "queue_id", t.QueueID, "domain", domain)
 		return nil
 	}
-	sigs, err := Sign(keys, headers, m.hasher(t).Sum(), m.o.Sign)
+	body, ok := t.State(name).(*dkimsig.BodyHash)
+	if !ok || body.Sum == nil {
+		m.o.Metrics.Sign.WithLabelValues("error").Inc()
+		return errors.New("dkimsign: the body was not hashed")
+	}
+	sigs, err := Sign(keys, headers, body.Sum, m.o.Sign)
 	if err != nil {
 		m.o.Metrics.Sign.WithLabelValues("error").Inc()
 		return err // a key that cannot sign: on_error decides

@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/tollgate/tollgate/arc"
+	"github.com/tollgate/tollgate/internal/miltertest"
 	"github.com/tollgate/tollgate/milter"
 )
 
@@ -49,13 +50,8 @@ func hop(t *testing.T, mods []milter.Module, headers []milter.Header, body strin
 			}
 		}
 	}
-	for _, m := range mods {
-		if b, ok := m.(milter.BodyHook); ok {
-			// in two chunks, cut inside a line
-			b.Body(ctx, tx, []byte(body[:len(body)/2]))
-			b.Body(ctx, tx, []byte(body[len(body)/2:]))
-		}
-	}
+	// in two chunks, cut inside a line
+	miltertest.Body(ctx, tx, mods, []byte(body[:len(body)/2]), []byte(body[len(body)/2:]))
 	for _, m := range mods {
 		if e, ok := m.(milter.EndOfMessageHook); ok {
 			e.EndOfMessage(ctx, tx)

@@ -16,6 +16,7 @@ import (
 	"github.com/tollgate/tollgate/feature"
 	"github.com/tollgate/tollgate/internal/authres"
 	"github.com/tollgate/tollgate/internal/dnstest"
+	"github.com/tollgate/tollgate/internal/miltertest"
 	"github.com/tollgate/tollgate/internal/resolver"
 	"github.com/tollgate/tollgate/milter"
 )
@@ -41,11 +42,7 @@ func hop(t *testing.T, mods []milter.Module, headers []milter.Header, body strin
 			}
 		}
 	}
-	for _, m := range mods {
-		if bh, ok := m.(milter.BodyHook); ok {
-			bh.Body(ctx, tx, []byte(body))
-		}
-	}
+	miltertest.Body(ctx, tx, mods, []byte(body))
 	if before != nil {
 		before(tx)
 	}
@@ -201,7 +198,7 @@ func TestARCOverride(t *testing.T) {
 		for _, h := range headers {
 			sealer.Header(ctx, tx, h)
 		}
-		sealer.Body(ctx, tx, []byte("original\r\n"))
+		miltertest.Body(ctx, tx, []milter.Module{sealer}, []byte("original\r\n"))
 		sealer.EndOfMessage(ctx, tx)
 		for _, r := range hopResults {
 			tx.AddAuthResult(r)

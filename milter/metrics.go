@@ -29,6 +29,9 @@ type Metrics struct {
 	ProxySessions       *prometheus.CounterVec // kind
 	UntrustedLogins     prometheus.Counter
 	ForgedAuthResults   prometheus.Counter
+	// BodyCanonicalizations counts body canonicalization passes: at most
+	// one per canonicalization and message, however many modules share it.
+	BodyCanonicalizations *prometheus.CounterVec // canon: simple, relaxed
 	// ListReloads counts the policy rebuilt because a list or lookup file
 	// changed (not SIGHUP): ok, or error (the previous contents stay).
 	ListReloads *prometheus.CounterVec // result
@@ -95,12 +98,15 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "XCLIENT logins that arrived off the proxy path and were not taken as authentication."}),
 		ForgedAuthResults: prometheus.NewCounter(prometheus.CounterOpts{Namespace: "tollgate", Name: "forged_authresults_removed_total",
 			Help: "Incoming Authentication-Results header fields that claimed our authserv-id, removed."}),
+		BodyCanonicalizations: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "tollgate", Name: "body_canonicalizations_total",
+			Help: "Message bodies canonicalized and hashed, by canonicalization (simple, relaxed): one pass per message and canonicalization, shared by DKIM and ARC verification, DKIM signing and the ARC seal."}, []string{"canon"}),
 		ConfigLastOK: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: "tollgate", Name: "config_last_reload_successful",
 			Help: "1 if the last configuration (re)load succeeded, 0 if the old configuration is still in use."}),
 	}
 	reg.MustRegister(m.SessionsActive, m.Sessions, m.Messages, m.Recipients, m.StageDuration, m.ModuleDuration,
 		m.ModuleErrors, m.PolicyDecisions, m.PolicyErrors, m.PolicyUnknownValues, m.MessageBytes, m.ProtocolWarnings, m.MTAErrors,
-		m.ConfigReloads, m.ConfigLastReload, m.ConfigLastOK, m.ProxySessions, m.UntrustedLogins, m.ForgedAuthResults, m.ListReloads, m.LookupErrors)
+		m.ConfigReloads, m.ConfigLastReload, m.ConfigLastOK, m.ProxySessions, m.UntrustedLogins, m.ForgedAuthResults, m.ListReloads, m.LookupErrors,
+		m.BodyCanonicalizations)
 	m.registerWire(reg)
 	m.registerMonitor(reg)
 	for _, k := range []string{"handoff", "proxied", "without_xclient"} {
@@ -117,6 +123,9 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	}
 	for _, r := range []string{"ok", "error"} {
 		m.ListReloads.WithLabelValues(r)
+	}
+	for _, c := range []string{"simple", "relaxed"} {
+		m.BodyCanonicalizations.WithLabelValues(c)
 	}
 	for _, k := range []string{"cdb", "lmdb"} {
 		m.LookupErrors.WithLabelValues(k)

@@ -37,6 +37,14 @@ type HeaderHook interface {
 	Header(ctx context.Context, t *Txn, h Header) error
 }
 
+// EndOfHeadersHook runs once per message after the last header field and
+// before any of the body reaches anyone (at end of message when the body is
+// empty): where a module asks for the body hashes it needs
+// (Txn.BodyHash), which the milter computes once for every module.
+type EndOfHeadersHook interface {
+	EndOfHeaders(ctx context.Context, t *Txn) error
+}
+
 // BodyHook sees the body in chunks as they stream in; a chunk is only valid
 // during the call.
 type BodyHook interface {

@@ -246,8 +246,10 @@ func (s *Server) newConnection(_ uint32, actions gomilter.OptAction, protocol go
 	for _, m := range rt.Modules() {
 		_, h := m.(HeaderHook)
 		_, b := m.(BodyHook)
+		_, e := m.(EndOfHeadersHook)
 		c.headerHooks = c.headerHooks || h
 		c.bodyHooks = c.bodyHooks || b
+		c.eohHooks = c.eohHooks || e
 	}
 	s.active.Add(1)
 	s.metrics.SessionsActive.Inc()

@@ -27,7 +27,7 @@ type connection struct {
 	keepHeaders  bool
 	// Whether any module streams headers or the body: without one, those
 	// callbacks only count bytes.
-	headerHooks, bodyHooks bool
+	headerHooks, bodyHooks, eohHooks bool
 	// pending is the first failure or rejection seen while headers and body
 	// streamed; those stages send no reply, so it is decided at end of message.
 	pending *Decision
@@ -326,7 +326,12 @@ func (c *connection) BodyChunk(chunk []byte, m gomilter.Modifier) (*gomilter.Res
 		return gomilter.RespContinue, nil
 	}
 	t.BodyBytes += int64(len(chunk))
-	if !c.bodyHooks || c.overLimit != nil {
+	if c.overLimit != nil || c.mon.decided() {
+		return gomilter.RespContinue, nil
+	}
+	c.endOfHeaders(t)
+	t.WriteBody(chunk)
+	if !c.bodyHooks {
 		return gomilter.RespContinue, nil
 	}
 	c.stream(StageBody, func(mod Module) hook {
@@ -337,6 +342,40 @@ func (c *connection) BodyChunk(chunk []byte, m gomilter.Modifier) (*gomilter.Res
 		return func(ctx context.Context) error { return b.Body(ctx, t, chunk) }
 	})
 	return gomilter.RespContinue, nil
+}
+
+// endOfHeaders runs the EndOfHeaders hooks once per message, before the
+// body reaches anyone; their failures are kept for end of message, as
+// streamed ones are.
+func (c *connection) endOfHeaders(t *Txn) {
+	if t.eohDone {
+		return
+	}
+	t.eohDone = true
+	if !c.eohHooks {
+		return
+	}
+	for _, mod := range c.sess.runtime.Modules() {
+		d, failed := c.callModule(StageHeader, mod, func(mod Module) hook {
+			h, ok := mod.(EndOfHeadersHook)
+			if !ok {
+				return nil
+			}
+			return func(ctx context.Context) error { return h.EndOfHeaders(ctx, t) }
+		})
+		if failed && c.pending == nil {
+			c.pending = &d
+		}
+	}
+}
+
+// endBody closes the shared body hashes before the end-of-message hooks
+// read them, and counts the canonicalization passes that ran.
+func (c *connection) endBody(t *Txn) {
+	c.endOfHeaders(t)
+	for _, canon := range t.EndBody() {
+		c.srv.metrics.BodyCanonicalizations.WithLabelValues(canon.String()).Inc()
+	}
 }
 
 // stream runs header or body hooks. Their failures are kept for end of message.
@@ -390,6 +429,7 @@ func (c *connection) EndOfMessage(m gomilter.Modifier) (*gomilter.Response, erro
 	}
 	start := time.Now()
 	stopProgress := c.keepAlive(m)
+	c.endBody(t)
 	var d Decision
 	if c.pending != nil && c.pending.Final() {
 		d = *c.pending

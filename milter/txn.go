@@ -1,10 +1,12 @@
 package milter
 
 import (
+	"crypto"
 	"strings"
 	"time"
 
 	"github.com/tollgate/tollgate/internal/authres"
+	"github.com/tollgate/tollgate/internal/dkimsig"
 )
 
 // Session is one milter connection, which is one SMTP connection.
@@ -72,6 +74,9 @@ type Txn struct {
 	state        map[string]any
 	facts        map[string]any
 
+	bodies  dkimsig.BodyHashes
+	eohDone bool // EndOfHeaders hooks have run
+
 	authResults      []authres.Result
 	authResultsValue string
 	nAuthResults     int // Authentication-Results fields seen, for their index
@@ -112,6 +117,32 @@ func KeepTxnFacts[F any](t *Txn, feature string) *F {
 	}
 	return f
 }
+
+// BodyHash asks for the hash of the body canonicalized with c and hashed
+// with h, over its first limit canonical bytes (-1: all of it): DKIM's and
+// ARC's body hashes. Every module asking for the same one gets the same
+// BodyHash, and each canonicalization runs once per message however many
+// modules need it. Ask in an EndOfHeaders hook; the Sum is there from the
+// EndOfMessage hooks on.
+func (t *Txn) BodyHash(c dkimsig.Canon, h crypto.Hash, limit int64) (*dkimsig.BodyHash, error) {
+	return t.bodies.Need(c, h, limit)
+}
+
+// BodyHashes is the message's shared body hashing, for a verifier that
+// asks for its hashes itself (ARC asks one per distinct AMS c= and l=).
+func (t *Txn) BodyHashes() *dkimsig.BodyHashes { return &t.bodies }
+
+// WriteBody feeds a body chunk to the hashes modules asked for. The milter
+// calls it; so do tests that drive a module's hooks themselves.
+func (t *Txn) WriteBody(chunk []byte) {
+	if t.bodies.Wanted() {
+		t.bodies.Write(chunk)
+	}
+}
+
+// EndBody ends the body: every BodyHash gets its Sum. It returns the
+// canonicalizations that ran, once.
+func (t *Txn) EndBody() []dkimsig.Canon { return t.bodies.Close() }
 
 // State returns what a module keeps for this message (nil if nothing).
 func (t *Txn) State(module string) any { return t.state[module] }

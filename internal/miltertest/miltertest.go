@@ -27,6 +27,12 @@ import (
 // returns the socket's path. Stopped by tb.Cleanup.
 func Serve(tb testing.TB, rt milter.Runtime, protocol gomilter.OptProtocol, actions gomilter.OptAction) string {
 	tb.Helper()
+	return ServeMetrics(tb, rt, protocol, actions, milter.NewMetrics(prometheus.NewRegistry()))
+}
+
+// ServeMetrics is Serve with the server's metrics in the caller's hands.
+func ServeMetrics(tb testing.TB, rt milter.Runtime, protocol gomilter.OptProtocol, actions gomilter.OptAction, metrics *milter.Metrics) string {
+	tb.Helper()
 	sock := filepath.Join(tb.TempDir(), "m.sock")
 	ln, err := net.Listen("unix", sock)
 	if err != nil {
@@ -40,7 +46,7 @@ func Serve(tb testing.TB, rt milter.Runtime, protocol gomilter.OptProtocol, acti
 		return sock
 	}
 	log := slog.New(slog.NewTextHandler(io.Discard, nil)) // the summary line is formatted, as in production
-	srv := milter.NewServer(rt, milter.ServerOptions{Logger: log, Metrics: milter.NewMetrics(prometheus.NewRegistry())})
+	srv := milter.NewServer(rt, milter.ServerOptions{Logger: log, Metrics: metrics})
 	go srv.Serve(ln)
 	tb.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)

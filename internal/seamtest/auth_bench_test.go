@@ -12,6 +12,7 @@ import (
 	gomilter "github.com/d--j/go-milter"
 	"github.com/emersion/go-msgauth/dkim"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/tollgate/tollgate/internal/dnstest"
 	"github.com/tollgate/tollgate/internal/keyfile"
@@ -52,7 +53,87 @@ func BenchmarkAuthPipeline(b *testing.B) {
 // and the seal carries all of their results.
 func TestAuthPipelineResults(t *testing.T) {
 	headers, body, _, configs := authPipeline(t)
-	sock := miltertest.Serve(t, authRuntime(t, configs[len(configs)-1].config), gomilter.OptNoUnknown, 0)
+	sock := miltertest.Serve(t, authRuntime(t, configNamed(t, configs, "auth+arc-seal")), gomilter.OptNoUnknown, 0)
+	mods := throughPipeline(t, sock, headers, body)
+	var aar string
+	for _, m := range mods {
+		if m.HeaderName == "ARC-Authentication-Results" {
+			aar = strings.Join(strings.Fields(m.HeaderValue), " ")
+		}
+	}
+	for _, want := range []string{"iprev=pass", "spf=pass", "dkim=pass header.d=example.net", "dmarc=pass", "arc=none"} {
+		if !strings.Contains(aar, want) {
+			t.Errorf("ARC-Authentication-Results %q has no %q", aar, want)
+		}
+	}
+}
+
+func configNamed(t *testing.T, configs []authConfig, name string) string {
+	t.Helper()
+	for _, c := range configs {
+		if c.name == name {
+			return c.config
+		}
+	}
+	t.Fatalf("no configuration %q", name)
+	return ""
+}
+
+// TestBodyCanonicalizedOncePerMessage: a message that arrives with a DKIM
+// signature and an ARC set (both relaxed), is DKIM-verified, ARC-verified,
+// DKIM-signed and sealed (relaxed too) has its body canonicalized once;
+// with simple DKIM signing, once per canonicalization. Everything verifies
+// at the next hop, so the shared hashes are the right ones.
+func TestBodyCanonicalizedOncePerMessage(t *testing.T) {
+	headers, body, _, configs := authPipeline(t)
+	cfg := configNamed(t, configs, "auth+dkim-sign+arc-seal")
+	hop := func(config string, headers []milter.Header) (*milter.Metrics, []milter.Header) {
+		t.Helper()
+		metrics := milter.NewMetrics(prometheus.NewRegistry())
+		sock := miltertest.ServeMetrics(t, authRuntime(t, config), gomilter.OptNoUnknown, 0, metrics)
+		mods := throughPipeline(t, sock, headers, body)
+		list := mta.HeaderList{}
+		for _, h := range headers {
+			list.Fields = append(list.Fields, msgsplit.Field{Name: h.Name, Value: " " + strings.TrimPrefix(h.Value, " ")})
+		}
+		list.Apply(mods)
+		var out []milter.Header
+		for _, f := range list.Fields {
+			out = append(out, milter.Header{Name: f.Name, Value: f.Value})
+		}
+		return metrics, out
+	}
+	passes := func(m *milter.Metrics) (relaxed, simple float64) {
+		return testutil.ToFloat64(m.BodyCanonicalizations.WithLabelValues("relaxed")),
+			testutil.ToFloat64(m.BodyCanonicalizations.WithLabelValues("simple"))
+	}
+	_, first := hop(cfg, headers) // now signed by example.org and sealed: an ARC set to verify
+	m, second := hop(cfg, first)
+	if r, s := passes(m); r != 1 || s != 0 {
+		t.Errorf("DKIM and ARC verify, DKIM sign and seal, all relaxed: %v relaxed and %v simple passes, want 1 and 0", r, s)
+	}
+	m, third := hop(strings.Replace(cfg, "dkim_sign: {", "dkim_sign: {canonicalization: relaxed/simple, ", 1), second)
+	if r, s := passes(m); r != 1 || s != 1 {
+		t.Errorf("with simple DKIM signing: %v relaxed and %v simple passes, want 1 each", r, s)
+	}
+	var ar string
+	for _, h := range third {
+		if h.Name == "ARC-Authentication-Results" && strings.Contains(h.Value, "i=3;") {
+			ar = strings.Join(strings.Fields(h.Value), " ")
+		}
+	}
+	for _, want := range []string{"dkim=pass header.d=example.net", "dkim=pass header.d=example.org", "arc=pass"} {
+		if !strings.Contains(ar, want) {
+			t.Errorf("third hop's ARC-Authentication-Results %q has no %q", ar, want)
+		}
+	}
+}
+
+// throughPipeline sends one message from 203.0.113.5 (mail.example.net,
+// sender@example.net) to the milter at sock, expects it accepted and
+// returns the changes asked for.
+func throughPipeline(t *testing.T, sock string, headers []milter.Header, body []byte) []gomilter.ModifyAction {
+	t.Helper()
 	c, macros := miltertest.Client(sock)
 	s, err := c.Session(macros)
 	if err != nil {
@@ -87,17 +168,7 @@ func TestAuthPipelineResults(t *testing.T) {
 	if err != nil || act.Type != gomilter.ActionAccept {
 		t.Fatalf("%v %v", act, err)
 	}
-	var aar string
-	for _, m := range mods {
-		if m.HeaderName == "ARC-Authentication-Results" {
-			aar = strings.Join(strings.Fields(m.HeaderValue), " ")
-		}
-	}
-	for _, want := range []string{"iprev=pass", "spf=pass", "dkim=pass header.d=example.net", "dmarc=pass", "arc=none"} {
-		if !strings.Contains(aar, want) {
-			t.Errorf("ARC-Authentication-Results %q has no %q", aar, want)
-		}
-	}
+	return mods
 }
 
 type authConfig struct{ name, config string }
@@ -120,6 +191,7 @@ func authPipeline(b testing.TB) (headers []milter.Header, body []byte, size int,
 	dns.Set("s1._domainkey.example.net", &dnstest.Zone{RRs: []string{"TXT " + splitTXT(txt)}})
 	dns.Set("5.113.0.203.in-addr.arpa", &dnstest.Zone{RRs: []string{"PTR mail.example.net."}})
 	dns.Set("mail.example.net", &dnstest.Zone{RRs: []string{"A 203.0.113.5"}})
+	dns.Set("arc1._domainkey.example.org", &dnstest.Zone{RRs: []string{"TXT " + splitTXT(txt)}})
 
 	var raw bytes.Buffer
 	raw.WriteString("From: Alice <alice@example.net>\r\nTo: user1@example.org\r\nSubject: benchmark\r\n" +
@@ -145,6 +217,10 @@ func authPipeline(b testing.TB) (headers []milter.Header, body []byte, size int,
 		{"auth+arc-seal", "authserv_id: mx.example.org\ndns: {server: \"" + dns.Addr + "\"}\n" +
 			"iprev: {}\nspf: {}\ndkim: {}\ndmarc: {}\n" + seal +
 			"acl:\n  rcpt: [{accept: {control: [arc_sign]}}]\n  data:\n    - deny: {dmarc: [reject], message: \"550 5.7.1 DMARC\"}\n    - accept: {}\n"},
+		{"auth+dkim-sign+arc-seal", "authserv_id: mx.example.org\ndns: {server: \"" + dns.Addr + "\"}\n" +
+			"iprev: {}\nspf: {}\ndkim: {}\ndmarc: {}\n" + seal +
+			"dkim_sign: {keys: [{domain: example.org, selector: arc1, key: " + keyPath + "}]}\n" +
+			"acl:\n  rcpt: [{accept: {control: [arc_sign, dkim_sign]}}]\n  data:\n    - deny: {dmarc: [reject], message: \"550 5.7.1 DMARC\"}\n    - accept: {}\n"},
 	}
 	return headers, body, signed.Len(), configs
 }
