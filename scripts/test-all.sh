@@ -2,8 +2,9 @@
 # The one test command (README "Testing"): installs what the tests need on a
 # fresh Debian 12 machine, then runs every check: vet, format, golangci-lint,
 # deadcode, unit, protocol and end-to-end tests with the real programs (the
-# e2e build tag), all under the race detector, and a short run of every fuzz
-# target. Bounded: the whole run stops by itself.
+# e2e build tag), all under the race detector, a short run of the seal
+# benchmarks against the null milter and the crypto floor, and a short run of
+# every fuzz target. Bounded: the whole run stops by itself.
 #   FUZZTIME=30s scripts/test-all.sh     longer fuzzing (default 10s a target)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -38,6 +39,9 @@ fi
 
 echo "== go test -race (unit, protocol, end-to-end)"
 go test -race -count=1 -timeout 25m -tags "$tags" ./...
+
+echo "== benchmarks (one short round: figures printed, not judged; docs/performance.md)"
+scripts/bench-smoke.sh
 
 echo "== fuzz (${FUZZTIME:-10s} a target)"
 for pkg in $(go list ./...); do
