@@ -110,3 +110,30 @@ func TestBodyHashedOncePerCanonicalization(t *testing.T) {
 		t.Errorf("asking from the Body hook: %v, want ErrBodyStarted", a.lateErr)
 	}
 }
+
+type eohFailure struct{}
+
+func (eohFailure) Name() string { return "eohfail" }
+func (eohFailure) EndOfHeaders(context.Context, *Txn) error {
+	return errors.New("key table unreadable")
+}
+func (eohFailure) EndOfMessage(context.Context, *Txn) error { return nil }
+
+// TestEndOfHeadersFailureIsOnError: a failing EndOfHeaders hook is a module
+// failure like any other, decided at end of message by on_error; a module
+// with only that hook still gets the body negotiated.
+func TestEndOfHeadersFailureIsOnError(t *testing.T) {
+	if n := RuntimeNeeds(&fakeRuntime{mods: []Module{eohFailure{}}}); !n.Body {
+		t.Error("an EndOfHeaders hook without Needs does not get the body")
+	}
+	onError := Decision{Verdict: TempFail, Rule: "on_error", Reply: Reply{451, "4.3.0", "local problem"}}
+	ts := startServer(t, &fakeRuntime{mods: []Module{eohFailure{}}, onError: onError})
+	s := ts.session(t, nil)
+	envelope(t, s, "a@example.net", "b@example.org")
+	if _, act := sendMessage(t, s, [][2]string{{"Subject", " x"}}, "body\r\n"); act.SMTPCode != 451 {
+		t.Errorf("end of message %+v, want on_error's 451", act)
+	}
+	if got := testutil.ToFloat64(ts.metrics.ModuleErrors.WithLabelValues("eohfail", "error")); got != 1 {
+		t.Errorf("module_errors{eohfail,error} = %v", got)
+	}
+}

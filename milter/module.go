@@ -183,6 +183,9 @@ func RuntimeNeeds(rt Runtime) Needs {
 		if _, ok := m.(BodyHook); ok {
 			n.Body = true
 		}
+		if _, ok := m.(EndOfHeadersHook); ok {
+			n.Body = true // it is where body hashes are asked for
+		}
 		if a, ok := m.(ActionNeeder); ok {
 			n.Actions |= a.Actions()
 		}
