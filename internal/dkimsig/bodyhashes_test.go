@@ -102,3 +102,18 @@ func TestBodyHashesRefuses(t *testing.T) {
 		t.Error("an empty simple body is not one CRLF")
 	}
 }
+
+// TestBodyHashesLateAskWithNobodyHashing: the body went by while nobody
+// wanted a hash; asking afterwards is still refused, not a hash of the rest.
+func TestBodyHashesLateAskWithNobodyHashing(t *testing.T) {
+	var b BodyHashes
+	b.Write([]byte("first chunk\r\n"))
+	if _, err := b.Need(Relaxed, crypto.SHA256, -1); !errors.Is(err, ErrBodyStarted) {
+		t.Errorf("asked after an unhashed chunk: %v", err)
+	}
+	var c BodyHashes
+	c.Close()
+	if _, err := c.Need(Relaxed, crypto.SHA256, -1); !errors.Is(err, ErrBodyStarted) {
+		t.Errorf("asked after the end of an empty body: %v", err)
+	}
+}
