@@ -1,22 +1,19 @@
 package dkim
 
 import (
-	"bufio"
-	"bytes"
 	"context"
-	"errors"
+	"crypto"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
-	"net/textproto"
 	"strings"
+	"sync"
 	"time"
 
-	msgdkim "github.com/emersion/go-msgauth/dkim"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/tollgate/tollgate/internal/authres"
+	"github.com/tollgate/tollgate/internal/dkimsig"
 	"github.com/tollgate/tollgate/internal/resolver"
 	"github.com/tollgate/tollgate/milter"
 )
@@ -68,7 +65,10 @@ type ModuleOptions struct {
 }
 
 // Module verifies every DKIM signature of a message as it streams.
-type Module struct{ o ModuleOptions }
+type Module struct {
+	o    ModuleOptions
+	keys keyCache
+}
 
 // NewModule returns the module; zero options take their defaults.
 func NewModule(o ModuleOptions) *Module {
@@ -102,18 +102,27 @@ func (m *Module) Needs() milter.Needs { return milter.Needs{Headers: true, Body:
 // state is one message's verification.
 type state struct {
 	headers []milter.Header // as received, values with their leading space
-	sigs    []string        // DKIM-Signature values, in order
+	// sigs are the DKIM-Signature values: as the Header hook saw them,
+	// then, once started, as the verifier reads the header section.
+	sigs []string
 
-	started  bool
-	pw       *io.PipeWriter
-	writeErr error // the verifier stopped reading: nothing more to send
-	cancel   context.CancelFunc
-	done     chan verdict
-	got      *verdict
+	started bool
+	fields  []string     // the header section as the verifier reads it
+	checks  []*signature // the first max_signatures signatures
+	sums    []*dkimsig.BodyHash
+	// canons hash the body here when the milter does not share its body
+	// hashes (the hooks called without EndOfHeaders); nil otherwise.
+	canons []*dkimsig.BodyCanon
+
+	keys    []keyAnswer // one per check, filled by the lookups
+	lookups sync.WaitGroup
+	cancel  context.CancelFunc
+
+	got *[]Signature // the verdicts, once the end of message judged
 }
 
-type verdict struct {
-	vs  []*msgdkim.Verification
+type keyAnswer struct {
+	key *keyRecord
 	err error
 }
 
@@ -168,30 +177,23 @@ func (m *Module) Body(_ context.Context, t *milter.Txn, chunk []byte) error {
 		return nil
 	}
 	if !st.started {
-		m.start(st)
+		m.start(st, nil)
 	}
-	st.write(chunk)
+	for _, c := range st.canons {
+		c.Write(chunk)
+	}
 	return nil
 }
 
-// errVerifierDone tells the writer that the verifier has its answer.
-var errVerifierDone = errors.New("dkim: verification finished")
+// bodyHashFunc hands out the body hash a signature needs.
+type bodyHashFunc func(c dkimsig.Canon, h crypto.Hash, limit int64) (*dkimsig.BodyHash, error)
 
-// start runs go-msgauth over a pipe that the header section, then each
-// body chunk, is written into: nothing of the body is kept.
-func (m *Module) start(st *state) {
+// start reads the header section as the verifier does, parses the first
+// max_signatures signatures, asks for the body hashes they need (from
+// need, or from canonicalizers of its own when need is nil) and starts
+// their key lookups, which run while the body streams.
+func (m *Module) start(st *state, need bodyHashFunc) {
 	st.started = true
-	pr, pw := io.Pipe()
-	ctx, cancel := context.WithCancel(context.Background())
-	st.pw, st.cancel, st.done = pw, cancel, make(chan verdict, 1)
-	opts := &msgdkim.VerifyOptions{LookupTXT: m.lookupTXT(ctx), MaxVerifications: m.o.MaxSignatures}
-	go func() {
-		vs, err := msgdkim.VerifyWithOptions(pr, opts)
-		// go-msgauth may stop reading early (a signature without a key):
-		// the writer's next Write returns at once instead of blocking.
-		pr.CloseWithError(errVerifierDone)
-		st.done <- verdict{vs, err}
-	}()
 	size := 2
 	for _, h := range st.headers {
 		size += len(h.Name) + len(h.Value) + 3
@@ -204,68 +206,83 @@ func (m *Module) start(st *state) {
 		buf = append(buf, '\r', '\n')
 	}
 	buf = append(buf, '\r', '\n')
-	st.headers = nil // the verifier has them now
-	// The signatures as go-msgauth will find them, so that its answers,
-	// which come in that order, are matched to the right ones whatever odd
-	// names or values the header section has.
-	st.sigs = signaturesIn(buf)
-	st.write(buf)
-}
-
-// signaturesIn returns the DKIM-Signature values of a header section the
-// way go-msgauth v0.7.0 reads it (its readHeader and parseHeaderField):
-// lines as net/textproto reads them, a line starting with SP or HT
-// continuing the field before, the section ending at the first empty line,
-// the name being what precedes the first colon, trimmed.
-func signaturesIn(section []byte) []string {
-	tr := textproto.NewReader(bufio.NewReader(bytes.NewReader(section)))
-	var fields []string
-	for {
-		l, err := tr.ReadLine()
-		if err != nil || l == "" {
-			break
-		}
-		if len(fields) > 0 && (l[0] == ' ' || l[0] == '\t') {
-			fields[len(fields)-1] += l + "\r\n"
-		} else {
-			fields = append(fields, l+"\r\n")
+	st.headers = nil
+	// The signatures as the verifier finds them, whatever odd names or
+	// values the header section has (a value with a bare line break in it
+	// reads as two fields, one with an empty line ends the section).
+	st.fields = readSection(buf)
+	st.sigs = st.sigs[:0]
+	var sigFields []string
+	for _, f := range st.fields {
+		if k, v := splitField(f); strings.EqualFold(k, "DKIM-Signature") {
+			st.sigs = append(st.sigs, v)
+			sigFields = append(sigFields, f)
 		}
 	}
-	var sigs []string
-	for _, f := range fields {
-		k, v, _ := strings.Cut(f, ":")
-		if strings.EqualFold(strings.TrimSpace(k), "DKIM-Signature") {
-			sigs = append(sigs, strings.TrimSpace(v))
+	now := time.Now()
+	for _, f := range sigFields[:min(len(sigFields), m.o.MaxSignatures)] {
+		st.checks = append(st.checks, parseSignature(f, now))
+	}
+	if need == nil {
+		need = st.ownBodyHash
+	}
+	st.sums = make([]*dkimsig.BodyHash, len(st.checks))
+	for i, s := range st.checks {
+		if s.needsBody {
+			st.sums[i], _ = need(s.bodyCanon, s.hash, -1)
 		}
 	}
-	return sigs
-}
-
-func (st *state) write(b []byte) {
-	if st.writeErr == nil {
-		_, st.writeErr = st.pw.Write(b)
+	st.keys = make([]keyAnswer, len(st.checks))
+	ctx, cancel := context.WithCancel(context.Background())
+	st.cancel = cancel
+	for i, s := range st.checks {
+		if !s.needsKey() {
+			continue
+		}
+		st.lookups.Add(1)
+		go func() {
+			defer st.lookups.Done()
+			k, err := lookupKey(ctx, m.o.Resolver, &m.keys, s.keyName(), m.o.Timeout, m.o.MinRSABits)
+			st.keys[i] = keyAnswer{k, err}
+		}()
 	}
 }
 
-// wait ends the message for the verifier and collects its answer. Closing
-// the pipe (never with an error: go-msgauth leaks its per-signature
-// goroutines when the reader fails) lets it finish; cancelling ctx ends
-// lookups still running.
-func (st *state) wait(ctx context.Context) verdict {
-	if st.got != nil {
-		return *st.got
+// ownBodyHash is a body hash fed by the module's own canonicalizers, one
+// per canonicalization, every signature with the same one sharing its sum.
+func (st *state) ownBodyHash(c dkimsig.Canon, h crypto.Hash, limit int64) (*dkimsig.BodyHash, error) {
+	var canon *dkimsig.BodyCanon
+	for _, bc := range st.canons {
+		if bc.Relaxed == (c == dkimsig.Relaxed) {
+			canon = bc
+		}
 	}
-	st.pw.Close()
-	var v verdict
+	if canon == nil {
+		canon = &dkimsig.BodyCanon{Relaxed: c == dkimsig.Relaxed}
+		st.canons = append(st.canons, canon)
+	}
+	for _, s := range canon.Sinks {
+		if s.Limit == limit && s.Hash.Size() == h.Size() {
+			return s, nil
+		}
+	}
+	s := &dkimsig.BodyHash{Hash: h.New(), Limit: limit}
+	canon.Sinks = append(canon.Sinks, s)
+	return s, nil
+}
+
+// wait collects the key lookups; when ctx ends first, the lookups still
+// running are cancelled (and answer temperror).
+func (st *state) wait(ctx context.Context) {
+	done := make(chan struct{})
+	go func() { st.lookups.Wait(); close(done) }()
 	select {
-	case v = <-st.done:
+	case <-done:
 	case <-ctx.Done():
 		st.cancel()
-		v = <-st.done
+		<-done
 	}
 	st.cancel()
-	st.got = &v
-	return v
 }
 
 // TxnEnd releases a verification the message did not get to the end of.
@@ -275,31 +292,8 @@ func (m *Module) TxnEnd(t *milter.Txn) {
 		return
 	}
 	st.cancel()
-	st.wait(context.Background())
-}
-
-// lookupTXT is go-msgauth's key lookup on the shared resolver. go-msgauth
-// tells a temporary failure by net.Error's Temporary, so errors stay (or
-// become) *net.DNSError.
-func (m *Module) lookupTXT(ctx context.Context) func(string) ([]string, error) {
-	return func(domain string) ([]string, error) {
-		ctx, cancel := context.WithTimeout(ctx, m.o.Timeout)
-		defer cancel()
-		txts, err := m.o.Resolver.LookupTXT(ctx, domain)
-		if err != nil {
-			var dnsErr *net.DNSError
-			if errors.As(err, &dnsErr) {
-				return nil, dnsErr
-			}
-			return nil, &net.DNSError{Err: err.Error(), Name: domain, IsTemporary: true, IsTimeout: ctx.Err() != nil}
-		}
-		if m.o.MinRSABits > DefaultMinRSABits && len(txts) == 1 {
-			if bits := rsaKeyBits(txts[0]); bits > 0 && bits < m.o.MinRSABits {
-				return nil, &net.DNSError{Err: fmt.Sprintf("%v: %d bits, min_rsa_bits is %d", errKeyTooShort, bits, m.o.MinRSABits), Name: domain}
-			}
-		}
-		return txts, nil
-	}
+	st.lookups.Wait()
+	st.got = &[]Signature{}
 }
 
 // EndOfMessage records one dkim= result per signature (dkim=none without
@@ -313,17 +307,23 @@ func (m *Module) EndOfMessage(ctx context.Context, t *milter.Txn) error {
 		return nil
 	}
 	if !st.started {
-		m.start(st) // an empty body
+		m.start(st, nil) // an empty body
 	}
-	v := st.wait(ctx)
+	for _, c := range st.canons {
+		c.Close()
+	}
 	if len(st.sigs) == 0 {
 		// What looked like a signature in the Header hook is not one where
-		// go-msgauth looks (after an empty line inside another field's
+		// the verifier looks (after an empty line inside another field's
 		// value, where its header section ends): nothing was verified.
+		st.cancel()
+		st.got = &[]Signature{}
 		m.none(t, f)
 		return nil
 	}
-	f.Signatures = m.judge(st.sigs, v)
+	st.wait(ctx)
+	f.Signatures = m.judge(st)
+	st.got = &f.Signatures
 	f.Skipped = len(st.sigs) - len(f.Signatures)
 	f.Status = StatusNone
 	for _, s := range f.Signatures {
@@ -387,50 +387,44 @@ func (s Signature) authResult() authres.Result {
 	return r
 }
 
-// judge turns go-msgauth's answer into one Signature per DKIM-Signature it
-// was to verify: the first max_signatures.
-func (m *Module) judge(sigs []string, v verdict) []Signature {
-	sigs = sigs[:min(len(sigs), m.o.MaxSignatures)]
-	out := make([]Signature, len(sigs))
-	for i, raw := range sigs {
-		tags := signatureTags(raw)
+// judge gives one Signature per DKIM-Signature verified: the first
+// max_signatures.
+func (m *Module) judge(st *state) []Signature {
+	out := make([]Signature, len(st.checks))
+	for i, c := range st.checks {
+		tags := signatureTags(st.sigs[i])
 		s := Signature{Domain: tags.Domain, Selector: tags.Selector, AUID: tags.AUID, B: tags.B}
 		if len(s.B) > 8 {
 			s.B = s.B[:8]
 		}
-		switch {
-		case v.err != nil && !errors.Is(v.err, msgdkim.ErrTooManySignatures):
-			// The verifier failed as a whole (it could not read the header
-			// section): no signature was checked.
-			s.Result, s.Status, s.Reason, s.Detail = "permerror", StatusInvalid, "signature_syntax", strings.TrimPrefix(v.err.Error(), "dkim: ")
-		case i >= len(v.vs):
-			// Cannot be: go-msgauth answers for every signature up to the cap.
-			s.Result, s.Status, s.Reason, s.Detail = "temperror", StatusInvalid, "verifier_error", "no answer from the verifier"
-		default:
-			vf := v.vs[i]
-			if vf.Domain != "" {
-				s.Domain = vf.Domain
-			}
-			s.Result, s.Status, s.Reason, s.Detail = classify(vf.Err)
+		if c.domain != "" {
+			s.Domain = c.domain
 		}
+		var sum []byte
+		if st.sums[i] != nil {
+			sum = st.sums[i].Sum
+		}
+		s.Result, s.Status, s.Reason, s.Detail = classify(c.finish(st.fields, st.keys[i].key, st.keys[i].err, sum))
 		out[i] = s
 	}
 	return out
 }
 
-// classify maps go-msgauth's verdict on one signature to the RFC 8601
-// result, Exim's status and reason, and the words for the A-R. go-msgauth
-// v0.7.0 tells its failures apart only by their text.
+// classify maps the verdict on one signature to the RFC 8601 result,
+// Exim's status and reason, and the words for the A-R. The verdicts are
+// worded as go-msgauth v0.7.0 words them (the verifier before this one),
+// and told apart by those words, as they were then.
 func classify(err error) (result, status, reason, detail string) {
 	if err == nil {
 		return "pass", StatusPass, "", ""
 	}
 	detail = strings.TrimPrefix(err.Error(), "dkim: ")
 	has := func(s string) bool { return strings.Contains(detail, s) }
+	kind, known := errorKind(err)
 	switch {
-	case msgdkim.IsTempFail(err):
+	case known && kind == tempFail:
 		return "temperror", StatusInvalid, "pubkey_unavailable", detail
-	case msgdkim.IsPermFail(err):
+	case known && kind == permFail:
 		switch {
 		case has(errKeyTooShort.Error()), has("key is too short"):
 			reason = "pubkey_too_short"

@@ -122,7 +122,7 @@ func TestUnsignedMessageStartsNothing(t *testing.T) {
 		m.Header(ctx, tx, h)
 	}
 	m.Body(ctx, tx, body)
-	if st := m.state(tx); st.started || st.pw != nil {
+	if st := m.state(tx); st.started || st.canons != nil || st.cancel != nil {
 		t.Fatal("a message without a signature started the verifier")
 	}
 	m.EndOfMessage(ctx, tx)
