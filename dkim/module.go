@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"net"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -114,8 +113,9 @@ type state struct {
 	// hashes (the hooks called without EndOfHeaders); nil otherwise.
 	canons []*dkimsig.BodyCanon
 
-	keys    []keyAnswer // one per check, filled by the lookups
-	lookups sync.WaitGroup
+	keys    []keyAnswer   // one per check, filled by the lookups
+	pending int           // lookups running
+	answers chan struct{} // a lookup has filled its keys entry
 	cancel  context.CancelFunc
 
 	got *[]Signature // the verdicts, once the end of message judged
@@ -235,15 +235,16 @@ func (m *Module) start(st *state, need bodyHashFunc) {
 	st.keys = make([]keyAnswer, len(st.checks))
 	ctx, cancel := context.WithCancel(context.Background())
 	st.cancel = cancel
+	st.answers = make(chan struct{}, len(st.checks))
 	for i, s := range st.checks {
 		if !s.needsKey() {
 			continue
 		}
-		st.lookups.Add(1)
+		st.pending++
 		go func() {
-			defer st.lookups.Done()
 			k, err := lookupKey(ctx, m.o.Resolver, &m.keys, s.keyName(), m.o.Timeout, m.o.MinRSABits)
 			st.keys[i] = keyAnswer{k, err}
+			st.answers <- struct{}{}
 		}()
 	}
 }
@@ -274,13 +275,13 @@ func (st *state) ownBodyHash(c dkimsig.Canon, h crypto.Hash, limit int64) (*dkim
 // wait collects the key lookups; when ctx ends first, the lookups still
 // running are cancelled (and answer temperror).
 func (st *state) wait(ctx context.Context) {
-	done := make(chan struct{})
-	go func() { st.lookups.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-ctx.Done():
-		st.cancel()
-		<-done
+	for ; st.pending > 0; st.pending-- {
+		select {
+		case <-st.answers:
+		case <-ctx.Done():
+			st.cancel()
+			<-st.answers
+		}
 	}
 	st.cancel()
 }
@@ -292,7 +293,7 @@ func (m *Module) TxnEnd(t *milter.Txn) {
 		return
 	}
 	st.cancel()
-	st.lookups.Wait()
+	st.wait(context.Background())
 	st.got = &[]Signature{}
 }
 

@@ -1,7 +1,6 @@
 package dkim
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"crypto"
@@ -14,12 +13,12 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"net/textproto"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
 	"unicode"
+	"unicode/utf8"
 
 	"github.com/tollgate/tollgate/internal/dkimsig"
 	"github.com/tollgate/tollgate/internal/resolver"
@@ -63,23 +62,30 @@ func errorKind(err error) (errKind, bool) {
 }
 
 // readSection splits a header section into its fields the way go-msgauth
-// v0.7.0 does (its readHeader): lines as net/textproto reads them, a line
-// starting with SP or HT continuing the field before, the section ending
-// at the first empty line. Each field keeps its folds and ends in CRLF.
+// v0.7.0 does (its readHeader, on net/textproto's ReadLine): a line ends
+// at LF, one CR before it dropped; a line starting with SP or HT
+// continues the field before; the section ends at the first empty line.
+// Each field keeps its folds and ends in CRLF.
 func readSection(section []byte) []string {
-	tr := textproto.NewReader(bufio.NewReader(bytes.NewReader(section)))
 	var fields []string
-	for {
-		l, err := tr.ReadLine()
-		if err != nil || l == "" {
-			return fields
-		}
-		if len(fields) > 0 && (l[0] == ' ' || l[0] == '\t') {
-			fields[len(fields)-1] += l + "\r\n"
+	for len(section) > 0 {
+		line := section
+		if i := bytes.IndexByte(section, '\n'); i >= 0 {
+			line, section = section[:i], section[i+1:]
 		} else {
-			fields = append(fields, l+"\r\n")
+			section = nil
+		}
+		line = bytes.TrimSuffix(line, []byte{'\r'})
+		if len(line) == 0 {
+			break
+		}
+		if len(fields) > 0 && (line[0] == ' ' || line[0] == '\t') {
+			fields[len(fields)-1] += string(line) + "\r\n"
+		} else {
+			fields = append(fields, string(line)+"\r\n")
 		}
 	}
+	return fields
 }
 
 // splitField returns a field's name and value, both trimmed.
@@ -107,6 +113,8 @@ type signature struct {
 	keyAlgo   string   // from a=
 	hashAlgo  string
 	bh, b     []byte
+	bhErr     error // bh= is not base64
+	bErr      error // b= is not base64
 }
 
 // parseParams reads a tag list as go-msgauth v0.7.0 does.
@@ -130,6 +138,24 @@ func parseParams(s string) (map[string]string, error) {
 }
 
 func stripWhitespace(s string) string {
+	ascii, space := true, false
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		ascii = ascii && c < utf8.RuneSelf
+		space = space || asciiSpace[c]
+	}
+	if ascii {
+		if !space {
+			return s
+		}
+		b := make([]byte, 0, len(s))
+		for i := 0; i < len(s); i++ {
+			if !asciiSpace[s[i]] {
+				b = append(b, s[i])
+			}
+		}
+		return string(b)
+	}
 	return strings.Map(func(r rune) rune {
 		if unicode.IsSpace(r) {
 			return -1
@@ -137,6 +163,9 @@ func stripWhitespace(s string) string {
 		return r
 	}, s)
 }
+
+// asciiSpace marks the ASCII bytes unicode.IsSpace reports.
+var asciiSpace = [256]bool{'\t': true, '\n': true, '\v': true, '\f': true, '\r': true, ' ': true}
 
 func parseList(s string) []string {
 	l := strings.Split(s, ":")
@@ -262,7 +291,7 @@ func parseSignature(field string, now time.Time) *signature {
 	_, hasL := params["l"]
 	bh, errBH := base64.StdEncoding.DecodeString(stripWhitespace(params["bh"]))
 	b, errB := base64.StdEncoding.DecodeString(stripWhitespace(params["b"]))
-	s.bh, s.b = bh, b
+	s.bh, s.b, s.bhErr, s.bErr = bh, b, errBH, errB
 	s.hash = crypto.SHA256
 	s.needsBody = ok && hashAlgo == "sha256" && (keyAlgo == "rsa" || keyAlgo == "ed25519") &&
 		hdrOK && bodyOK && !hasL && errBH == nil && errB == nil
@@ -320,11 +349,11 @@ func (s *signature) finish(fields []string, key *keyRecord, keyErr error, bodySu
 		// so does this (classify makes it policy).
 		return &sigError{sigFail, "message contains an insecure body length tag"}
 	}
-	if _, err := base64.StdEncoding.DecodeString(stripWhitespace(s.params["bh"])); err != nil {
-		return perm("malformed body hash: " + err.Error())
+	if s.bhErr != nil {
+		return perm("malformed body hash: " + s.bhErr.Error())
 	}
-	if _, err := base64.StdEncoding.DecodeString(stripWhitespace(s.params["b"])); err != nil {
-		return perm("malformed signature: " + err.Error())
+	if s.bErr != nil {
+		return perm("malformed signature: " + s.bErr.Error())
 	}
 	if bodySum == nil || subtle.ConstantTimeCompare(bodySum, s.bh) != 1 {
 		return &sigError{sigFail, "body hash did not verify"}
