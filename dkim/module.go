@@ -171,6 +171,21 @@ func crlfLines(s string) string {
 	return b.String()
 }
 
+// EndOfHeaders starts the verification of a signed message: its body
+// hashes are the milter's, computed once per canonicalization for every
+// module that needs one (ARC, DKIM signing), and its key lookups run
+// while the body streams. An unsigned message asks for nothing.
+func (m *Module) EndOfHeaders(_ context.Context, t *milter.Txn) error {
+	st := m.state(t)
+	if len(st.sigs) > 0 && !st.started {
+		m.start(st, t.BodyHash)
+	}
+	return nil
+}
+
+// Body hashes the body itself only when the hooks are driven without
+// EndOfHeaders (a caller other than the milter); otherwise the milter
+// does.
 func (m *Module) Body(_ context.Context, t *milter.Txn, chunk []byte) error {
 	st := m.state(t)
 	if len(st.sigs) == 0 {
@@ -228,9 +243,17 @@ func (m *Module) start(st *state, need bodyHashFunc) {
 	}
 	st.sums = make([]*dkimsig.BodyHash, len(st.checks))
 	for i, s := range st.checks {
-		if s.needsBody {
-			st.sums[i], _ = need(s.bodyCanon, s.hash, -1)
+		if !s.needsBody {
+			continue
 		}
+		sum, err := need(s.bodyCanon, s.hash, -1)
+		if err != nil {
+			// The milter rules it out (EndOfHeaders runs before the body);
+			// if it happens, the signature is not judged on a missing hash.
+			s.err = &sigError{internalFail, "no body hash: " + err.Error()}
+			continue
+		}
+		st.sums[i] = sum
 	}
 	st.keys = make([]keyAnswer, len(st.checks))
 	ctx, cancel := context.WithCancel(context.Background())

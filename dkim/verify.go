@@ -41,6 +41,7 @@ const (
 	permFail errKind = iota
 	tempFail
 	sigFail
+	internalFail // the verifier's own trouble: temperror
 )
 
 // sigError is the verdict on a signature that did not pass.

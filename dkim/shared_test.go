@@ -1,0 +1,104 @@
+package dkim
+
+import (
+	"context"
+	"crypto"
+	"strings"
+	"testing"
+
+	msgdkim "github.com/emersion/go-msgauth/dkim"
+
+	"github.com/tollgate/tollgate/internal/dkimsig"
+	"github.com/tollgate/tollgate/internal/miltertest"
+	"github.com/tollgate/tollgate/milter"
+)
+
+// TestSharedBodyHashes: driven as the milter drives it (EndOfHeaders,
+// then the body to the shared hashes), the module hashes nothing itself,
+// its signatures with one body canonicalization share one hash, and a
+// hash another module asked for is the one it reads.
+func TestSharedBodyHashes(t *testing.T) {
+	key := fixedKey(t, "rsa2048.pem")
+	keys := keyTable{"rsa._domainkey.example.org": key.txt, "rsa._domainkey.sub.example.org": key.txt}
+	o := func(domain string, bc msgdkim.Canonicalization) msgdkim.SignOptions {
+		return msgdkim.SignOptions{Domain: domain, Selector: "rsa", Signer: key.signer, HeaderKeys: headerKeys,
+			HeaderCanonicalization: "relaxed", BodyCanonicalization: bc}
+	}
+	msg := sign(t, sign(t, sign(t, plainMessage, o("example.org", "relaxed")), o("sub.example.org", "relaxed")), o("example.org", "simple"))
+	hs, body := splitMessage(t, msg, "\r\n")
+	m := NewModule(ModuleOptions{Resolver: keys})
+	tx := &milter.Txn{Session: &milter.Session{}}
+	ctx := context.Background()
+	for _, h := range hs {
+		m.Header(ctx, tx, h)
+	}
+	// Another module (ARC, say) asks for the relaxed hash first.
+	other, err := tx.BodyHash(dkimsig.Relaxed, crypto.SHA256, -1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	miltertest.Body(ctx, tx, []milter.Module{m}, body[:10], body[10:])
+	if err := m.EndOfMessage(ctx, tx); err != nil {
+		t.Fatal(err)
+	}
+	m.TxnEnd(tx)
+	st := m.state(tx)
+	if st.canons != nil {
+		t.Error("the module canonicalized the body itself")
+	}
+	// Header order: simple (top), relaxed sub, relaxed.
+	if st.sums[1] != other || st.sums[2] != other || st.sums[0] == other || st.sums[0] == nil {
+		t.Errorf("body hashes not shared: %p %p %p, the other module's %p", st.sums[0], st.sums[1], st.sums[2], other)
+	}
+	f := FactsOf(tx)
+	if len(f.Signatures) != 3 || f.Signatures[0].Result != "pass" || f.Signatures[1].Result != "pass" || f.Signatures[2].Result != "pass" {
+		t.Errorf("facts %+v", f)
+	}
+}
+
+// TestUnsignedAsksForNoBodyHash: without a signature, EndOfHeaders asks
+// the milter for nothing, so nothing of the body is hashed for DKIM.
+func TestUnsignedAsksForNoBodyHash(t *testing.T) {
+	noLeaks(t)
+	m := NewModule(ModuleOptions{Resolver: keyTable{}})
+	hs, body := splitMessage(t, plainMessage, "\r\n")
+	tx := &milter.Txn{Session: &milter.Session{}}
+	ctx := context.Background()
+	for _, h := range hs {
+		m.Header(ctx, tx, h)
+	}
+	miltertest.Body(ctx, tx, []milter.Module{m}, body)
+	m.EndOfMessage(ctx, tx)
+	if tx.BodyHashes().Wanted() || m.state(tx).started {
+		t.Error("an unsigned message had its body hashed")
+	}
+	if got := dkimResults(tx); len(got) != 1 || got[0] != "dkim=none" {
+		t.Errorf("results %q", got)
+	}
+}
+
+// TestBodyHashAskedTooLate: a verifier started after the body began (a
+// caller breaking the hook order) gets a temperror, not a verdict on a
+// hash that missed part of the body.
+func TestBodyHashAskedTooLate(t *testing.T) {
+	key := fixedKey(t, "rsa2048.pem")
+	m := NewModule(ModuleOptions{Resolver: keyTable{"rsa._domainkey.example.org": key.txt}})
+	msg := sign(t, plainMessage, msgdkim.SignOptions{Domain: "example.org", Selector: "rsa", Signer: key.signer, HeaderKeys: headerKeys})
+	hs, body := splitMessage(t, msg, "\r\n")
+	tx := &milter.Txn{Session: &milter.Session{}}
+	ctx := context.Background()
+	for _, h := range hs {
+		m.Header(ctx, tx, h)
+	}
+	tx.BodyHash(dkimsig.Relaxed, crypto.SHA256, -1) // someone wants a hash: the body is fed
+	tx.WriteBody(body)
+	m.EndOfHeaders(ctx, tx)
+	tx.EndBody()
+	m.EndOfMessage(ctx, tx)
+	m.TxnEnd(tx)
+	f := FactsOf(tx)
+	if len(f.Signatures) != 1 || f.Signatures[0].Result != "temperror" || f.Signatures[0].Reason != "verifier_error" ||
+		!strings.Contains(f.Signatures[0].Detail, "no body hash") {
+		t.Errorf("facts %+v", f)
+	}
+}
