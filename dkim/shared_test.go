@@ -7,10 +7,14 @@ import (
 	"testing"
 
 	msgdkim "github.com/emersion/go-msgauth/dkim"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/tollgate/tollgate/internal/dkimsig"
+	"github.com/tollgate/tollgate/internal/dnstest"
 	"github.com/tollgate/tollgate/internal/miltertest"
 	"github.com/tollgate/tollgate/milter"
+	"github.com/tollgate/tollgate/policy"
 )
 
 // TestSharedBodyHashes: driven as the milter drives it (EndOfHeaders,
@@ -100,5 +104,51 @@ func TestBodyHashAskedTooLate(t *testing.T) {
 	if len(f.Signatures) != 1 || f.Signatures[0].Result != "temperror" || f.Signatures[0].Reason != "verifier_error" ||
 		!strings.Contains(f.Signatures[0].Detail, "no body hash") {
 		t.Errorf("facts %+v", f)
+	}
+}
+
+// TestThroughTheMilter: a message with two relaxed signatures and one
+// simple one, sent over the milter protocol to a server running the
+// module a policy builds, passes all three with one canonicalization pass
+// per canonicalization (the milter's shared body hashes), not one per
+// signature.
+func TestThroughTheMilter(t *testing.T) {
+	key := fixedKey(t, "rsa2048.pem")
+	srv := dnstest.Start(t)
+	publish(srv, "rsa._domainkey.example.org", key.txt)
+	publish(srv, "rsa._domainkey.sub.example.org", key.txt)
+	p, err := policy.Parse("t.yaml", []byte(`
+authserv_id: mx.example.net
+dns: {server: "`+srv.Addr+`", timeout: 2s}
+dkim: {}
+acl:
+  data:
+    - accept: {name: signed, dkim: [pass]}
+`), Spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rt, err := policy.NewEnv(nil, prometheus.NewRegistry()).Runtime(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := rt.Modules()[0].(*Module)
+	metrics := milter.NewMetrics(prometheus.NewRegistry())
+	sock := miltertest.ServeMetrics(t, rt, 0, 0, metrics)
+	o := func(domain string, bc msgdkim.Canonicalization) msgdkim.SignOptions {
+		return msgdkim.SignOptions{Domain: domain, Selector: "rsa", Signer: key.signer, HeaderKeys: headerKeys,
+			HeaderCanonicalization: "relaxed", BodyCanonicalization: bc}
+	}
+	msg := sign(t, sign(t, sign(t, plainMessage, o("example.org", "relaxed")), o("sub.example.org", "relaxed")), o("example.org", "simple"))
+	hs, body := splitMessage(t, msg, "\r\n")
+	c, macros := miltertest.Client(sock)
+	miltertest.Send(t, c, macros, hs, body, 1)
+	if got := testutil.ToFloat64(m.o.Metrics.Verify.WithLabelValues("pass")); got != 3 {
+		t.Errorf("%v signatures passed, want 3", got)
+	}
+	relaxed := testutil.ToFloat64(metrics.BodyCanonicalizations.WithLabelValues("relaxed"))
+	simple := testutil.ToFloat64(metrics.BodyCanonicalizations.WithLabelValues("simple"))
+	if relaxed != 1 || simple != 1 {
+		t.Errorf("canonicalization passes: relaxed %v, simple %v; want 1 each", relaxed, simple)
 	}
 }
