@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"slices"
 	"strings"
 	"time"
 
@@ -114,6 +115,7 @@ type state struct {
 	canons []*dkimsig.BodyCanon
 
 	keys    []keyAnswer   // one per check, filled by the lookups
+	keyOf   []int         // per check, the index of the keys entry it reads
 	pending int           // lookups running
 	answers chan struct{} // a lookup has filled its keys entry
 	cancel  context.CancelFunc
@@ -259,8 +261,15 @@ func (m *Module) start(st *state, need bodyHashFunc) {
 	ctx, cancel := context.WithCancel(context.Background())
 	st.cancel = cancel
 	st.answers = make(chan struct{}, len(st.checks))
+	st.keyOf = make([]int, len(st.checks))
 	for i, s := range st.checks {
+		st.keyOf[i] = i
 		if !s.needsKey() {
+			continue
+		}
+		// signatures with one key share its lookup
+		if j := slices.IndexFunc(st.checks[:i], func(o *signature) bool { return o.needsKey() && o.keyName() == s.keyName() }); j >= 0 {
+			st.keyOf[i] = j
 			continue
 		}
 		st.pending++
@@ -428,7 +437,8 @@ func (m *Module) judge(st *state) []Signature {
 		if st.sums[i] != nil {
 			sum = st.sums[i].Sum
 		}
-		s.Result, s.Status, s.Reason, s.Detail = classify(c.finish(st.fields, st.keys[i].key, st.keys[i].err, sum))
+		k := st.keys[st.keyOf[i]]
+		s.Result, s.Status, s.Reason, s.Detail = classify(c.finish(st.fields, k.key, k.err, sum))
 		out[i] = s
 	}
 	return out

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto"
 	"strings"
+	"sync"
 	"testing"
 
 	msgdkim "github.com/emersion/go-msgauth/dkim"
@@ -150,5 +151,59 @@ acl:
 	simple := testutil.ToFloat64(metrics.BodyCanonicalizations.WithLabelValues("simple"))
 	if relaxed != 1 || simple != 1 {
 		t.Errorf("canonicalization passes: relaxed %v, simple %v; want 1 each", relaxed, simple)
+	}
+}
+
+// countingKeys counts the lookups of each name.
+type countingKeys struct {
+	keyTable
+	mu sync.Mutex
+	n  map[string]int
+}
+
+func (c *countingKeys) LookupTXT(ctx context.Context, name string) ([]string, error) {
+	c.mu.Lock()
+	c.n[name]++
+	c.mu.Unlock()
+	return c.keyTable.LookupTXT(ctx, name)
+}
+
+// TestOneLookupPerKey: signatures made with one key look it up once.
+func TestOneLookupPerKey(t *testing.T) {
+	key := fixedKey(t, "rsa2048.pem")
+	keys := &countingKeys{keyTable: keyTable{"rsa._domainkey.example.org": key.txt}, n: map[string]int{}}
+	m := NewModule(ModuleOptions{Resolver: keys})
+	o := msgdkim.SignOptions{Domain: "example.org", Selector: "rsa", Signer: key.signer, HeaderKeys: headerKeys}
+	msg := sign(t, sign(t, plainMessage, o), o)
+	hs, body := splitMessage(t, msg, "\r\n")
+	f := FactsOf(run(t, m, hs, body, 100))
+	if len(f.Signatures) != 2 || f.Signatures[0].Result != "pass" || f.Signatures[1].Result != "pass" {
+		t.Errorf("facts %+v", f)
+	}
+	if n := keys.n["rsa._domainkey.example.org"]; n != 1 {
+		t.Errorf("%d lookups of one key for two signatures", n)
+	}
+}
+
+// TestKeyStrictFlag: a key record with t=s refuses a signature whose i=
+// is in a subdomain of d= (RFC 6376 §3.6.1), and takes one whose i= is in
+// d= itself. Here the module departs from go-msgauth, which ignores t=.
+func TestKeyStrictFlag(t *testing.T) {
+	key := fixedKey(t, "rsa2048.pem")
+	keys := keyTable{"strict._domainkey.example.org": strings.Replace(key.txt, "k=rsa;", "k=rsa; t=s;", 1)}
+	m := NewModule(ModuleOptions{Resolver: keys})
+	for _, tc := range []struct{ auid, result, gomsgauth string }{
+		{"alice@example.org", "pass", "pass"},
+		{"alice@mail.example.org", "permerror", "pass"},
+	} {
+		msg := sign(t, plainMessage, msgdkim.SignOptions{Domain: "example.org", Selector: "strict", Identifier: tc.auid, Signer: key.signer, HeaderKeys: headerKeys})
+		got := moduleVerdicts(t, m, msg, 100)
+		want := goMsgauthVerdicts(t, msg, keys, DefaultMinRSABits)
+		if got[0].Result != tc.result || want[0].Result != tc.gomsgauth {
+			t.Errorf("i=%s: module %v, go-msgauth %v", tc.auid, got, want)
+		}
+		if tc.result == "permerror" && (got[0].Reason != "signature_syntax" || !strings.Contains(got[0].Detail, "t=s")) {
+			t.Errorf("i=%s: %+v", tc.auid, got[0])
+		}
 	}
 }

@@ -104,6 +104,9 @@ type signature struct {
 	selector string
 	err      error // the verdict already known, before any key lookup
 	noQuery  bool  // q= names no method this verifier knows
+	// auidSubdomain: i= is in a subdomain of d=, which a key with t=s
+	// refuses.
+	auidSubdomain bool
 
 	// What the body hash needs, valid when needsBody.
 	needsBody bool
@@ -236,7 +239,8 @@ func parseSignature(field string, now time.Time) *signature {
 	s.selector = stripWhitespace(params["s"])
 	if i, ok := params["i"]; ok {
 		auid := stripWhitespace(i)
-		if !strings.HasSuffix(auid, "@"+s.domain) && !strings.HasSuffix(auid, "."+s.domain) {
+		s.auidSubdomain = !strings.HasSuffix(auid, "@"+s.domain)
+		if s.auidSubdomain && !strings.HasSuffix(auid, "."+s.domain) {
 			s.err = perm("domain mismatch")
 			return s
 		}
@@ -337,6 +341,11 @@ func (s *signature) finish(fields []string, key *keyRecord, keyErr error, bodySu
 	}
 	if key.services != nil && !contains(key.services, "email") {
 		return perm("inappropriate service")
+	}
+	if key.strict && s.auidSubdomain {
+		// RFC 6376 §3.6.1 t=s: i= MUST be in d= itself. go-msgauth
+		// ignores the flag; OpenDKIM and dkimpy do not.
+		return perm("domain mismatch: the key's t=s wants i= in d= itself, not a subdomain")
 	}
 	_, _, hdrOK, bodyOK := parseCanonicalization(s.params["c"])
 	if !hdrOK {
@@ -448,6 +457,7 @@ type keyRecord struct {
 	keyAlgo   string   // rsa or ed25519
 	hashAlgos []string // h=, nil for any
 	services  []string // s=, nil for any
+	strict    bool     // t= has s: no i= in a subdomain of d=
 }
 
 // keyCache keeps parsed key records by their text, so that a key used by
@@ -539,6 +549,9 @@ func parseKeyRecord(txt string) (*keyRecord, error) {
 		if l := parseList(s); !contains(l, "*") {
 			rec.services = l
 		}
+	}
+	if t, ok := params["t"]; ok {
+		rec.strict = contains(parseList(t), "s")
 	}
 	k, err := sigcrypto.NewPublicKey(pub)
 	if err != nil {
