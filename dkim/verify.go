@@ -393,23 +393,20 @@ func contains(list []string, s string) bool {
 // none left contributes nothing, and the signature's own field comes last
 // with b= emptied and without its CRLF.
 func (s *signature) headerHash(fields []string) []byte {
+	// Fields by lower-case name, bottom-up: a long h= over many fields
+	// costs their sum, not their product.
+	byName := make(map[string][]int, len(fields))
+	for i := len(fields) - 1; i >= 0; i-- {
+		k, _ := splitField(fields[i])
+		k = strings.ToLower(k)
+		byName[k] = append(byName[k], i)
+	}
 	buf := make([]byte, 0, 1024)
-	picked := map[string]int{}
 	for _, name := range s.headers {
 		lower := strings.ToLower(name)
-		skip := picked[lower]
-		for i := len(fields) - 1; i >= 0; i-- {
-			k, _ := splitField(fields[i])
-			if !strings.EqualFold(k, lower) {
-				continue
-			}
-			if skip > 0 {
-				skip--
-				continue
-			}
-			picked[lower]++
-			buf = appendField(buf, s.hdrCanon, fields[i])
-			break
+		if idx := byName[lower]; len(idx) > 0 {
+			buf = appendField(buf, s.hdrCanon, fields[idx[0]])
+			byName[lower] = idx[1:]
 		}
 	}
 	buf = appendField(buf, s.hdrCanon, emptyB(s.field))
