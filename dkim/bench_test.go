@@ -39,8 +39,8 @@ func BenchmarkModule(b *testing.B) {
 				for _, h := range hs {
 					m.Header(ctx, tx, h)
 				}
-				m.Body(ctx, tx, body)
-				m.EndOfMessage(ctx, tx)
+				feed(ctx, m, tx, body)
+				finish(ctx, m, tx)
 				m.TxnEnd(tx)
 				if c.name != "unsigned" && FactsOf(tx).Status != StatusPass {
 					b.Fatalf("facts %+v", FactsOf(tx))
@@ -84,8 +84,8 @@ func BenchmarkVerify(b *testing.B) {
 			for _, h := range hs {
 				m.Header(ctx, tx, h)
 			}
-			m.Body(ctx, tx, body)
-			m.EndOfMessage(ctx, tx)
+			feed(ctx, m, tx, body)
+			finish(ctx, m, tx)
 			m.TxnEnd(tx)
 			if FactsOf(tx).Status != StatusPass {
 				b.Fatalf("facts %+v", FactsOf(tx))

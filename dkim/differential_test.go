@@ -122,10 +122,10 @@ func moduleVerdicts(t testing.TB, m *Module, raw string, chunk int) []oracleVerd
 	}
 	for b := body; len(b) > 0; {
 		n := min(chunk, len(b))
-		m.Body(ctx, tx, b[:n])
+		feed(ctx, m, tx, b[:n])
 		b = b[n:]
 	}
-	m.EndOfMessage(ctx, tx)
+	finish(ctx, m, tx)
 	m.TxnEnd(tx)
 	var out []oracleVerdict
 	for _, s := range FactsOf(tx).Signatures {

@@ -73,10 +73,10 @@ func FuzzVerify(f *testing.F) {
 		n := int(chunk) + 1
 		for len(b) > 0 {
 			c := min(n, len(b))
-			m.Body(ctx, tx, b[:c])
+			feed(ctx, m, tx, b[:c])
 			b = b[c:]
 		}
-		m.EndOfMessage(ctx, tx)
+		finish(ctx, m, tx)
 		m.TxnEnd(tx)
 		// One result per signature go-msgauth saw (signaturesIn reads the
 		// section as it does), dkim=none when it saw none.

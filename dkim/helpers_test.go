@@ -145,12 +145,12 @@ func run(t testing.TB, m *Module, hs []milter.Header, body []byte, chunk int) *m
 	}
 	for len(body) > 0 {
 		n := min(chunk, len(body))
-		if err := m.Body(ctx, tx, body[:n]); err != nil {
+		if err := feed(ctx, m, tx, body[:n]); err != nil {
 			t.Fatal(err)
 		}
 		body = body[n:]
 	}
-	if err := m.EndOfMessage(ctx, tx); err != nil {
+	if err := finish(ctx, m, tx); err != nil {
 		t.Fatal(err)
 	}
 	m.TxnEnd(tx)
@@ -196,4 +196,26 @@ func (keyTable) LookupAddr(context.Context, string) ([]string, error) { panic("n
 // signOptions signs as example.org, selector s1.
 func signOptions(k testKey) msgdkim.SignOptions {
 	return msgdkim.SignOptions{Domain: "example.org", Selector: "s1", Signer: k.signer, HeaderKeys: headerKeys}
+}
+
+// feed plays the milter for one body chunk: the end of the header section
+// first (where the module asks for its body hashes; once), then the chunk
+// into the message's shared body hashes.
+func feed(ctx context.Context, m *Module, tx *milter.Txn, chunk []byte) error {
+	if err := m.EndOfHeaders(ctx, tx); err != nil {
+		return err
+	}
+	tx.WriteBody(chunk)
+	return nil
+}
+
+// finish ends the body as the milter does before the end-of-message hooks
+// (the header section ends first when no body came), then runs the
+// module's.
+func finish(ctx context.Context, m *Module, tx *milter.Txn) error {
+	if err := m.EndOfHeaders(ctx, tx); err != nil {
+		return err
+	}
+	tx.EndBody()
+	return m.EndOfMessage(ctx, tx)
 }

@@ -78,12 +78,12 @@ func largeBody(t *testing.T, signatures int) {
 		m.Header(ctx, tx, h)
 	}
 	bigBody(size, func(b []byte) {
-		m.Body(ctx, tx, b)
+		feed(ctx, m, tx, b)
 		if sent += len(b); sent%(2<<20) < len(b) {
 			peak = max(peak, liveHeap())
 		}
 	})
-	m.EndOfMessage(ctx, tx)
+	finish(ctx, m, tx)
 	peak = max(peak, liveHeap())
 	m.TxnEnd(tx)
 	if f := FactsOf(tx); f.Status != StatusPass || len(f.Signatures) != signatures || f.Signatures[signatures-1].Status != StatusPass {

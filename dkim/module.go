@@ -2,7 +2,6 @@ package dkim
 
 import (
 	"context"
-	"crypto"
 	"fmt"
 	"log/slog"
 	"net"
@@ -107,12 +106,9 @@ type state struct {
 	sigs []string
 
 	started bool
-	fields  []string     // the header section as the verifier reads it
-	checks  []*signature // the first max_signatures signatures
-	sums    []*dkimsig.BodyHash
-	// canons hash the body here when the milter does not share its body
-	// hashes (the hooks called without EndOfHeaders); nil otherwise.
-	canons []*dkimsig.BodyCanon
+	fields  []string            // the header section as the verifier reads it
+	checks  []*signature        // the first max_signatures signatures
+	sums    []*dkimsig.BodyHash // the milter's, per check; nil when none is needed
 
 	keys    []keyAnswer   // one per check, filled by the lookups
 	keyOf   []int         // per check, the index of the keys entry it reads
@@ -180,36 +176,15 @@ func crlfLines(s string) string {
 func (m *Module) EndOfHeaders(_ context.Context, t *milter.Txn) error {
 	st := m.state(t)
 	if len(st.sigs) > 0 && !st.started {
-		m.start(st, t.BodyHash)
+		m.start(st, t)
 	}
 	return nil
 }
-
-// Body hashes the body itself only when the hooks are driven without
-// EndOfHeaders (a caller other than the milter); otherwise the milter
-// does.
-func (m *Module) Body(_ context.Context, t *milter.Txn, chunk []byte) error {
-	st := m.state(t)
-	if len(st.sigs) == 0 {
-		return nil
-	}
-	if !st.started {
-		m.start(st, nil)
-	}
-	for _, c := range st.canons {
-		c.Write(chunk)
-	}
-	return nil
-}
-
-// bodyHashFunc hands out the body hash a signature needs.
-type bodyHashFunc func(c dkimsig.Canon, h crypto.Hash, limit int64) (*dkimsig.BodyHash, error)
 
 // start reads the header section as the verifier does, parses the first
-// max_signatures signatures, asks for the body hashes they need (from
-// need, or from canonicalizers of its own when need is nil) and starts
-// their key lookups, which run while the body streams.
-func (m *Module) start(st *state, need bodyHashFunc) {
+// max_signatures signatures, asks the milter for the body hashes they need and
+// starts their key lookups, which run while the body streams.
+func (m *Module) start(st *state, t *milter.Txn) {
 	st.started = true
 	size := 2
 	for _, h := range st.headers {
@@ -240,15 +215,12 @@ func (m *Module) start(st *state, need bodyHashFunc) {
 	for _, f := range sigFields[:min(len(sigFields), m.o.MaxSignatures)] {
 		st.checks = append(st.checks, parseSignature(f, now))
 	}
-	if need == nil {
-		need = st.ownBodyHash
-	}
 	st.sums = make([]*dkimsig.BodyHash, len(st.checks))
 	for i, s := range st.checks {
 		if !s.needsBody {
 			continue
 		}
-		sum, err := need(s.bodyCanon, s.hash, -1)
+		sum, err := t.BodyHash(s.bodyCanon, s.hash, -1)
 		if err != nil {
 			// The milter rules it out (EndOfHeaders runs before the body);
 			// if it happens, the signature is not judged on a missing hash.
@@ -279,29 +251,6 @@ func (m *Module) start(st *state, need bodyHashFunc) {
 			st.answers <- struct{}{}
 		}()
 	}
-}
-
-// ownBodyHash is a body hash fed by the module's own canonicalizers, one
-// per canonicalization, every signature with the same one sharing its sum.
-func (st *state) ownBodyHash(c dkimsig.Canon, h crypto.Hash, limit int64) (*dkimsig.BodyHash, error) {
-	var canon *dkimsig.BodyCanon
-	for _, bc := range st.canons {
-		if bc.Relaxed == (c == dkimsig.Relaxed) {
-			canon = bc
-		}
-	}
-	if canon == nil {
-		canon = &dkimsig.BodyCanon{Relaxed: c == dkimsig.Relaxed}
-		st.canons = append(st.canons, canon)
-	}
-	for _, s := range canon.Sinks {
-		if s.Limit == limit && s.Hash.Size() == h.Size() {
-			return s, nil
-		}
-	}
-	s := &dkimsig.BodyHash{Hash: h.New(), Limit: limit}
-	canon.Sinks = append(canon.Sinks, s)
-	return s, nil
 }
 
 // wait collects the key lookups; when ctx ends first, the lookups still
@@ -340,10 +289,9 @@ func (m *Module) EndOfMessage(ctx context.Context, t *milter.Txn) error {
 		return nil
 	}
 	if !st.started {
-		m.start(st, nil) // an empty body
-	}
-	for _, c := range st.canons {
-		c.Close()
+		// EndOfHeaders did not run (the milter always runs it): every
+		// hash is asked for too late and the signatures are temperror.
+		m.start(st, t)
 	}
 	if len(st.sigs) == 0 {
 		// What looked like a signature in the Header hook is not one where

@@ -121,11 +121,11 @@ func TestUnsignedMessageStartsNothing(t *testing.T) {
 	for _, h := range hs {
 		m.Header(ctx, tx, h)
 	}
-	m.Body(ctx, tx, body)
-	if st := m.state(tx); st.started || st.canons != nil || st.cancel != nil {
+	feed(ctx, m, tx, body)
+	if st := m.state(tx); st.started || tx.BodyHashes().Wanted() || st.cancel != nil {
 		t.Fatal("a message without a signature started the verifier")
 	}
-	m.EndOfMessage(ctx, tx)
+	finish(ctx, m, tx)
 	milter.WriteAuthResults(tx, milter.AuthResultsConfig{AuthServID: "mx.example.net", Add: true})
 	if got := tx.AuthResultsValue(); got != "mx.example.net;\r\n\tdkim=none" {
 		t.Errorf("Authentication-Results %q", got)
@@ -299,7 +299,7 @@ func TestAbortedMessageReleasesVerifier(t *testing.T) {
 		for _, h := range hs {
 			m.Header(ctx, tx, h)
 		}
-		m.Body(ctx, tx, body[:10])
+		feed(ctx, m, tx, body[:10])
 		if !m.state(tx).started {
 			t.Fatal("not started")
 		}
@@ -322,12 +322,12 @@ func TestSlowKeyLookupIsBounded(t *testing.T) {
 	for _, h := range hs {
 		m.Header(context.Background(), tx, h)
 	}
-	// go-msgauth reads the body once it has the key: the body hook waits
-	// for the lookup, as long as dkim.timeout at most.
+	// The lookup starts at the end of the header section and the end of
+	// the message waits for it, as long as dkim.timeout at most.
 	ctx := context.Background()
 	start := time.Now()
-	m.Body(ctx, tx, body)
-	m.EndOfMessage(ctx, tx)
+	feed(ctx, m, tx, body)
+	finish(ctx, m, tx)
 	if took := time.Since(start); took > 3*time.Second {
 		t.Errorf("took %v", took)
 	}
@@ -382,8 +382,8 @@ func TestSignatureGoMsgauthDoesNotSee(t *testing.T) {
 	for _, h := range hs {
 		m.Header(ctx, tx, h)
 	}
-	m.Body(ctx, tx, []byte("body\r\n"))
-	m.EndOfMessage(ctx, tx)
+	feed(ctx, m, tx, []byte("body\r\n"))
+	finish(ctx, m, tx)
 	if st := m.state(tx); !st.started || st.got == nil {
 		t.Errorf("verifier started %v, answered %v", st.started, st.got != nil)
 	}

@@ -1,6 +1,6 @@
 // Package sigcrypto is the one signing and verification interface of the
-// mail authentication features (ARC sealing and verifying today, DKIM
-// signing next), with two implementations behind it.
+// mail authentication features (ARC sealing and verifying, DKIM signing
+// and verifying), with two implementations behind it.
 //
 // Why it exists: a sealed message costs two RSA-2048 signatures (three
 // once DKIM signs too), and those signatures are most of a seal's CPU.
@@ -28,7 +28,7 @@
 // slower one (sign 31 µs against Go's 18 µs, verify 88 µs against 45 µs;
 // BenchmarkLibcryptoEd25519 and BenchmarkSign/go-ed25519). Verification
 // keys come from DNS and are made into key objects by NewPublicKey; the
-// callers cache them (arc.KeyCache).
+// callers cache them (arc.KeyCache, dkim's key cache).
 //
 // Signatures follow DKIM (RFC 6376 §3.3, RFC 8463 §3): rsa-sha256 is
 // RSASSA-PKCS1-v1_5 over a SHA-256 digest, and ed25519-sha256 is PureEdDSA
