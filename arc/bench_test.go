@@ -5,10 +5,10 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
+	"github.com/tollgate/tollgate/internal/benchcpu"
 	"github.com/tollgate/tollgate/internal/dkimsig"
 	"github.com/tollgate/tollgate/internal/dnstest"
 	"github.com/tollgate/tollgate/internal/resolver"
@@ -94,7 +94,7 @@ func BenchmarkSeal(b *testing.B) {
 			b.Run(size.name+"/"+bk.name, func(b *testing.B) {
 				b.SetBytes(int64(len(body)))
 				b.ReportAllocs()
-				defer reportCPU(b)()
+				defer benchcpu.Report(b)()
 				for b.Loop() {
 					v := NewVerifier(VerifyOptions{Resolver: res})
 					feed(v, hs, body)
@@ -154,26 +154,6 @@ func BenchmarkVerifyAndSeal(b *testing.B) {
 	}
 }
 
-// reportCPU adds cpu-ns/op, the process's user and system CPU time per
-// operation (getrusage): on a shared machine wall time per op counts the
-// neighbours' work, CPU time much less. Call as defer reportCPU(b)().
-func reportCPU(b *testing.B) func() {
-	start := processCPU()
-	return func() {
-		if b.N > 0 {
-			b.ReportMetric(float64(processCPU()-start)/float64(b.N), "cpu-ns/op")
-		}
-	}
-}
-
-func processCPU() time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-}
-
 // The floor: one bare signature over a digest, with the crypto in use
 // (sigcrypto.Default).
 func BenchmarkBareSign(b *testing.B) {
@@ -182,7 +162,7 @@ func BenchmarkBareSign(b *testing.B) {
 		k := testKeys()[bk.key]
 		b.Run(bk.name, func(b *testing.B) {
 			b.ReportAllocs()
-			defer reportCPU(b)()
+			defer benchcpu.Report(b)()
 			for b.Loop() {
 				if _, err := k.Sign(digest[:]); err != nil {
 					b.Fatal(err)

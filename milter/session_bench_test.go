@@ -21,6 +21,7 @@ import (
 
 	gomilter "github.com/d--j/go-milter"
 
+	"github.com/tollgate/tollgate/internal/benchcpu"
 	"github.com/tollgate/tollgate/internal/miltertest"
 	"github.com/tollgate/tollgate/milter"
 )
@@ -148,12 +149,11 @@ func BenchmarkSession(b *testing.B) {
 				c, macros := miltertest.Client(sock)
 				miltertest.Send(b, c, macros, hdrs, body, shape.rcpts) // warm up
 				b.SetBytes(int64(len(body)))
-				cpu := processCPU()
+				cpuDone := benchcpu.Report(b)
 				for b.Loop() {
 					miltertest.Send(b, c, macros, hdrs, body, shape.rcpts)
 				}
-				// CPU of client and server together: steadier than ns/op on a busy machine.
-				b.ReportMetric(float64(processCPU()-cpu)/float64(b.N), "cpu-ns/op")
+				cpuDone() // client and server together
 			})
 		}
 	}

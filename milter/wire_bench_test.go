@@ -19,6 +19,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/tollgate/tollgate/internal/benchcpu"
 	"github.com/tollgate/tollgate/internal/miltertest"
 	"github.com/tollgate/tollgate/milter"
 )
@@ -58,11 +59,11 @@ func BenchmarkWire(b *testing.B) {
 				c, macros := miltertest.Client(sock)
 				miltertest.Send(b, c, macros, hdrs, body, 1) // warm up
 				b.SetBytes(int64(len(body)))
-				cpu := processCPU()
+				cpuDone := benchcpu.Report(b)
 				for b.Loop() {
 					miltertest.Send(b, c, macros, hdrs, body, 1)
 				}
-				b.ReportMetric(float64(processCPU()-cpu)/float64(b.N), "cpu-ns/op")
+				cpuDone() // client and server together
 			})
 		}
 	}

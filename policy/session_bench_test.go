@@ -17,11 +17,11 @@ import (
 	"io"
 	"log/slog"
 	"strings"
-	"syscall"
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/tollgate/tollgate/internal/benchcpu"
 	"github.com/tollgate/tollgate/internal/miltertest"
 	"github.com/tollgate/tollgate/milter"
 	"github.com/tollgate/tollgate/policy"
@@ -40,14 +40,6 @@ func sessionMessage(size, n int) ([]milter.Header, []byte) {
 		fmt.Fprintf(&body, "%03d The quick brown fox jumps over the lazy dog, and the figures add up again\r\n", i%1000)
 	}
 	return hdrs, []byte(body.String())
-}
-
-func sessionCPU() int64 {
-	var ru syscall.Rusage
-	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) != nil {
-		return 0
-	}
-	return ru.Utime.Nano() + ru.Stime.Nano()
 }
 
 // BenchmarkPolicySession is one message per connection through the daemon's
@@ -87,12 +79,11 @@ func BenchmarkPolicySession(b *testing.B) {
 					}
 					c, macros := miltertest.Client(sock)
 					miltertest.Send(b, c, macros, hdrs, body, shape.rcpts) // warm up
-					cpu := sessionCPU()
+					cpuDone := benchcpu.Report(b)
 					for b.Loop() {
 						miltertest.Send(b, c, macros, hdrs, body, shape.rcpts)
 					}
-					// CPU of client and server together: steadier than ns/op on a busy machine.
-					b.ReportMetric(float64(sessionCPU()-cpu)/float64(b.N), "cpu-ns/op")
+					cpuDone() // client and server together
 				})
 			}
 		}

@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/tollgate/tollgate/internal/benchcpu"
 	"github.com/tollgate/tollgate/internal/dnstest"
 	"github.com/tollgate/tollgate/internal/keyfile"
 	msgsplit "github.com/tollgate/tollgate/internal/message"
@@ -42,6 +43,7 @@ func BenchmarkAuthPipeline(b *testing.B) {
 			b.SetBytes(int64(size))
 			b.ReportAllocs()
 			b.ResetTimer()
+			defer benchcpu.Report(b)() // client and server together
 			for range b.N {
 				miltertest.Send(b, c, macros, headers, body, 1)
 			}

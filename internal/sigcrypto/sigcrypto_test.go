@@ -15,9 +15,9 @@ import (
 	"os"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
-	"time"
+
+	"github.com/tollgate/tollgate/internal/benchcpu"
 )
 
 func TestMain(m *testing.M) {
@@ -255,7 +255,7 @@ func BenchmarkSign(b *testing.B) {
 				b.Fatal(err)
 			}
 			b.Run(impl.Name()+"-"+name, func(b *testing.B) {
-				defer reportCPU(b)()
+				defer benchcpu.Report(b)()
 				for b.Loop() {
 					if _, err := s.Sign(digest[:]); err != nil {
 						b.Fatal(err)
@@ -288,26 +288,6 @@ func BenchmarkVerify(b *testing.B) {
 			})
 		}
 	}
-}
-
-// reportCPU adds cpu-ns/op, the process's user and system CPU time per
-// operation (getrusage): on a shared machine wall time per op counts the
-// neighbours' work, CPU time much less. Call as defer reportCPU(b)().
-func reportCPU(b *testing.B) func() {
-	start := processCPU()
-	return func() {
-		if b.N > 0 {
-			b.ReportMetric(float64(processCPU()-start)/float64(b.N), "cpu-ns/op")
-		}
-	}
-}
-
-func processCPU() time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // FuzzRSAPublicKey feeds both implementations the RSA keys a DNS key record

@@ -1,0 +1,17 @@
+//go:build unix
+
+package benchcpu
+
+import (
+	"syscall"
+	"time"
+)
+
+// Process is the user and system CPU time this process has used (getrusage).
+func Process() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
