@@ -8,9 +8,9 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-	"sync"
 
 	"github.com/tollgate/tollgate/internal/keyfile"
+	"github.com/tollgate/tollgate/internal/parsecache"
 	"github.com/tollgate/tollgate/internal/sigcrypto"
 )
 
@@ -101,50 +101,14 @@ func newPublicKey(pub crypto.PublicKey) (*publicKey, error) {
 	return &publicKey{key: k}, nil
 }
 
-// KeyCache keeps parsed key records by their text, so that a key used by
-// many messages is decoded once (base64, DER, the RSA modulus, the crypto
-// library's key object) rather than once per message. The text is the key: a changed record is a new
-// entry, and the DNS cache decides how long a record is used. Safe for
-// concurrent use; bounded, emptied when full.
-type KeyCache struct {
-	mu  sync.Mutex
-	m   map[string]parsedKey
-	max int
-}
-
-type parsedKey struct {
-	key *publicKey
-	err error
-}
+// KeyCache keeps parsed key records by their text (internal/parsecache),
+// so that a key used by many messages is decoded once into the crypto
+// library's key object rather than once per message. Safe for concurrent
+// use; a nil *KeyCache parses every time.
+type KeyCache = parsecache.Cache[*publicKey]
 
 // NewKeyCache returns a cache of at most size records (default 1024).
-func NewKeyCache(size int) *KeyCache {
-	if size <= 0 {
-		size = 1024
-	}
-	return &KeyCache{m: map[string]parsedKey{}, max: size}
-}
-
-// parse is parseKeyRecord through the cache; a nil cache parses.
-func (c *KeyCache) parse(txt string) (*publicKey, error) {
-	if c == nil {
-		return parseKeyRecord(txt)
-	}
-	c.mu.Lock()
-	pk, ok := c.m[txt]
-	c.mu.Unlock()
-	if ok {
-		return pk.key, pk.err
-	}
-	k, err := parseKeyRecord(txt)
-	c.mu.Lock()
-	if len(c.m) >= c.max {
-		clear(c.m)
-	}
-	c.m[txt] = parsedKey{k, err}
-	c.mu.Unlock()
-	return k, err
-}
+func NewKeyCache(size int) *KeyCache { return parsecache.New[*publicKey](size) }
 
 // listHas reports whether a colon-separated tag value lists want.
 func listHas(v, want string) bool {

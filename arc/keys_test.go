@@ -136,20 +136,20 @@ func TestKeyCache(t *testing.T) {
 		}
 	}
 	rec := res["sel._domainkey.hop1.example"][0]
-	if len(cache.m) != 1 {
-		t.Fatalf("%d entries, want 1", len(cache.m))
+	if cache.Len() != 1 {
+		t.Fatalf("%d entries, want 1", cache.Len())
 	}
-	k1, _ := cache.parse(rec)
-	k2, _ := cache.parse(rec)
-	if k1 == nil || k1 != k2 || k1 != cache.m[rec].key {
+	k1, _ := cache.Parse(rec, parseKeyRecord)
+	k2, _ := cache.Parse(rec, parseKeyRecord)
+	if k1 == nil || k1 != k2 {
 		t.Fatal("the same record gave different key objects")
 	}
-	if _, err := cache.parse("v=DKIM1; p=@@@"); err == nil || cache.m["v=DKIM1; p=@@@"].err == nil {
+	if _, err := cache.Parse("v=DKIM1; p=@@@", parseKeyRecord); err == nil {
 		t.Fatalf("bad record: %v", err)
 	}
-	cache.parse("v=DKIM1; k=ed25519; p=11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo=")
-	if len(cache.m) > 2 {
-		t.Fatalf("%d entries in a cache of 2", len(cache.m))
+	cache.Parse("v=DKIM1; k=ed25519; p=11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo=", parseKeyRecord)
+	if cache.Len() > 2 {
+		t.Fatalf("%d entries in a cache of 2", cache.Len())
 	}
 }
 

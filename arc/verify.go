@@ -718,7 +718,7 @@ func (v *Verifier) fetchKey(ctx context.Context, name string) keyResult {
 	var firstErr error
 	n := 0
 	for _, txt := range txts {
-		k, err := v.opts.Keys.parse(txt)
+		k, err := v.opts.Keys.Parse(txt, parseKeyRecord)
 		if err != nil {
 			if firstErr == nil {
 				firstErr = err

@@ -15,12 +15,12 @@ import (
 	"net"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 	"unicode"
 	"unicode/utf8"
 
 	"github.com/tollgate/tollgate/internal/dkimsig"
+	"github.com/tollgate/tollgate/internal/parsecache"
 	"github.com/tollgate/tollgate/internal/resolver"
 	"github.com/tollgate/tollgate/internal/sigcrypto"
 )
@@ -457,38 +457,10 @@ type keyRecord struct {
 	strict    bool     // t= has s: no i= in a subdomain of d=
 }
 
-// keyCache keeps parsed key records by their text, so that a key used by
-// many messages is decoded and made into a key object once. The DNS cache
-// decides how long a record is used; a changed record is a new entry.
-// Bounded: emptied when full.
-type keyCache struct {
-	mu sync.Mutex
-	m  map[string]parsedRecord
-}
-
-type parsedRecord struct {
-	rec *keyRecord
-	err error
-}
-
-const keyCacheSize = 1024
-
-func (c *keyCache) parse(txt string) (*keyRecord, error) {
-	c.mu.Lock()
-	p, ok := c.m[txt]
-	c.mu.Unlock()
-	if ok {
-		return p.rec, p.err
-	}
-	rec, err := parseKeyRecord(txt)
-	c.mu.Lock()
-	if c.m == nil || len(c.m) >= keyCacheSize {
-		c.m = map[string]parsedRecord{}
-	}
-	c.m[txt] = parsedRecord{rec, err}
-	c.mu.Unlock()
-	return rec, err
-}
+// keyCache keeps parsed key records by their text (internal/parsecache),
+// so that a key used by many messages is decoded and made into a key
+// object once; the DNS cache decides how long a record is used.
+type keyCache = parsecache.Cache[*keyRecord]
 
 // parseKeyRecord reads a key record as go-msgauth v0.7.0 does, with its
 // words for what is wrong.
@@ -588,5 +560,5 @@ func lookupKey(ctx context.Context, r resolver.Resolver, cache *keyCache, name s
 			return nil, perm("no key for signature: " + short.Error())
 		}
 	}
-	return cache.parse(txts[0])
+	return cache.Parse(txts[0], parseKeyRecord)
 }
